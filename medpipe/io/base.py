@@ -1,0 +1,104 @@
+"""The contract between readers and the store writer.
+
+A reader turns source files into :class:`Series` objects.  A ``Series`` still holds
+the raw identifiers (``uid``, ``study_uid``, ``patient_id``) so ingest can make
+pseudonymous keys from them; those identifiers are never written anywhere.
+``header`` holds only values that survive the DICOM PS3.15 Basic Profile.
+
+Geometry convention (used by every reader and by the store)
+-----------------------------------------------------------
+* ``axes`` names the array's axes, ``("z", "y", "x")`` for grey-level images and
+  ``("c", "y", "x")`` / ``("c", "z", "y", "x")`` for colour.  2D grey images are
+  stored with a single ``z`` plane.
+* ``spacing`` has one entry per *spatial* axis (``z, y, x`` order), in millimetres.
+* ``origin`` is the patient-space position (DICOM LPS, mm) of voxel ``[0, 0, 0]``.
+* ``direction`` is a 3×3 matrix whose row ``a`` is the LPS unit vector along
+  spatial array axis ``a`` (rows for ``z``, ``y``, ``x``).  The position of voxel
+  index ``(k, j, i)`` is ``origin + k*sz*direction[0] + j*sy*direction[1] + i*sx*direction[2]``.
+  NIfTI (RAS) readers convert to LPS.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+__all__ = ["Probe", "Series", "identity_direction"]
+
+
+def identity_direction() -> tuple[tuple[float, float, float], ...]:
+    """Direction matrix of an image whose axes are (z, y, x) = LPS (S, P, L) aligned."""
+    return ((0.0, 0.0, 1.0), (0.0, 1.0, 0.0), (1.0, 0.0, 0.0))
+
+
+@dataclass
+class Series:
+    """One image series read from the archive (not yet pseudonymised).
+
+    Attributes
+    ----------
+    uid
+        SeriesInstanceUID, or the source's relative path where there is no UID.
+    sources
+        Relative paths (to the archive root) of every file that contributed.
+    data
+        The voxels, in ``axes`` order.  Rescale already applied (HU for CT,
+        SUV-scaled for PET) when ``rescale`` says so.
+    modality
+        DICOM Modality (``CT``, ``MR``, ``PT`` …), or ``OT`` / a reader-specific
+        value (``NIFTI``, ``MICROSCOPY`` …) where unknown.
+    labels
+        Masks on the same grid, ``roi name -> uint8 array`` of the spatial shape.
+    """
+
+    uid: str
+    sources: list[str]
+    data: np.ndarray
+    modality: str
+    spacing: tuple[float, ...]
+    origin: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    direction: tuple[tuple[float, float, float], ...] = field(default_factory=identity_direction)
+    axes: tuple[str, ...] = ("z", "y", "x")
+    study_uid: str | None = None
+    patient_id: str | None = None
+    rescale: dict[str, Any] = field(default_factory=dict)
+    header: dict[str, Any] = field(default_factory=dict)
+    labels: dict[str, np.ndarray] = field(default_factory=dict)
+    frame_of_reference_uid: str | None = None
+
+    @property
+    def spatial_shape(self) -> tuple[int, ...]:
+        """Shape of the spatial axes only (drops ``c``)."""
+        return tuple(n for n, a in zip(self.data.shape, self.axes, strict=True) if a != "c")
+
+
+@dataclass(frozen=True)
+class Probe:
+    """What a cheap header-only look at one file tells ingest.
+
+    Attributes
+    ----------
+    path
+        Relative path of the file (POSIX separators) under the archive root.
+    kind
+        Reader that handles it: ``"dicom"``, ``"nifti"``, ``"raster"`` or ``"npz"``.
+    group
+        Raw grouping identifier: files with equal ``(kind, group)`` are read together
+        into one or more :class:`Series`.  SeriesInstanceUID for DICOM images, the
+        *referenced* image SeriesInstanceUID for an RTSTRUCT, the image's relative
+        path for NIfTI images and their masks, the file's own path otherwise.
+        Never written anywhere; ingest stores only its keyed hash.
+    role
+        ``"image"`` or ``"mask"`` (RTSTRUCT, NIfTI label map), or ``"index"``
+        (a DICOMDIR: recorded, not ingested).
+    detail
+        Small reader-specific facts (modality, SOP class, frame count…), no PHI.
+    """
+
+    path: str
+    kind: str
+    group: str
+    role: str = "image"
+    detail: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
