@@ -1,0 +1,279 @@
+"""The catalog: an append-only record of every source file medpipe has seen.
+
+The catalog lives in the store at ``catalog/part-<run>-<n>.parquet``.  Parts are
+never rewritten; the current state of a file is its newest row.  It has a single
+writer (the flow, or the CLI process running it), which appends one part per
+finished batch, so a crash loses at most the batches that had not finished.
+
+Scanning is cheap by design: :func:`scan` only ``stat``\\s files, and :func:`diff`
+decides from size and mtime which files are new or changed.  File contents are
+read (hashed, probed, decoded) only for those.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import uuid
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pandas as pd
+
+from medpipe import store as _store
+
+__all__ = [
+    "COLUMNS",
+    "STATUSES",
+    "FileStat",
+    "Diff",
+    "scan",
+    "diff",
+    "read_catalog",
+    "current",
+    "append",
+    "content_hash",
+    "new_run_id",
+]
+
+#: Catalog columns, in order.
+COLUMNS = (
+    "path",
+    "size",
+    "mtime_ns",
+    "sha256",
+    "series",
+    "kind",
+    "role",
+    "status",
+    "reason",
+    "run_id",
+    "written_at",
+)
+#: Values of the ``status`` column.
+STATUSES = ("ingested", "quarantined", "skipped", "missing")
+
+_CATALOG = "catalog"
+_HASH_BLOCK = 1 << 20
+
+
+@dataclass(frozen=True)
+class FileStat:
+    """A file found by :func:`scan`: relative POSIX path, size in bytes, mtime in ns."""
+
+    path: str
+    size: int
+    mtime_ns: int
+
+
+@dataclass
+class Diff:
+    """What changed in the archive since the catalog's current state.
+
+    Attributes
+    ----------
+    new, changed
+        Files not in the catalog, and files whose size or mtime differ from it.
+    unchanged
+        Number of files whose size and mtime match (their contents are not read).
+    missing
+        Catalogued paths (not already marked missing) that are no longer in the archive.
+    """
+
+    new: list[FileStat] = field(default_factory=list)
+    changed: list[FileStat] = field(default_factory=list)
+    unchanged: int = 0
+    missing: list[str] = field(default_factory=list)
+
+    @property
+    def todo(self) -> list[FileStat]:
+        """New and changed files, in path order."""
+        return sorted(self.new + self.changed, key=lambda f: f.path)
+
+
+def new_run_id() -> str:
+    """A sortable, unique run id: UTC timestamp plus a random suffix."""
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:8]
+
+
+def _walk(root: str, prefix: str) -> Iterator[FileStat]:
+    with os.scandir(root) as it:
+        for entry in it:
+            if entry.name.startswith("."):
+                continue
+            rel = f"{prefix}{entry.name}"
+            if entry.is_dir(follow_symlinks=False):
+                yield from _walk(entry.path, rel + "/")
+            elif entry.is_file():
+                st = entry.stat()
+                yield FileStat(rel, st.st_size, st.st_mtime_ns)
+
+
+def scan(archive: str | os.PathLike[str], *, limit: int | None = None) -> list[FileStat]:
+    """List every file under ``archive`` with its size and mtime, without reading it.
+
+    Parameters
+    ----------
+    archive
+        Local archive root.  Hidden files and folders (``.name``) are ignored.
+    limit
+        Keep only the first ``limit`` files in path order (a cheap development run).
+
+    Returns
+    -------
+    list of FileStat
+        Sorted by path.
+    """
+    root = Path(archive)
+    if not root.is_dir():
+        from medpipe.errors import ConfigError
+
+        raise ConfigError(f"archive {root} is not a directory")
+    files = sorted(_walk(str(root), ""), key=lambda f: f.path)
+    return files[:limit] if limit is not None else files
+
+
+def content_hash(path: str | os.PathLike[str]) -> str:
+    """SHA-256 of a file's bytes, as hex."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(_HASH_BLOCK):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _parts(store: str) -> list[str]:
+    fs, root = _store.store_root(store)
+    base = f"{root}/{_CATALOG}"
+    if not fs.exists(base):
+        return []
+    return sorted(p for p in fs.ls(base, detail=False) if p.endswith(".parquet"))
+
+
+def read_catalog(store: str) -> pd.DataFrame:
+    """Every catalog row ever written, oldest first.
+
+    Parameters
+    ----------
+    store
+        Store URL or path.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns :data:`COLUMNS`; empty when nothing was catalogued yet.
+    """
+    fs, _ = _store.store_root(store)
+    frames = []
+    for part in _parts(store):
+        with fs.open(part, "rb") as fh:
+            frames.append(pd.read_parquet(fh))
+    if not frames:
+        return _empty()
+    return pd.concat(frames, ignore_index=True).sort_values("written_at", kind="stable")
+
+
+def current(store: str | pd.DataFrame) -> pd.DataFrame:
+    """The newest row per path: the catalog's current view of the archive."""
+    rows = read_catalog(store) if isinstance(store, str) else store
+    if rows.empty:
+        return rows
+    return rows.drop_duplicates("path", keep="last").set_index("path", drop=False)
+
+
+def diff(files: Sequence[FileStat], catalog: pd.DataFrame) -> Diff:
+    """Compare a scan with the catalog's current view by size and mtime only.
+
+    Parameters
+    ----------
+    files
+        The result of :func:`scan`.
+    catalog
+        The result of :func:`current`.
+
+    Returns
+    -------
+    Diff
+    """
+    out = Diff()
+    if catalog.empty:
+        out.new = list(files)
+        return out
+    known = {
+        p: (s, m, st)
+        for p, s, m, st in zip(
+            catalog["path"],
+            catalog["size"],
+            catalog["mtime_ns"],
+            catalog["status"],
+            strict=True,
+        )
+    }
+    seen = set()
+    for f in files:
+        seen.add(f.path)
+        prev = known.get(f.path)
+        if prev is None or prev[2] == "missing":
+            out.new.append(f)
+        elif (prev[0], prev[1]) != (f.size, f.mtime_ns):
+            out.changed.append(f)
+        else:
+            out.unchanged += 1
+    out.missing = sorted(p for p, v in known.items() if p not in seen and v[2] != "missing")
+    return out
+
+
+def append(store: str, rows: Iterable[Mapping[str, object]], *, run_id: str) -> int:
+    """Append rows to the catalog as one new, atomically written Parquet part.
+
+    Parameters
+    ----------
+    store
+        Store URL or path.
+    rows
+        Mappings with (at least) ``path`` and ``status``; missing columns are empty.
+    run_id
+        The run writing the rows.
+
+    Returns
+    -------
+    int
+        The number of rows written (nothing is written for none).
+    """
+    frame = pd.DataFrame(list(rows))
+    if frame.empty:
+        return 0
+    for col in COLUMNS:
+        if col not in frame:
+            frame[col] = None
+    frame["run_id"] = run_id
+    frame["written_at"] = pd.Timestamp.now(tz="UTC")
+    frame = _typed(frame[list(COLUMNS)])
+    fs, root = _store.store_root(store)
+    base = f"{root}/{_CATALOG}"
+    fs.makedirs(base, exist_ok=True)
+    name = f"part-{run_id}-{uuid.uuid4().hex[:8]}.parquet"
+    tmp = f"{base}/.tmp-{name}"
+    with fs.open(tmp, "wb") as fh:
+        frame.to_parquet(fh, index=False)
+    fs.mv(tmp, f"{base}/{name}")
+    return len(frame)
+
+
+def _typed(frame: pd.DataFrame) -> pd.DataFrame:
+    ints = {"size": "Int64", "mtime_ns": "Int64"}
+    out = frame.astype(ints)
+    for col in COLUMNS:
+        if col not in ints and col != "written_at":
+            out[col] = out[col].astype("string")
+    return out
+
+
+def _empty() -> pd.DataFrame:
+    return _typed(
+        pd.DataFrame({c: pd.Series([], dtype=object) for c in COLUMNS}).assign(
+            written_at=pd.Series([], dtype="datetime64[ns, UTC]")
+        )
+    )

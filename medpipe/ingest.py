@@ -1,0 +1,373 @@
+"""Ingest: the archive → catalog → de-identified OME-Zarr stage.
+
+Three pure steps, each small enough for a Prefect task to wrap in a line:
+
+1. :func:`probe_batch` hashes and header-reads the new or changed files of a scan
+   and gives each its reader, role and pseudonymous series key.
+2. :func:`plan` groups probed files, plus the unchanged files already catalogued
+   under the same series key, into per-series :class:`GroupPlan`\\ s.
+3. :func:`ingest_batch` reads each group, writes it atomically to
+   ``images/<series-key>`` and returns the catalog rows for its files.
+
+Raw identifiers (UIDs, patient IDs) exist only inside these functions; what they
+return and write carries keyed hashes only.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import traceback
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+import medpipe
+from medpipe import store as _store
+from medpipe.catalog import FileStat, content_hash
+from medpipe.deid import pseudonym
+from medpipe.errors import SourceError, UnsupportedSourceError
+from medpipe.io import probe_file, read_group
+from medpipe.io.base import Series
+
+__all__ = [
+    "GroupPlan",
+    "IngestSummary",
+    "probe_batch",
+    "plan",
+    "batches",
+    "ingest_batch",
+    "ingest_group",
+    "summarize",
+    "series_attrs",
+    "IMAGES",
+]
+
+log = logging.getLogger(__name__)
+
+#: Store group holding one OME-Zarr image per series.
+IMAGES = "images"
+
+
+@dataclass
+class GroupPlan:
+    """One series to (re-)ingest: its key, reader and member files with their stats.
+
+    ``members`` rows are catalog-shaped dicts (``path``, ``size``, ``mtime_ns``,
+    ``sha256``, ``role``); no raw identifier is held here, so plans can travel
+    between processes and through Prefect.
+    """
+
+    series: str
+    kind: str
+    members: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def nbytes(self) -> int:
+        """Total size of the member files."""
+        return sum(int(m["size"]) for m in self.members)
+
+
+@dataclass
+class IngestSummary:
+    """Counts of one ingest run, for printing and for Prefect artifacts."""
+
+    run_id: str
+    scanned: int = 0
+    unchanged: int = 0
+    new: int = 0
+    changed: int = 0
+    missing: int = 0
+    series_ingested: int = 0
+    files_ingested: int = 0
+    quarantined: int = 0
+    skipped: int = 0
+    reasons: dict[str, int] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-dict view (JSON-serialisable)."""
+        return asdict(self)
+
+
+def _row(f: FileStat | Mapping[str, Any], **values: Any) -> dict[str, Any]:
+    base = asdict(f) if isinstance(f, FileStat) else dict(f)
+    keep = {
+        k: base.get(k) for k in ("path", "size", "mtime_ns", "sha256", "series", "kind", "role")
+    }
+    keep.update(values)
+    return keep
+
+
+def probe_batch(archive: str, files: Sequence[FileStat], *, secret: bytes) -> list[dict[str, Any]]:
+    """Hash and header-read a batch of new or changed files.
+
+    Parameters
+    ----------
+    archive
+        Archive root.
+    files
+        Files from :func:`medpipe.catalog.scan` that need a look.
+    secret
+        Pseudonymisation secret.
+
+    Returns
+    -------
+    list of dict
+        One catalog-shaped row per file.  ``status`` is ``"pending"`` for files that
+        go on to :func:`plan`, or ``"quarantined"`` / ``"skipped"`` with a ``reason``.
+    """
+    rows = []
+    root = Path(archive)
+    for f in files:
+        try:
+            digest = content_hash(root / f.path)
+        except OSError as err:
+            rows.append(_row(f, status="quarantined", reason=f"cannot read file: {err.strerror}"))
+            continue
+        try:
+            probe = probe_file(root, f.path)
+        except UnsupportedSourceError as err:
+            rows.append(_row(f, sha256=digest, status="skipped", reason=err.reason))
+            continue
+        except SourceError as err:
+            rows.append(_row(f, sha256=digest, status="quarantined", reason=err.reason))
+            continue
+        except Exception as err:  # noqa: BLE001 - a bad file must never stop the run
+            log.debug("probe of %s failed:\n%s", f.path, traceback.format_exc())
+            rows.append(
+                _row(
+                    f,
+                    sha256=digest,
+                    status="quarantined",
+                    reason=_one_line(f"unreadable: {type(err).__name__}: {err}"),
+                )
+            )
+            continue
+        if probe.role == "index":
+            rows.append(
+                _row(
+                    f,
+                    sha256=digest,
+                    kind=probe.kind,
+                    role=probe.role,
+                    status="skipped",
+                    reason="DICOMDIR index (its files are scanned)",
+                )
+            )
+            continue
+        key = pseudonym(probe.group, secret=secret, kind="series")
+        rows.append(
+            _row(
+                f,
+                sha256=digest,
+                kind=probe.kind,
+                role=probe.role,
+                series=key,
+                status="pending",
+                reason=None,
+            )
+        )
+    return rows
+
+
+def plan(probed: Iterable[Mapping[str, Any]], catalog: pd.DataFrame) -> list[GroupPlan]:
+    """Group probed files into series to ingest, with their unchanged catalogued siblings.
+
+    Parameters
+    ----------
+    probed
+        Rows from :func:`probe_batch`; only ``status == "pending"`` rows are planned.
+    catalog
+        The catalog's current view (:func:`medpipe.catalog.current`).  Files already
+        catalogued under a touched series key, and not changed in this run, are
+        added so a series is always read whole.
+
+    Returns
+    -------
+    list of GroupPlan
+        Sorted by series key.
+    """
+    groups: dict[str, GroupPlan] = {}
+    fresh: set[str] = set()
+    for row in probed:
+        if row["status"] != "pending":
+            continue
+        g = groups.setdefault(row["series"], GroupPlan(series=row["series"], kind=row["kind"]))
+        g.members.append(_row(row))
+        fresh.add(row["path"])
+    if groups and not catalog.empty:
+        old = catalog[
+            catalog["series"].isin(list(groups))
+            & catalog["status"].isin(["ingested", "quarantined"])
+            & ~catalog["path"].isin(list(fresh))
+        ]
+        for rec in old.to_dict("records"):
+            groups[rec["series"]].members.append(_row(rec))
+    for g in groups.values():
+        g.members.sort(key=lambda m: m["path"])
+    return [groups[k] for k in sorted(groups)]
+
+
+def batches(
+    plans: Sequence[GroupPlan], *, n: int, max_bytes: int = 512 << 20
+) -> list[list[GroupPlan]]:
+    """Split plans into about ``n`` batches of similar size (for one task each).
+
+    Parameters
+    ----------
+    plans
+        Series plans.
+    n
+        Target number of batches (e.g. a few per worker, for load balance).
+    max_bytes
+        Upper bound of source bytes in one batch, so huge archives still get
+        batches a worker can hold.
+
+    Returns
+    -------
+    list of list of GroupPlan
+    """
+    if not plans:
+        return []
+    total = sum(p.nbytes for p in plans)
+    target = min(max_bytes, max(1, math.ceil(total / max(n, 1))))
+    out: list[list[GroupPlan]] = [[]]
+    size = 0
+    for p in sorted(plans, key=lambda p: p.series):
+        if out[-1] and size + p.nbytes > target:
+            out.append([])
+            size = 0
+        out[-1].append(p)
+        size += p.nbytes
+    return out
+
+
+def series_attrs(
+    series: Series, *, secret: bytes, hashes: Sequence[str], run_id: str
+) -> dict[str, Any]:
+    """The de-identified attributes stored with an ingested series.
+
+    Parameters
+    ----------
+    series
+        The series as read.
+    secret
+        Pseudonymisation secret.
+    hashes
+        Content hashes of the source files.
+    run_id
+        Id of the ingest run.
+
+    Returns
+    -------
+    dict
+        JSON-serialisable; holds keyed hashes, never raw identifiers or paths.
+    """
+
+    def key(value: str | None, kind: str) -> str | None:
+        return pseudonym(value, secret=secret, kind=kind) if value else None
+
+    return {
+        "series_key": key(series.uid, "series"),
+        "study_key": key(series.study_uid, "study"),
+        "patient_key": key(series.patient_id, "patient"),
+        "modality": series.modality,
+        "shape": [int(n) for n in series.data.shape],
+        "dtype": str(series.data.dtype),
+        "rescale": series.rescale,
+        "header": series.header,
+        "labels": sorted(series.labels),
+        "source_hashes": sorted(hashes),
+        "source_count": len(hashes),
+        "ingest_run": run_id,
+        "medpipe_version": medpipe.__version__,
+    }
+
+
+def ingest_group(
+    archive: str, store: str, group: GroupPlan, *, secret: bytes, run_id: str
+) -> list[dict[str, Any]]:
+    """Read one series and write it atomically to the store.
+
+    Returns
+    -------
+    list of dict
+        Catalog rows for the group's files: ``ingested``, or ``quarantined`` with the
+        reason (the file at fault gets the specific reason, its siblings point to it).
+    """
+    members = [(m["path"], m["role"]) for m in group.members]
+    try:
+        serieses = read_group(archive, group.kind, members)
+        for s in serieses:
+            hashes = [m["sha256"] for m in group.members if m.get("sha256")]
+            key = pseudonym(s.uid, secret=secret, kind="series")
+            _store.write_image(
+                s.data,
+                store=store,
+                path=f"{IMAGES}/{key}",
+                axes=s.axes,
+                spacing=s.spacing,
+                origin=s.origin,
+                direction=s.direction,
+                labels=s.labels,
+                attrs=series_attrs(s, secret=secret, hashes=hashes, run_id=run_id),
+            )
+    except Exception as err:  # noqa: BLE001 - one bad series never stops the batch
+        culprit = getattr(err, "path", None)
+        if isinstance(err, SourceError):
+            reason = err.reason
+        else:
+            log.warning("series %s failed unexpectedly:\n%s", group.series, traceback.format_exc())
+            reason = f"{type(err).__name__}: {err}"
+        reason = _one_line(reason)
+        return [
+            _row(
+                m,
+                series=group.series,
+                kind=group.kind,
+                status="quarantined",
+                reason=reason
+                if (culprit in (None, m["path"]))
+                else f"series not ingested: {culprit}: {reason}",
+            )
+            for m in group.members
+        ]
+    return [
+        _row(m, series=group.series, kind=group.kind, status="ingested", reason=None)
+        for m in group.members
+    ]
+
+
+def ingest_batch(
+    archive: str, store: str, groups: Sequence[GroupPlan], *, secret: bytes, run_id: str
+) -> list[dict[str, Any]]:
+    """Ingest a batch of series (:func:`ingest_group` for each); returns all catalog rows."""
+    rows: list[dict[str, Any]] = []
+    for g in groups:
+        rows.extend(ingest_group(archive, store, g, secret=secret, run_id=run_id))
+    return rows
+
+
+def summarize(summary: IngestSummary, rows: Iterable[Mapping[str, Any]]) -> IngestSummary:
+    """Add a batch's catalog rows to the run's counts (in place; returns it)."""
+    series = set()
+    for r in rows:
+        status = r["status"]
+        if status == "ingested":
+            summary.files_ingested += 1
+            series.add(r["series"])
+        elif status in ("quarantined", "skipped"):
+            setattr(summary, status, getattr(summary, status) + 1)
+            if status == "quarantined":
+                reason = str(r.get("reason") or "")
+                summary.reasons[reason] = summary.reasons.get(reason, 0) + 1
+    summary.series_ingested += len(series)
+    return summary
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    line = " ".join(str(text).split())
+    return line if len(line) <= limit else line[: limit - 1] + "…"
