@@ -1,0 +1,238 @@
+"""The IBSI-1 digital phantom table: reference rows ↔ medpipe feature names.
+
+Used by ``test_ibsi_phantom.py`` and runnable on its own to print the comparison::
+
+    .venv/bin/python -m tests.features._ibsi
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from medpipe.features import FeatureConfig, compute_features
+from medpipe.features.glcm import AGGREGATIONS, FEATURES
+
+_STAT = {
+    "Mean intensity": "mean",
+    "Intensity variance": "variance",
+    "Intensity skewness": "skewness",
+    "(Excess) intensity kurtosis": "kurtosis",
+    "Median intensity": "median",
+    "Minimum intensity": "minimum",
+    "10\\ :sup:`th` intensity percentile": "p10",
+    "90\\ :sup:`th` intensity percentile": "p90",
+    "Maximum intensity": "maximum",
+    "Intensity interquartile range": "iqr",
+    "Intensity range": "range",
+    "Intensity-based mean absolute deviation": "mad",
+    "Intensity-based robust mean absolute deviation": "robust_mad",
+    "Intensity-based median absolute deviation": "median_ad",
+    "Intensity-based coefficient of variation": "cov",
+    "Intensity-based quartile coefficient of dispersion": "qcod",
+    "Intensity-based energy": "energy",
+    "Root mean square intensity": "rms",
+}
+_IH = {
+    "Mean discretised intensity": "mean",
+    "Discretised intensity variance": "variance",
+    "Discretised intensity skewness": "skewness",
+    "(Excess) discretised intensity kurtosis": "kurtosis",
+    "Median discretised intensity": "median",
+    "Minimum discretised intensity": "minimum",
+    "10\\ :sup:`th` discretised intensity percentile": "p10",
+    "90\\ :sup:`th` discretised intensity percentile": "p90",
+    "Maximum discretised intensity": "maximum",
+    "Intensity histogram mode": "mode",
+    "Discretised intensity interquartile range": "iqr",
+    "Discretised intensity range": "range",
+    "Intensity histogram mean absolute deviation": "mad",
+    "Intensity histogram robust mean absolute deviation": "robust_mad",
+    "Intensity histogram median absolute deviation": "median_ad",
+    "Intensity histogram coefficient of variation": "cov",
+    "Intensity histogram quartile coefficient of dispersion": "qcod",
+    "Discretised intensity entropy": "entropy",
+    "Discretised intensity uniformity": "uniformity",
+    "Maximum histogram gradient": "max_gradient",
+    "Maximum histogram gradient intensity": "max_gradient_level",
+    "Minimum histogram gradient": "min_gradient",
+    "Minimum histogram gradient intensity": "min_gradient_level",
+}
+_GLCM = dict(
+    zip(
+        (
+            "Joint maximum",
+            "Joint average",
+            "Joint variance",
+            "Joint entropy",
+            "Difference average",
+            "Difference variance",
+            "Difference entropy",
+            "Sum average",
+            "Sum variance",
+            "Sum entropy",
+            "Angular second moment",
+            "Contrast",
+            "Dissimilarity",
+            "Inverse difference",
+            "Normalised inverse difference",
+            "Inverse difference moment",
+            "Normalised inverse difference moment",
+            "Inverse variance",
+            "Correlation",
+            "Autocorrelation",
+            "Cluster tendency",
+            "Cluster shade",
+            "Cluster prominence",
+            "Information correlation 1",
+            "Information correlation 2",
+        ),
+        FEATURES,
+        strict=True,
+    )
+)
+_MORPH = {
+    "Volume (mesh)": "volume",
+    "Volume (voxel counting)": "voxel_volume",
+    "Surface area (mesh)": "surface_area",
+    "Surface to volume ratio": "surface_to_volume",
+    "Compactness 1": "compactness1",
+    "Compactness 2": "compactness2",
+    "Spherical disproportion": "spherical_disproportion",
+    "Sphericity": "sphericity",
+    "Asphericity": "asphericity",
+    "Centre of mass shift": "com_shift",
+    "Maximum 3D diameter": "max_diameter",
+    "Major axis length": "major_axis",
+    "Minor axis length": "minor_axis",
+    "Least axis length": "least_axis",
+    "Elongation": "elongation",
+    "Flatness": "flatness",
+    "Volume density (axis-aligned bounding box)": "volume_density_aabb",
+    "Area density (axis-aligned bounding box)": "area_density_aabb",
+    "Volume density (approximate enclosing ellipsoid)": "volume_density_aee",
+    "Area density (approximate enclosing ellipsoid)": "area_density_aee",
+    "Volume density (convex hull)": "volume_density_convex_hull",
+    "Area density (convex hull)": "area_density_convex_hull",
+    "Integrated intensity": "integrated_intensity",
+    "Moran’s I index": "morans_i",
+    "Geary’s C measure": "gearys_c",
+}
+_AGG = {v: k for k, v in AGGREGATIONS.items()}
+
+#: The medpipe config that reproduces IBSI's digital phantom setting (no discretisation).
+PHANTOM_CONFIG = FeatureConfig(
+    families=("firstorder", "histogram", "glcm", "morphology"),
+    bin_count=None,
+    glcm_aggregations=tuple(AGGREGATIONS),
+)
+
+
+@dataclass(frozen=True)
+class Row:
+    family: str
+    feature: str
+    aggregation: str
+    expected: float
+    tolerance: float
+    name: str | None  # medpipe feature name; None when not implemented
+
+    @property
+    def id(self) -> str:
+        agg = f"[{self.aggregation}]" if self.aggregation else ""
+        return f"{self.family.split()[0]}:{self.feature}{agg}".replace(" ", "_")
+
+
+def _rounding_tolerance(value: float) -> float:
+    """IBSI quotes phantom values to 3 significant digits: allow half a unit of the 3rd."""
+    if value == 0:
+        return 5e-4
+    return 0.5 * 10 ** (math.floor(math.log10(abs(value))) - 2) * (1 + 1e-9)
+
+
+def _name(family: str, feature: str, aggregation: str) -> str | None:
+    if family == "Intensity-based statistical features" and feature in _STAT:
+        return f"firstorder_{_STAT[feature]}"
+    if family == "Intensity histogram features" and feature in _IH:
+        return f"ih_{_IH[feature]}"
+    if family == "Grey level co-occurrence based features" and feature in _GLCM:
+        return f"glcm_{_GLCM[feature]}_{_AGG[aggregation]}"
+    if family == "Morphological features" and feature in _MORPH:
+        return f"morph_{_MORPH[feature]}"
+    return None
+
+
+def reference_rows(csv_path: Path) -> list[Row]:
+    """Every ``dig. phantom`` row of the reference table (implemented or not)."""
+    rows = []
+    with open(csv_path, newline="", encoding="utf-8") as fh:
+        for r in csv.DictReader(fh):
+            if r["data"] != "dig. phantom":
+                continue
+            value = float(r["value"])
+            tol = float(r["tolerance"]) if r["tolerance"] else _rounding_tolerance(value)
+            rows.append(
+                Row(
+                    r["family"],
+                    r["feature"],
+                    r["aggregation"],
+                    value,
+                    tol,
+                    _name(r["family"], r["feature"], r["aggregation"]),
+                )
+            )
+    return rows
+
+
+def load_phantom(data_root: Path) -> tuple[np.ndarray, np.ndarray, tuple[float, ...]]:
+    """Phantom image, mask (``z, y, x``) and spacing (mm, ``z, y, x``) from the NIfTI files."""
+    d = data_root / "reference" / "ibsi1_digital_phantom"
+    img = nib.load(d / "phantom.nii.gz")
+    msk = nib.load(d / "mask.nii.gz")
+    # NIfTI stores (x, y, z); medpipe works in (z, y, x)
+    image = np.transpose(np.asanyarray(img.dataobj), (2, 1, 0)).astype(np.float64)
+    mask = np.transpose(np.asanyarray(msk.dataobj), (2, 1, 0)) > 0
+    spacing = tuple(float(s) for s in img.header.get_zooms()[:3][::-1])
+    return image, mask, spacing
+
+
+def phantom_features(data_root: Path) -> dict[str, float]:
+    """medpipe's features of the digital phantom with :data:`PHANTOM_CONFIG`."""
+    image, mask, spacing = load_phantom(data_root)
+    return compute_features(image, mask, spacing=spacing, config=PHANTOM_CONFIG)
+
+
+def table(data_root: Path) -> tuple[str, dict[str, tuple[int, int, int]]]:
+    """The comparison table as text, and per family (passed, failed, not implemented)."""
+    feats = phantom_features(data_root)
+    lines = [f"{'feature':<58} {'aggregation':<24} {'expected':>10} {'got':>10} {'pass':>5}"]
+    summary: dict[str, list[int]] = {}
+    for r in reference_rows(data_root / "reference" / "ibsi1_reference_values.csv"):
+        s = summary.setdefault(r.family, [0, 0, 0])
+        if r.name is None:
+            s[2] += 1
+            got, ok = "n/a", "-"
+        else:
+            v = feats[r.name]
+            passed = abs(v - r.expected) <= r.tolerance
+            s[0 if passed else 1] += 1
+            got, ok = f"{v:10.4g}", "yes" if passed else "NO"
+        lines.append(
+            f"{r.feature[:58]:<58} {r.aggregation:<24} {r.expected:10.4g} {got:>10} {ok:>5}"
+        )
+    lines.append("")
+    lines.append(f"{'family':<58} {'passed':>7} {'failed':>7} {'not impl.':>10}")
+    for fam, (p, f, n) in summary.items():
+        lines.append(f"{fam:<58} {p:>7} {f:>7} {n:>10}")
+    return "\n".join(lines), {k: tuple(v) for k, v in summary.items()}
+
+
+if __name__ == "__main__":
+    from tests.conftest import shared_data_dir
+
+    print(table(shared_data_dir())[0])
