@@ -50,7 +50,9 @@ def _run_ingest(archive: Path, store: str, limit: int | None, cluster: str, demo
 
 
 def _print_summary(summary: dict[str, Any]) -> None:
-    table = Table(title=f"ingest run {summary['run_id']}")
+    table = Table(title=f"ingest run {summary['run_id']}", show_header=False)
+    table.add_column("", style="bold")
+    table.add_column("", justify="right")
     keys = (
         "scanned",
         "new",
@@ -63,8 +65,7 @@ def _print_summary(summary: dict[str, Any]) -> None:
         "skipped",
     )
     for k in keys:
-        table.add_column(k.replace("_", " "), justify="right")
-    table.add_row(*(str(summary[k]) for k in keys))
+        table.add_row(k.replace("_", " "), str(summary[k]))
     console.print(table)
 
 
@@ -96,8 +97,9 @@ def info(store: Annotated[str, typer.Argument(help="Store path or URL.")]) -> No
     table = Table(title=f"{store}: images")
     for col in ("series", "modality", "shape", "spacing (mm)", "labels", "status"):
         table.add_column(col)
-    for key in st.list_groups(store, IMAGES):
-        attrs = st.read_attrs(store, f"{IMAGES}/{key}")
+    for path in st.list_groups(store, IMAGES):
+        attrs = st.read_attrs(store, path).get("medpipe", {})
+        key = path.rsplit("/", 1)[-1]
         spacing = "×".join(f"{s:.3g}" for s in attrs.get("spacing", []))
         table.add_row(
             key,

@@ -163,17 +163,22 @@ def compute_features(
     out = dict.fromkeys(config.feature_names(), np.nan)
     fams = set(config.families)
     empty = not m.any()
+    if {"firstorder", "histogram", "glcm"} & fams and not empty:
+        # these families see only ROI voxels (GLCM pairs need both ends in the ROI), so
+        # they run on the ROI bounding box: a large image with a small ROI costs little
+        box = tuple(slice(int(i.min()), int(i.max()) + 1) for i in np.nonzero(m))
+        grey_roi, m_roi = grey[box], m[box]
     if {"histogram", "glcm"} & fams and not empty:
         levels = discretise_image(
-            grey,
-            m,
+            grey_roi,
+            m_roi,
             bin_width=config.bin_width,
             bin_count=config.bin_count,
             min_value=config.min_value,
         )
         ng = config.bin_count if config.bin_count is not None else int(levels.max())
         if "histogram" in fams:
-            out.update(firstorder.histogram_features(levels[m], n_levels=ng))
+            out.update(firstorder.histogram_features(levels[m_roi], n_levels=ng))
         if "glcm" in fams:
             out.update(
                 glcm.glcm_features(
@@ -184,7 +189,7 @@ def compute_features(
                 )
             )
     if "firstorder" in fams and not empty:
-        out.update(firstorder.statistics_features(grey[m]))
+        out.update(firstorder.statistics_features(grey_roi[m_roi]))
     if "morphology" in fams and not empty:
         out.update(shape.morphology_features(m, spacing=spacing, image=grey))
     if "texture" in fams and not empty:

@@ -58,10 +58,11 @@ def _moments(x: np.ndarray) -> dict[str, float]:
         return dict.fromkeys(_COMMON, np.nan)
     mean = float(x.mean())
     dev = x - mean
-    var = float(np.mean(dev**2))
+    dev2 = dev * dev  # explicit products: much faster than dev**3, dev**4
+    var = float(np.mean(dev2))
     with np.errstate(divide="ignore", invalid="ignore"):
-        skew = float(np.mean(dev**3) / var**1.5) if var > 0 else 0.0
-        kurt = float(np.mean(dev**4) / var**2 - 3.0) if var > 0 else 0.0
+        skew = float(np.mean(dev2 * dev) / var**1.5) if var > 0 else 0.0
+        kurt = float(np.mean(dev2 * dev2) / var**2 - 3.0) if var > 0 else 0.0
     p10, p25, med, p75, p90 = (float(v) for v in np.percentile(x, [10, 25, 50, 75, 90]))
     robust = x[(x >= p10) & (x <= p90)]
     with np.errstate(divide="ignore", invalid="ignore"):

@@ -1,8 +1,8 @@
 """Grey level co-occurrence matrix (GLCM) features, IBSI 1 section 3.6.
 
-Matrices are built with one ``np.bincount`` per direction on pairs of shifted views of
-a discretised level array (0 = outside the ROI), so only voxel pairs whose two members
-are both in the ROI count.  Matrices are symmetric (``M + M.T``) and use Chebyshev
+Matrices are built with a single ``np.bincount`` over all directions (and slices) at
+once, visiting only the ROI voxels of a discretised level array (0 = outside the ROI),
+so only voxel pairs whose two members are both in the ROI count.  Matrices are symmetric (``M + M.T``) and use Chebyshev
 distance ``d`` (offsets are the 13 unit directions of 3D, or the 4 in-plane ones of 2D,
 times ``d``).  Features are computed for a whole stack of matrices at once.
 
@@ -89,17 +89,42 @@ DIRECTIONS_3D: tuple[tuple[int, int, int], ...] = tuple(
 DIRECTIONS_2D: tuple[tuple[int, int, int], ...] = ((0, 0, 1), (0, 1, 1), (0, 1, 0), (0, 1, -1))
 
 
-def _views(shape: Sequence[int], offset: Sequence[int]) -> tuple[tuple[slice, ...], ...]:
-    """Slices ``(src, dst)`` such that ``a[dst]`` is the neighbour of ``a[src]`` at ``offset``."""
-    src, dst = [], []
-    for n, o in zip(shape, offset, strict=True):
-        if o >= 0:
-            src.append(slice(0, n - o))
-            dst.append(slice(o, n))
-        else:
-            src.append(slice(-o, n))
-            dst.append(slice(0, n + o))
-    return tuple(src), tuple(dst)
+def _cooccurrence(
+    levels: np.ndarray, offsets: Sequence[Sequence[int]], *, n_levels: int, per_slice: bool
+) -> np.ndarray:
+    """Asymmetric co-occurrence counts for several offsets with a single ``np.bincount``.
+
+    Only the ROI voxels are visited: the level array is zero-padded by the largest offset,
+    so the neighbour of ROI voxel ``p`` at offset ``o`` is ``flat[p + stride · o]`` (never
+    wrapping), and a pair counts when that neighbour is in the ROI too.  Direction (and
+    slice, for ``per_slice``) are folded into the bin index, so the cost is one gather and
+    one bincount over ``n_roi × n_offsets`` pairs, independent of the bounding box.
+
+    Returns ``(n_offsets, N_g, N_g)``, or ``(n_z, n_offsets, N_g, N_g)`` for ``per_slice``.
+    """
+    ng = int(n_levels)
+    offs = np.asarray(offsets, dtype=np.int64).reshape(-1, 3)
+    k = len(offs)
+    nz = levels.shape[0]
+    pad = int(np.abs(offs).max()) if offs.size else 0
+    padded = np.pad(np.asarray(levels, dtype=np.int32), pad)
+    flat = padded.ravel()
+    strides = np.array([padded.shape[1] * padded.shape[2], padded.shape[2], 1], np.int64)
+    pos = np.flatnonzero(flat)
+    a = flat[pos].astype(np.int64) - 1  # (n,)
+    b = flat[pos[None, :] + (offs @ strides)[:, None]].astype(np.int64)  # (k, n), 0 = outside
+    valid = b > 0
+    idx = a[None, :] * ng + (b - 1)
+    idx += (np.arange(k, dtype=np.int64) * ng * ng)[:, None]
+    if per_slice:
+        z = pos // strides[0] - pad
+        idx += (z * (k * ng * ng))[None, :]
+        nbins = nz * k * ng * ng
+        shape: tuple[int, ...] = (nz, k, ng, ng)
+    else:
+        nbins = k * ng * ng
+        shape = (k, ng, ng)
+    return np.bincount(idx[valid], minlength=nbins).reshape(shape).astype(np.float64)
 
 
 def glcm_matrix(
@@ -123,49 +148,37 @@ def glcm_matrix(
     numpy.ndarray
         ``float64`` counts, shape ``(N_g, N_g)`` or ``(n_z, N_g, N_g)``.
     """
-    lv = np.asarray(levels)
-    ng = int(n_levels)
-    src, dst = _views(lv.shape, offset)
-    a = lv[src].astype(np.int64)
-    b = lv[dst].astype(np.int64)
-    valid = (a > 0) & (b > 0)
-    idx = (a - 1) * ng + (b - 1)
-    if per_slice:
-        if offset[0] != 0:
-            raise ValueError("per-slice matrices need an in-plane offset (dz == 0)")
-        nz = lv.shape[0]
-        idx = idx + (np.arange(nz, dtype=np.int64) * ng * ng)[:, None, None]
-        m = np.bincount(idx[valid], minlength=nz * ng * ng).reshape(nz, ng, ng)
-    else:
-        m = np.bincount(idx[valid], minlength=ng * ng).reshape(ng, ng)
-    m = m.astype(np.float64)
+    if per_slice and offset[0] != 0:
+        raise ValueError("per-slice matrices need an in-plane offset (dz == 0)")
+    m = _cooccurrence(np.asarray(levels), [offset], n_levels=n_levels, per_slice=per_slice)
+    m = m[:, 0] if per_slice else m[0]
     return m + np.swapaxes(m, -1, -2)
 
 
 def glcm_matrices_3d(levels: np.ndarray, *, n_levels: int, distance: int = 1) -> np.ndarray:
     """The 13 directional 3-D matrices, shape ``(13, N_g, N_g)``."""
-    return np.stack(
-        [
-            glcm_matrix(levels, tuple(distance * c for c in o), n_levels=n_levels)
-            for o in DIRECTIONS_3D
-        ]
-    )
+    offs = [tuple(distance * c for c in o) for o in DIRECTIONS_3D]
+    m = _cooccurrence(np.asarray(levels), offs, n_levels=n_levels, per_slice=False)
+    return m + np.swapaxes(m, -1, -2)
 
 
 def glcm_matrices_2d(levels: np.ndarray, *, n_levels: int, distance: int = 1) -> np.ndarray:
     """Per-slice in-plane matrices, shape ``(n_z, 4, N_g, N_g)``."""
-    return np.stack(
-        [
-            glcm_matrix(levels, tuple(distance * c for c in o), n_levels=n_levels, per_slice=True)
-            for o in DIRECTIONS_2D
-        ],
-        axis=1,
-    )
+    offs = [tuple(distance * c for c in o) for o in DIRECTIONS_2D]
+    m = _cooccurrence(np.asarray(levels), offs, n_levels=n_levels, per_slice=True)
+    return m + np.swapaxes(m, -1, -2)
 
 
 def _plogp(p: np.ndarray) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(p > 0, p * np.log2(np.where(p > 0, p, 1.0)), 0.0)
+
+
+def _marginal(flat: np.ndarray, bins: np.ndarray, n_bins: int) -> np.ndarray:
+    """Row-wise sums of ``flat`` (``(n, N_g²)``) grouped by ``bins``: one weighted bincount."""
+    n = len(flat)
+    idx = (np.arange(n, dtype=np.int64)[:, None] * n_bins + bins[None, :]).ravel()
+    return np.bincount(idx, weights=flat.ravel(), minlength=n * n_bins).reshape(n, n_bins)
 
 
 def glcm_feature_stack(counts: np.ndarray) -> dict[str, np.ndarray]:
@@ -202,9 +215,9 @@ def glcm_feature_stack(counts: np.ndarray) -> dict[str, np.ndarray]:
     flat = p.reshape(len(p), -1)
 
     kd = np.abs(gi - gj).astype(np.int64).ravel()
-    pd = flat @ np.eye(ng)[kd]  # p_{i-j}(k), k = 0..N_g-1
+    pd = _marginal(flat, kd, ng)  # p_{i-j}(k), k = 0..N_g-1
     ks = (gi + gj).astype(np.int64).ravel() - 2
-    ps = flat @ np.eye(2 * ng - 1)[ks]  # p_{i+j}(k), k = 2..2N_g
+    ps = _marginal(flat, ks, 2 * ng - 1)  # p_{i+j}(k), k = 2..2N_g
     k_d = np.arange(ng, dtype=np.float64)
     k_s = np.arange(2, 2 * ng + 1, dtype=np.float64)
     mu_d = pd @ k_d

@@ -1,0 +1,865 @@
+"""DICOM reader: probe one file, read one series, list a DICOMDIR.
+
+Every file gets a clear outcome: a :class:`~medpipe.io.base.Probe` /
+:class:`~medpipe.io.base.Series`, or a :class:`~medpipe.errors.SourceError` subclass
+whose one-line reason names the file.
+
+Geometry follows :mod:`medpipe.io.base`: slices are sorted by the projection of
+ImagePositionPatient on the slice normal (never by InstanceNumber), ``origin`` is the
+position of the first sorted slice and the direction rows are
+``[normal, column cosine, row cosine]`` (LPS unit vectors of array axes z, y, x).
+"""
+
+from __future__ import annotations
+
+import struct
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset, FileDataset
+from pydicom.errors import InvalidDicomError
+from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
+
+from medpipe.deid import basic_profile_filter
+from medpipe.errors import (
+    InvalidSourceError,
+    SeriesGeometryError,
+    SourceError,
+    SourceTooLargeError,
+    UnsupportedSourceError,
+)
+from medpipe.io.base import Probe, Series
+
+__all__ = ["probe_dicom", "read_dicom_series", "read_dicomdir"]
+
+#: Default refusal threshold for declared pixel data sizes (8 GiB).
+DEFAULT_MAX_BYTES = 8 << 30
+
+_DICOMDIR_SOP = "1.2.840.10008.1.3.10"
+_RTSTRUCT_SOP = "1.2.840.10008.5.1.4.1.1.481.3"
+_SEG_SOP = "1.2.840.10008.5.1.4.1.1.66.4"
+_PIXEL_TAGS = (0x7FE00010, 0x7FE00008, 0x7FE00009)
+_UNDEFINED = 0xFFFFFFFF
+_MAX_REASON = 240
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _one_line(exc: BaseException | str) -> str:
+    """Collapse an exception message onto one short line."""
+    text = str(exc) if not isinstance(exc, str) else exc
+    parts = [p.strip() for p in text.splitlines() if p.strip()]
+    line = "; ".join(parts) or type(exc).__name__
+    return line if len(line) <= _MAX_REASON else line[: _MAX_REASON - 3] + "..."
+
+
+def _codec_name(ts: UID) -> str:
+    """Short name of the codec family of a transfer syntax, for error reasons."""
+    if ts in pydicom.uid.JPEG2000TransferSyntaxes:
+        return "JPEG 2000 codestream"
+    if ts in pydicom.uid.JPEGLSTransferSyntaxes:
+        return "JPEG-LS codestream"
+    if ts in pydicom.uid.JPEGTransferSyntaxes:
+        return "JPEG codestream"
+    if ts == pydicom.uid.RLELossless:
+        return "RLE data"
+    return "pixel data"
+
+
+def _is_part10(path: Path, rel: str) -> None:
+    """Raise unless the file starts with a 128-byte preamble and ``DICM``."""
+    try:
+        with path.open("rb") as fp:
+            head = fp.read(132)
+    except FileNotFoundError:
+        raise InvalidSourceError("file not found", path=rel) from None
+    except OSError as exc:
+        raise InvalidSourceError(f"cannot open file: {_one_line(exc)}", path=rel) from None
+    if head[:2] == b"\x1f\x8b":
+        raise InvalidSourceError("gzip-compressed file, not DICOM", path=rel)
+    if len(head) < 132 or head[128:132] != b"DICM":
+        raise InvalidSourceError(
+            "not a DICOM Part 10 file (no 128-byte preamble and 'DICM' prefix / file meta)",
+            path=rel,
+        )
+
+
+def _dcmread(fp: BinaryIO | Path, rel: str, *, stop_before_pixels: bool) -> FileDataset:
+    """``dcmread`` with every failure turned into :class:`InvalidSourceError`."""
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            ds = pydicom.dcmread(fp, stop_before_pixels=stop_before_pixels)
+    except InvalidDicomError as exc:
+        raise InvalidSourceError(f"not DICOM: {_one_line(exc)}", path=rel) from None
+    except Exception as exc:  # noqa: BLE001 - pydicom raises many types on corrupt input
+        raise InvalidSourceError(f"unreadable DICOM header: {_one_line(exc)}", path=rel) from None
+    for w in caught:
+        msg = str(w.message)
+        if "End of file" in msg or "truncat" in msg.lower():
+            raise InvalidSourceError(f"truncated file: {_one_line(msg)}", path=rel)
+    ts = ds.file_meta.get("TransferSyntaxUID") if ds.file_meta is not None else None
+    if not ts:
+        raise InvalidSourceError("file meta has no Transfer Syntax UID (0002,0010)", path=rel)
+    _check_last_element(ds, rel)
+    return ds
+
+
+def _check_last_element(ds: Dataset, rel: str) -> None:
+    """Detect a file cut inside its last (defined-length) top-level element."""
+    keys = list(ds.keys())
+    if not keys:
+        raise InvalidSourceError("empty or truncated dataset (no elements read)", path=rel)
+    raw = ds.get_item(keys[-1])
+    value = getattr(raw, "value", None)
+    length = getattr(raw, "length", None)
+    if isinstance(value, bytes) and length not in (None, _UNDEFINED) and len(value) < length:
+        name = pydicom.datadict.keyword_for_tag(keys[-1]) or str(keys[-1])
+        raise InvalidSourceError(
+            f"truncated file: {name} has {len(value)} of {length} declared bytes", path=rel
+        )
+
+
+def _get(ds: Dataset, keyword: str, rel: str, default: Any = None) -> Any:
+    """Read one attribute, turning invalid values (bad VR content) into a reason."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # pydicom's VR-length warnings; values still read
+            value = ds.get(keyword, default)
+    except Exception as exc:  # noqa: BLE001 - value conversion errors vary
+        raise InvalidSourceError(
+            f"invalid value in {keyword}: {_one_line(exc)}", path=rel
+        ) from None
+    return default if value is None or value == "" else value
+
+
+def _validate_values(ds: Dataset, rel: str) -> None:
+    """Convert every top-level element once so bad values (an IS of ``1A``) surface now."""
+    for tag in list(ds.keys()):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                elem = ds[tag]
+            if elem.VR in ("IS", "DS") and not elem.is_empty:
+                values = elem.value if elem.VM > 1 else [elem.value]
+                for v in values:
+                    if isinstance(v, str) and v.strip():
+                        (int if elem.VR == "IS" else float)(v)
+        except Exception as exc:  # noqa: BLE001
+            name = pydicom.datadict.keyword_for_tag(tag) or str(tag)
+            raise InvalidSourceError(
+                f"invalid value in {name}: {_one_line(exc)}", path=rel
+            ) from None
+
+
+def _int(ds: Dataset, keyword: str, rel: str, default: int | None = None) -> int | None:
+    """An integer attribute, or ``default`` when absent; invalid values are a reason."""
+    value = _get(ds, keyword, rel)
+    if value is None:
+        return default
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise InvalidSourceError(f"invalid value in {keyword}: {value!r}", path=rel) from None
+
+
+def _image_size(ds: Dataset, rel: str) -> tuple[int, int, int, int, int]:
+    """(rows, cols, frames, samples, bits allocated) with the required ones checked."""
+    bits = _int(ds, "BitsAllocated", rel)
+    if bits is None:
+        raise InvalidSourceError("image without Bits Allocated (0028,0100)", path=rel)
+    rows = _int(ds, "Rows", rel)
+    cols = _int(ds, "Columns", rel)
+    if rows is None or cols is None:
+        raise InvalidSourceError("image without Rows/Columns (0028,0010/0011)", path=rel)
+    if _get(ds, "PhotometricInterpretation", rel) is None:
+        raise InvalidSourceError("image without Photometric Interpretation", path=rel)
+    frames = _int(ds, "NumberOfFrames", rel, 1) or 1
+    samples = _int(ds, "SamplesPerPixel", rel, 1) or 1
+    if min(rows, cols, frames, samples, bits) <= 0:
+        raise InvalidSourceError("non-positive image dimension in header", path=rel)
+    return rows, cols, frames, samples, bits
+
+
+def _declared_bytes(size: tuple[int, int, int, int, int]) -> int:
+    rows, cols, frames, samples, bits = size
+    return (rows * cols * frames * samples * bits + 7) // 8
+
+
+def _check_size(size: tuple[int, int, int, int, int], rel: str, max_bytes: int) -> None:
+    n = _declared_bytes(size)
+    if n > max_bytes:
+        rows, cols, frames, samples, bits = size
+        raise SourceTooLargeError(
+            f"declared image of {rows}x{cols}x{frames} frames x{samples} samples x{bits} bits "
+            f"= {n} bytes exceeds max_bytes={max_bytes}",
+            path=rel,
+        )
+
+
+def _check_pixel_element(fp: BinaryIO, ts: UID, expected: int, rel: str) -> None:
+    """Cheap truncation check of the pixel data element at the file's current position."""
+    little = ts.is_little_endian
+    end = "<" if little else ">"
+    start = fp.tell()
+    fp.seek(0, 2)
+    size = fp.seek(0, 2)
+    fp.seek(start)
+    head = fp.read(8)
+    if len(head) < 8:
+        raise InvalidSourceError("truncated file: pixel data element header cut", path=rel)
+    vr = head[4:6]
+    if ts.is_implicit_VR or not (vr.isalpha() and vr.isupper()):
+        # Implicit VR (also when a file's dataset contradicts its explicit syntax).
+        (length,) = struct.unpack(end + "I", head[4:8])
+    elif vr in (b"OB", b"OW", b"OF", b"OD", b"OL", b"UN", b"OV"):
+        tail = fp.read(4)
+        if len(tail) < 4:
+            raise InvalidSourceError("truncated file: pixel data element header cut", path=rel)
+        (length,) = struct.unpack(end + "I", tail)
+    else:
+        (length,) = struct.unpack(end + "H", head[6:8])
+    if length != _UNDEFINED:
+        if length < expected:
+            raise InvalidSourceError(
+                f"pixel data holds {length} bytes but the header declares {expected} (truncated)",
+                path=rel,
+            )
+        if fp.tell() + length > size:
+            raise InvalidSourceError(
+                f"truncated file: pixel data declares {length} bytes, {size - fp.tell()} remain",
+                path=rel,
+            )
+        return
+    # Encapsulated: walk the items to the sequence delimiter.
+    pos = fp.tell()
+    while True:
+        fp.seek(pos)
+        item = fp.read(8)
+        if len(item) < 8:
+            raise InvalidSourceError(
+                "truncated file: encapsulated pixel data ends before its sequence delimiter",
+                path=rel,
+            )
+        group, elem, ilen = struct.unpack("<HHI", item)
+        if (group, elem) == (0xFFFE, 0xE0DD):
+            return
+        if (group, elem) != (0xFFFE, 0xE000) or ilen == _UNDEFINED:
+            raise InvalidSourceError("corrupt encapsulated pixel data item", path=rel)
+        pos += 8 + ilen
+        if pos > size:
+            raise InvalidSourceError(
+                "truncated file: encapsulated pixel data fragment runs past end of file",
+                path=rel,
+            )
+
+
+def _referenced_series(ds: Dataset) -> str | None:
+    """SeriesInstanceUID of the image series an RTSTRUCT refers to."""
+    for ref_for in ds.get("ReferencedFrameOfReferenceSequence", []) or []:
+        for study in ref_for.get("RTReferencedStudySequence", []) or []:
+            for series in study.get("RTReferencedSeriesSequence", []) or []:
+                uid = series.get("SeriesInstanceUID")
+                if uid:
+                    return str(uid)
+    return None
+
+
+def _dicomdir_files(ds: Dataset) -> list[tuple[str, ...]]:
+    out: list[tuple[str, ...]] = []
+    for rec in ds.get("DirectoryRecordSequence", []) or []:
+        fid = rec.get("ReferencedFileID")
+        if fid:
+            parts = (fid,) if isinstance(fid, str) else tuple(str(p) for p in fid)
+            out.append(parts)
+    return out
+
+
+# --------------------------------------------------------------------------- probe
+
+
+def probe_dicom(root: Path, rel: str, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Probe:
+    """Header-only look at one DICOM file.
+
+    Parameters
+    ----------
+    root
+        Archive root.
+    rel
+        Path of the file relative to ``root`` (POSIX separators).
+    max_bytes
+        Refuse images whose declared pixel data is larger than this.
+
+    Returns
+    -------
+    Probe
+        ``role="image"`` grouped by SeriesInstanceUID; ``role="mask"`` for an RTSTRUCT,
+        grouped by the referenced image series; ``role="index"`` for a DICOMDIR.
+
+    Raises
+    ------
+    InvalidSourceError
+        Not DICOM, no file meta / transfer syntax, bad values, truncated, an empty
+        DICOMDIR, or an image missing required pixel attributes.
+    UnsupportedSourceError
+        A valid DICOM object without an image (SR, RT Plan, waveform, SEG…).
+    SourceTooLargeError
+        The declared pixel data exceeds ``max_bytes``.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", module="pydicom")
+        return _probe(Path(root), rel, max_bytes=max_bytes)
+
+
+def _probe(root: Path, rel: str, *, max_bytes: int) -> Probe:
+    path = root / rel
+    _is_part10(path, rel)
+    with path.open("rb") as fp:
+        ds = _dcmread(fp, rel, stop_before_pixels=True)
+        ts = UID(ds.file_meta.TransferSyntaxUID)
+        if ts == DeflatedExplicitVRLittleEndian:
+            at_pixels = False
+        else:
+            pos = fp.tell()
+            tag = fp.read(4)
+            fp.seek(pos)
+            if len(tag) == 4:
+                g, e = struct.unpack("<HH" if ts.is_little_endian else ">HH", tag)
+                at_pixels = (g << 16 | e) in _PIXEL_TAGS
+            else:
+                at_pixels = False
+        _validate_values(ds, rel)
+        sop = str(
+            _get(ds, "SOPClassUID", rel, "") or ds.file_meta.get("MediaStorageSOPClassUID", "")
+        )
+        modality = str(_get(ds, "Modality", rel, "") or "")
+
+        if sop == _DICOMDIR_SOP or "DirectoryRecordSequence" in ds:
+            files = _dicomdir_files(ds)
+            if not files:
+                raise InvalidSourceError("empty DICOMDIR (references no files)", path=rel)
+            return Probe(
+                path=rel,
+                kind="dicom",
+                group=rel,
+                role="index",
+                detail={"n_files": len(files), "transfer_syntax": str(ts)},
+            )
+
+        if sop == _RTSTRUCT_SOP or modality == "RTSTRUCT":
+            ref = _referenced_series(ds)
+            if ref is None:
+                raise InvalidSourceError("RTSTRUCT references no image series", path=rel)
+            return Probe(
+                path=rel,
+                kind="dicom",
+                group=ref,
+                role="mask",
+                detail={"modality": "RTSTRUCT", "sop_class_uid": sop, "transfer_syntax": str(ts)},
+            )
+
+        if ts == DeflatedExplicitVRLittleEndian:
+            # Deflated files are inflated in memory; a full read is the cheap check here.
+            full = _dcmread(path, rel, stop_before_pixels=False)
+            at_pixels = any(t in full for t in _PIXEL_TAGS)
+
+        if not at_pixels:
+            what = modality or (UID(sop).name if sop else "DICOM")
+            raise UnsupportedSourceError(
+                f"{what} object without pixel data (not an image)", path=rel
+            )
+        if sop == _SEG_SOP:
+            raise UnsupportedSourceError("DICOM SEG objects are not ingested as images", path=rel)
+
+        size = _image_size(ds, rel)
+        _check_size(size, rel, max_bytes)
+        if ts != DeflatedExplicitVRLittleEndian:
+            expected = _declared_bytes(size)
+            if str(_get(ds, "PhotometricInterpretation", rel)) == "YBR_FULL_422":
+                expected = expected * 2 // 3  # chroma subsampled 2:1 horizontally
+            _check_pixel_element(fp, ts, expected, rel)
+
+    uid = _get(ds, "SeriesInstanceUID", rel)
+    rows, cols, frames, samples, _ = size
+    return Probe(
+        path=rel,
+        kind="dicom",
+        group=str(uid) if uid else rel,
+        role="image",
+        detail={
+            "modality": modality or "OT",
+            "sop_class_uid": sop,
+            "n_frames": frames,
+            "transfer_syntax": str(ts),
+            "rows": rows,
+            "cols": cols,
+            "samples": samples,
+        },
+    )
+
+
+# --------------------------------------------------------------------------- DICOMDIR
+
+
+def read_dicomdir(root: Path, rel: str) -> list[str]:
+    """Relative paths (to ``root``) of the files a DICOMDIR references.
+
+    Parameters
+    ----------
+    root
+        Archive root.
+    rel
+        Relative path of the DICOMDIR.
+
+    Returns
+    -------
+    list of str
+        POSIX paths relative to ``root``, in record order, without duplicates.
+
+    Raises
+    ------
+    InvalidSourceError
+        The file is not a DICOMDIR, is unreadable, or references no files.
+    """
+    path = Path(root) / rel
+    _is_part10(path, rel)
+    ds = _dcmread(path, rel, stop_before_pixels=False)
+    if "DirectoryRecordSequence" not in ds:
+        raise InvalidSourceError("not a DICOMDIR (no Directory Record Sequence)", path=rel)
+    files = _dicomdir_files(ds)
+    if not files:
+        raise InvalidSourceError("empty DICOMDIR (references no files)", path=rel)
+    base = Path(rel).parent
+    out: list[str] = []
+    for parts in files:
+        p = (base.joinpath(*parts)).as_posix()
+        if p not in out:
+            out.append(p)
+    return out
+
+
+# --------------------------------------------------------------------------- series
+
+
+@dataclass
+class _Frame:
+    """One 2D plane of the series and where it comes from."""
+
+    file: int
+    index: int
+    ipp: np.ndarray | None
+    iop: np.ndarray | None
+    spacing: tuple[float, float] | None
+    slope: float
+    intercept: float
+    thickness: float | None
+    rescale_type: str | None
+
+
+def _floats(value: Any, n: int, what: str, rel: str) -> np.ndarray | None:
+    if value is None:
+        return None
+    try:
+        arr = np.asarray([float(v) for v in value], dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise InvalidSourceError(f"invalid {what}: {_one_line(exc)}", path=rel) from None
+    if arr.size != n or not np.all(np.isfinite(arr)):
+        raise InvalidSourceError(f"invalid {what}: expected {n} finite numbers", path=rel)
+    return arr
+
+
+def _first(seq_parent: Dataset | None, seq: str) -> Dataset | None:
+    if seq_parent is None:
+        return None
+    items = seq_parent.get(seq)
+    return items[0] if items else None
+
+
+def _frames_of(ds: Dataset, fi: int, nframes: int, rel: str) -> list[_Frame]:
+    """Per-frame geometry and rescale of one object (classic, enhanced or plain multi-frame)."""
+    modality_slope = _get(ds, "RescaleSlope", rel)
+    modality_inter = _get(ds, "RescaleIntercept", rel)
+    rtype = _get(ds, "RescaleType", rel)
+    dose_scaling = _get(ds, "DoseGridScaling", rel)
+    if modality_slope is None and dose_scaling is not None:
+        modality_slope = dose_scaling
+        rtype = rtype or _get(ds, "DoseUnits", rel)
+    thickness = _get(ds, "SliceThickness", rel)
+
+    shared = _first(ds, "SharedFunctionalGroupsSequence")
+    per_frame = ds.get("PerFrameFunctionalGroupsSequence")
+    if shared is not None or per_frame:
+        if per_frame and len(per_frame) != nframes:
+            raise InvalidSourceError(
+                f"PerFrameFunctionalGroupsSequence has {len(per_frame)} items for {nframes} frames",
+                path=rel,
+            )
+        out = []
+        for k in range(nframes):
+            item = per_frame[k] if per_frame else None
+
+            def macro(name: str, item: Dataset | None = item) -> Dataset | None:
+                found = _first(item, name)
+                return found if found is not None else _first(shared, name)
+
+            pos = macro("PlanePositionSequence")
+            ori = macro("PlaneOrientationSequence")
+            meas = macro("PixelMeasuresSequence")
+            pvt = macro("PixelValueTransformationSequence")
+            ps = _floats(meas.get("PixelSpacing") if meas else None, 2, "PixelSpacing", rel)
+            th = meas.get("SliceThickness") if meas else None
+            out.append(
+                _Frame(
+                    file=fi,
+                    index=k,
+                    ipp=_floats(
+                        pos.get("ImagePositionPatient") if pos else None,
+                        3,
+                        "ImagePositionPatient",
+                        rel,
+                    ),
+                    iop=_floats(
+                        ori.get("ImageOrientationPatient") if ori else None,
+                        6,
+                        "ImageOrientationPatient",
+                        rel,
+                    ),
+                    spacing=(float(ps[0]), float(ps[1])) if ps is not None else None,
+                    slope=float(pvt.get("RescaleSlope", 1.0) if pvt else modality_slope or 1.0),
+                    intercept=float(
+                        pvt.get("RescaleIntercept", 0.0) if pvt else modality_inter or 0.0
+                    ),
+                    thickness=float(th)
+                    if th not in (None, "")
+                    else (float(thickness) if thickness is not None else None),
+                    rescale_type=(
+                        str(pvt.get("RescaleType")) if pvt and pvt.get("RescaleType") else rtype
+                    ),
+                )
+            )
+        return out
+
+    ipp = _floats(_get(ds, "ImagePositionPatient", rel), 3, "ImagePositionPatient", rel)
+    iop = _floats(_get(ds, "ImageOrientationPatient", rel), 6, "ImageOrientationPatient", rel)
+    ps = _floats(_get(ds, "PixelSpacing", rel), 2, "PixelSpacing", rel)
+    offsets = _get(ds, "GridFrameOffsetVector", rel)
+    ipps: list[np.ndarray | None] = [ipp] * nframes
+    if nframes > 1 and ipp is not None and iop is not None and offsets is not None:
+        off = _floats(offsets, nframes, "GridFrameOffsetVector", rel)
+        assert off is not None
+        normal = np.cross(iop[:3], iop[3:])
+        if off[0] != 0.0:  # absolute offsets (type b): make them relative to the first
+            off = off - off[0]
+        ipps = [ipp + o * normal for o in off]
+    elif nframes > 1:
+        ipps = [None] * nframes  # plain multi-frame (US, SC…): frames along z, no positions
+    return [
+        _Frame(
+            file=fi,
+            index=k,
+            ipp=ipps[k],
+            iop=iop,
+            spacing=(float(ps[0]), float(ps[1])) if ps is not None else None,
+            slope=float(modality_slope) if modality_slope is not None else 1.0,
+            intercept=float(modality_inter) if modality_inter is not None else 0.0,
+            thickness=float(thickness) if thickness is not None else None,
+            rescale_type=str(rtype) if rtype else None,
+        )
+        for k in range(nframes)
+    ]
+
+
+def _decode(ds: FileDataset, rel: str) -> np.ndarray:
+    """Decoded pixels as (frames, rows, cols, samples), colour converted to RGB."""
+    ts = UID(ds.file_meta.TransferSyntaxUID)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            arr = ds.pixel_array
+            photometric = str(ds.PhotometricInterpretation)
+            # ``pixel_array`` converts YBR_FULL/YBR_FULL_422 (and JPEG YBR) to RGB
+            # (pydicom 3 ``as_rgb=True``); palette colour is expanded here.
+            if photometric == "PALETTE COLOR":
+                arr = pydicom.pixels.apply_color_lut(arr, ds)
+    except SourceError:
+        raise
+    except MemoryError:
+        raise SourceTooLargeError("not enough memory to decode pixel data", path=rel) from None
+    except Exception as exc:  # noqa: BLE001 - decoders raise many types on corrupt data
+        raise InvalidSourceError(f"corrupt {_codec_name(ts)}: {_one_line(exc)}", path=rel) from None
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    samples = int(ds.get("SamplesPerPixel", 1) or 1)
+    if photometric == "PALETTE COLOR":
+        samples = 3
+    rows, cols = int(ds.Rows), int(ds.Columns)
+    try:
+        arr = arr.reshape(frames, rows, cols, samples)
+    except ValueError:
+        raise InvalidSourceError(
+            f"decoded pixel array {arr.shape} does not match header "
+            f"{frames}x{rows}x{cols}x{samples}",
+            path=rel,
+        ) from None
+    if not arr.dtype.isnative:
+        arr = arr.astype(arr.dtype.newbyteorder("="))
+    return arr
+
+
+def _sort_geometry(
+    frames: list[_Frame], rels: list[str], tolerance: float
+) -> tuple[list[int], float, np.ndarray, np.ndarray, str]:
+    """Order planes along the normal and check the stack is regular.
+
+    Returns (order, z spacing, origin, direction rows, how z spacing was found).
+    """
+    iop0 = frames[0].iop
+    assert iop0 is not None
+    for f in frames:
+        assert f.iop is not None
+        if np.max(np.abs(f.iop - iop0)) > 1e-4:
+            raise SeriesGeometryError(
+                f"mixed orientation: ImageOrientationPatient {np.round(f.iop, 5).tolist()} "
+                f"differs from {np.round(iop0, 5).tolist()}",
+                path=rels[f.file],
+            )
+    row_cos = iop0[:3] / np.linalg.norm(iop0[:3])
+    col_cos = iop0[3:] / np.linalg.norm(iop0[3:])
+    normal = np.cross(row_cos, col_cos)
+    if abs(np.linalg.norm(normal) - 1.0) > 1e-3:
+        raise SeriesGeometryError(
+            "ImageOrientationPatient cosines are not orthonormal", path=rels[frames[0].file]
+        )
+    direction = np.stack([normal, col_cos, row_cos])
+    pos = np.stack([f.ipp for f in frames])  # type: ignore[misc]
+    proj = pos @ normal
+    order = np.argsort(proj, kind="stable")
+    proj_s = proj[order]
+    if len(frames) == 1:
+        return [0], 0.0, pos[0], direction, ""
+    diffs = np.diff(proj_s)
+    if np.any(diffs <= 1e-6 * max(1.0, float(np.max(np.abs(proj_s))))) or np.any(diffs < 1e-4):
+        k = int(np.argmin(diffs))
+        raise SeriesGeometryError(
+            f"duplicate slice position {proj_s[k]:.4f} mm along the normal ({len(frames)} planes)",
+            path=rels[frames[int(order[k + 1])].file],
+        )
+    spacing = float((proj_s[-1] - proj_s[0]) / (len(proj_s) - 1))
+    dev = np.abs(diffs - spacing) / spacing
+    if np.max(dev) > tolerance:
+        k = int(np.argmax(dev))
+        ratio = diffs[k] / float(np.median(diffs))
+        what = "missing slice" if ratio > 1.5 else "uneven slice spacing"
+        raise SeriesGeometryError(
+            f"{what}: gap of {diffs[k]:.4f} mm where the mean spacing is {spacing:.4f} mm "
+            f"(relative deviation {dev[k]:.3g} > tolerance {tolerance})",
+            path=rels[frames[int(order[k + 1])].file],
+        )
+    # The stack must run along the normal (no gantry tilt / shear).
+    in_plane = pos[order] - pos[order[0]] - np.outer(proj_s - proj_s[0], normal)
+    if np.max(np.linalg.norm(in_plane, axis=1)) > max(tolerance * spacing, 1e-3):
+        raise SeriesGeometryError(
+            "slices are not stacked along the slice normal (gantry tilt or shear); not resampled",
+            path=rels[frames[0].file],
+        )
+    return [int(i) for i in order], spacing, pos[order[0]], direction, "ImagePositionPatient"
+
+
+def read_dicom_series(
+    root: Path,
+    rels: Sequence[str],
+    *,
+    tolerance: float = 0.01,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+) -> Series:
+    """Read all image files of one DICOM series into a :class:`Series`.
+
+    Parameters
+    ----------
+    root
+        Archive root.
+    rels
+        Relative paths of the series' image files (any order).
+    tolerance
+        Allowed relative deviation of each slice gap from the mean slice spacing.
+    max_bytes
+        Refuse series whose declared pixel data is larger than this.
+
+    Returns
+    -------
+    Series
+        Axes ``(z, y, x)`` or, for colour, ``(c, y, x)`` / ``(c, z, y, x)``.  Rescale
+        applied (float32) when it is not the identity.
+
+    Raises
+    ------
+    InvalidSourceError
+        A file is unreadable or its pixel data cannot be decoded.
+    UnsupportedSourceError
+        A file holds no image.
+    SeriesGeometryError
+        Mixed orientation, duplicate positions, missing slices or uneven spacing.
+    SourceTooLargeError
+        The declared pixel data exceeds ``max_bytes``.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", module="pydicom")
+        return _read_series(Path(root), list(rels), tolerance=tolerance, max_bytes=max_bytes)
+
+
+def _read_series(root: Path, rels: list[str], *, tolerance: float, max_bytes: int) -> Series:
+    if not rels:
+        raise InvalidSourceError("empty series (no files)")
+    datasets: list[FileDataset] = []
+    frames: list[_Frame] = []
+    total = 0
+    first_size: tuple[int, int, int, int, int] | None = None
+    for fi, rel in enumerate(rels):
+        _is_part10(root / rel, rel)
+        ds = _dcmread(root / rel, rel, stop_before_pixels=False)
+        if not any(t in ds for t in _PIXEL_TAGS):
+            raise UnsupportedSourceError("object without pixel data (not an image)", path=rel)
+        size = _image_size(ds, rel)
+        total += _declared_bytes(size)
+        _check_size((total, 1, 1, 1, 8), rel, max_bytes)
+        if first_size is None:
+            first_size = size
+        elif size[:2] != first_size[:2] or size[3] != first_size[3]:
+            raise SeriesGeometryError(
+                f"image size {size[0]}x{size[1]}x{size[3]} differs from "
+                f"{first_size[0]}x{first_size[1]}x{first_size[3]} in the same series",
+                path=rel,
+            )
+        frames.extend(_frames_of(ds, fi, size[2], rel))
+        datasets.append(ds)
+    assert first_size is not None
+    ds0 = datasets[0]
+    header: dict[str, Any] = basic_profile_filter(ds0)
+
+    # ---- geometry
+    with_pos = [f.ipp is not None and f.iop is not None for f in frames]
+    spacings = {f.spacing for f in frames}
+    if len(spacings) > 1:
+        raise SeriesGeometryError(
+            f"mixed PixelSpacing in one series: {sorted(map(str, spacings))}", path=rels[0]
+        )
+    pixel_spacing = frames[0].spacing
+    if pixel_spacing is None:
+        pixel_spacing = (1.0, 1.0)
+        header["pixel_spacing_source"] = "unknown (1.0 mm assumed)"
+    else:
+        header["pixel_spacing_source"] = "PixelSpacing"
+
+    if all(with_pos):
+        order, sz, origin, direction, how = _sort_geometry(frames, rels, tolerance)
+    elif any(with_pos):
+        raise SeriesGeometryError(
+            "some planes lack ImagePositionPatient/Orientation", path=rels[with_pos.index(False)]
+        )
+    elif len(datasets) > 1:
+        raise SeriesGeometryError(
+            f"{len(datasets)} files without ImagePositionPatient/Orientation: slice order unknown",
+            path=rels[0],
+        )
+    else:
+        order = list(range(len(frames)))
+        sz, how = 0.0, ""
+        origin = np.zeros(3)
+        direction = np.array([[0.0, 0.0, 1.0], [0.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
+        header["geometry_source"] = "none (no ImagePositionPatient/Orientation)"
+    if len(frames) == 1 or not how:
+        if len(frames) > 1:
+            header["frames_along_z"] = True
+        for key, value in (
+            ("SliceThickness", frames[0].thickness),
+            ("SpacingBetweenSlices", _get(ds0, "SpacingBetweenSlices", rels[0])),
+        ):
+            if value is not None and float(value) > 0:
+                sz, how = float(value), key
+                break
+        else:
+            sz, how = 1.0, "default (1.0 mm)"
+    header["z_spacing_source"] = how
+    header["n_slices"] = len(frames)
+
+    # ---- pixels
+    _check_size((total, 1, 1, 1, 8), rels[0], max_bytes)
+    planes: list[np.ndarray] = []
+    decoded = [_decode(ds, rel) for ds, rel in zip(datasets, rels, strict=True)]
+    for k in order:
+        f = frames[k]
+        planes.append(decoded[f.file][f.index])
+    data = np.stack(planes)  # (z, y, x, c)
+    del decoded
+    slopes = np.array([frames[k].slope for k in order])
+    inters = np.array([frames[k].intercept for k in order])
+    identity = bool(np.all(slopes == 1.0) and np.all(inters == 0.0))
+    if data.shape[-1] != 1 and not identity:
+        # The modality LUT (rescale) applies to grey-level data only (PS3.3 C.11.1).
+        header["rescale_ignored"] = "colour image: RescaleSlope/Intercept not applied"
+        slopes, inters, identity = np.ones_like(slopes), np.zeros_like(inters), True
+    if not identity:
+        scaled = data.astype(np.float64)
+        scaled *= slopes[:, None, None, None]
+        scaled += inters[:, None, None, None]
+        data = scaled.astype(np.float32)
+
+    modality = str(_get(ds0, "Modality", rels[0], "OT") or "OT")
+    rtype = frames[order[0]].rescale_type
+    units = _get(ds0, "Units", rels[0])
+    if rtype is None:
+        if modality == "CT":
+            rtype = "HU"
+        elif modality == "PT" and units:
+            rtype = str(units)
+        else:
+            rtype = "US"
+    rescale: dict[str, Any] = {
+        "slope": float(slopes[0]) if np.all(slopes == slopes[0]) else slopes.tolist(),
+        "intercept": float(inters[0]) if np.all(inters == inters[0]) else inters.tolist(),
+        "type": str(rtype),
+        "applied": not identity,
+    }
+    if units:
+        rescale["units"] = str(units)
+
+    samples = data.shape[-1]
+    spacing: tuple[float, ...]
+    if samples == 1:
+        data = data[..., 0]
+        axes: tuple[str, ...] = ("z", "y", "x")
+        spacing = (float(sz), float(pixel_spacing[0]), float(pixel_spacing[1]))
+    elif data.shape[0] == 1:
+        data = np.moveaxis(data[0], -1, 0)
+        axes = ("c", "y", "x")
+        spacing = (float(pixel_spacing[0]), float(pixel_spacing[1]))
+    else:
+        data = np.moveaxis(data, -1, 0)
+        axes = ("c", "z", "y", "x")
+        spacing = (float(sz), float(pixel_spacing[0]), float(pixel_spacing[1]))
+    data = np.ascontiguousarray(data)
+
+    uid = _get(ds0, "SeriesInstanceUID", rels[0])
+    study = _get(ds0, "StudyInstanceUID", rels[0])
+    pid = _get(ds0, "PatientID", rels[0])
+    for_uid = _get(ds0, "FrameOfReferenceUID", rels[0])
+    return Series(
+        uid=str(uid) if uid else rels[0],
+        sources=[rels[frames[k].file] for k in order if frames[k].index == 0],
+        data=data,
+        modality=modality,
+        spacing=spacing,
+        origin=tuple(float(v) for v in origin),  # type: ignore[arg-type]
+        direction=tuple(tuple(float(v) for v in row) for row in direction),
+        axes=axes,
+        study_uid=str(study) if study else None,
+        patient_id=str(pid) if pid else None,
+        rescale=rescale,
+        header=header,
+        frame_of_reference_uid=str(for_uid) if for_uid else None,
+    )

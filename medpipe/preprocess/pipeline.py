@@ -1,0 +1,313 @@
+"""The preprocessing config: frozen, validated, hashable steps applied lazily in order."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import xarray as xr
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from medpipe.errors import ConfigError
+from medpipe.preprocess import filters, intensity, morphology, resample
+
+__all__ = [
+    "GaussianStep",
+    "MedianStep",
+    "DoGStep",
+    "LoGStep",
+    "OpeningStep",
+    "ClosingStep",
+    "WhiteTophatStep",
+    "BlackTophatStep",
+    "BinaryOpeningStep",
+    "BinaryClosingStep",
+    "CTWindowStep",
+    "ZScoreStep",
+    "PercentileClipStep",
+    "ResampleStep",
+    "Step",
+    "PreprocessConfig",
+    "run",
+]
+
+Mode = Literal["reflect", "constant", "nearest", "mirror", "wrap"]
+PosFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+NonNegFloat = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+
+
+class _Frozen(BaseModel):
+    """Frozen, strict-keyed model whose validation errors are :class:`ConfigError`."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    def __init__(self, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise ConfigError(f"invalid {type(self).__name__}: {exc}") from exc
+
+
+class GaussianStep(_Frozen):
+    """:func:`medpipe.preprocess.gaussian`."""
+
+    kind: Literal["gaussian"] = "gaussian"
+    sigma_mm: PosFloat | tuple[NonNegFloat, ...]
+    truncate: PosFloat = 4.0
+    mode: Mode = "reflect"
+
+    def apply(self, image: xr.DataArray) -> xr.DataArray:
+        return filters.gaussian(
+            image, sigma_mm=self.sigma_mm, truncate=self.truncate, mode=self.mode
+        )
+
+
+class MedianStep(_Frozen):
+    """:func:`medpipe.preprocess.median` (ellipsoid footprint, radius in mm)."""
+
+    kind: Literal["median"] = "median"
+    radius_mm: NonNegFloat
+    mode: Mode = "reflect"
+
+    def apply(self, image: xr.DataArray) -> xr.DataArray:
+        return filters.median(image, radius_mm=self.radius_mm, mode=self.mode)
+
+
+class DoGStep(_Frozen):
+    """:func:`medpipe.preprocess.difference_of_gaussians`."""
+
+    kind: Literal["difference_of_gaussians"] = "difference_of_gaussians"
+    low_mm: NonNegFloat
+    high_mm: PosFloat
+    truncate: PosFloat = 4.0
+    mode: Mode = "nearest"
+
+    @model_validator(mode="after")
+    def _order(self) -> DoGStep:
+        if self.high_mm < self.low_mm:
+            raise ValueError("high_mm must be >= low_mm")
+        return self
+
+    def apply(self, image: xr.DataArray) -> xr.DataArray:
+        return filters.difference_of_gaussians(
+            image, low_mm=self.low_mm, high_mm=self.high_mm, truncate=self.truncate,
+            mode=self.mode,
+        )
+
+
+class LoGStep(_Frozen):
+    """:func:`medpipe.preprocess.laplacian_of_gaussian`."""
+
+    kind: Literal["laplacian_of_gaussian"] = "laplacian_of_gaussian"
+    sigma_mm: PosFloat
+    truncate: PosFloat = 4.0
+    mode: Mode = "reflect"
+
+    def apply(self, image: xr.DataArray) -> xr.DataArray:
+        return filters.laplacian_of_gaussian(
+            image, sigma_mm=self.sigma_mm, truncate=self.truncate, mode=self.mode
+        )
+
+
+class _GreyStep(_Frozen):
+    radius_mm: NonNegFloat
+    mode: Mode = "reflect"
+
+    def apply(self, image: xr.DataArray) -> xr.DataArray:
+        func = getattr(morphology, self.kind)  # type: ignore[attr-defined]
+        return func(image, radius_mm=self.radius_mm, mode=self.mode)
+
+
+class OpeningStep(_GreyStep):
+    """:func:`medpipe.preprocess.opening`."""
+
+    kind: Literal["opening"] = "opening"
+
+
+class ClosingStep(_GreyStep):
+    """:func:`medpipe.preprocess.closing`."""
+
+    kind: Literal["closing"] = "closing"
+
+
+class WhiteTophatStep(_GreyStep):
+    """:func:`medpipe.preprocess.white_tophat`."""
+
+    kind: Literal["white_tophat"] = "white_tophat"
+
+
+class BlackTophatStep(_GreyStep):
+    """:func:`medpipe.preprocess.black_tophat`."""
+
+    kind: Literal["black_tophat"] = "black_tophat"
+
+
+class _BinaryStep(_Frozen):
+    radius_mm: NonNegFloat
+    iterations: Annotated[int, Field(ge=1)] = 1
+
+    def apply(self, image: xr.DataArray) -> xr.DataArray:
+        func = getattr(morphology, self.kind)  # type: ignore[attr-defined]
+        return func(image, radius_mm=self.radius_mm, iterations=self.iterations)
+
+
+class BinaryOpeningStep(_BinaryStep):
+    """:func:`medpipe.preprocess.binary_opening`."""
+
+    kind: Literal["binary_opening"] = "binary_opening"
+
+
+class BinaryClosingStep(_BinaryStep):
+    """:func:`medpipe.preprocess.binary_closing`."""
+
+    kind: Literal["binary_closing"] = "binary_closing"
+
+
+class CTWindowStep(_Frozen):
+    """:func:`medpipe.preprocess.ct_window`."""
+
+    kind: Literal["ct_window"] = "ct_window"
+    level: Annotated[float, Field(allow_inf_nan=False)]
+    width: PosFloat
+    rescale: bool = False
+
+    def apply(self, image: xr.DataArray) -> xr.DataArray:
+        return intensity.ct_window(
+            image, level=self.level, width=self.width, rescale=self.rescale
+        )
+
+
+class ZScoreStep(_Frozen):
+    """:func:`medpipe.preprocess.zscore`."""
+
+    kind: Literal["zscore"] = "zscore"
+    eps: NonNegFloat = 0.0
+
+    def apply(self, image: xr.DataArray) -> xr.DataArray:
+        return intensity.zscore(image, eps=self.eps)
+
+
+class PercentileClipStep(_Frozen):
+    """:func:`medpipe.preprocess.percentile_clip`."""
+
+    kind: Literal["percentile_clip"] = "percentile_clip"
+    low: Annotated[float, Field(ge=0, le=100)] = 0.5
+    high: Annotated[float, Field(ge=0, le=100)] = 99.5
+
+    @model_validator(mode="after")
+    def _order(self) -> PercentileClipStep:
+        if self.high < self.low:
+            raise ValueError("high must be >= low")
+        return self
+
+    def apply(self, image: xr.DataArray) -> xr.DataArray:
+        return intensity.percentile_clip(image, low=self.low, high=self.high)
+
+
+class ResampleStep(_Frozen):
+    """:func:`medpipe.preprocess.resample_isotropic`."""
+
+    kind: Literal["resample_isotropic"] = "resample_isotropic"
+    spacing_mm: PosFloat
+    order: Literal[0, 1] = 1
+
+    def apply(self, image: xr.DataArray) -> xr.DataArray:
+        return resample.resample_isotropic(image, spacing_mm=self.spacing_mm, order=self.order)
+
+
+Step = Annotated[
+    GaussianStep
+    | MedianStep
+    | DoGStep
+    | LoGStep
+    | OpeningStep
+    | ClosingStep
+    | WhiteTophatStep
+    | BlackTophatStep
+    | BinaryOpeningStep
+    | BinaryClosingStep
+    | CTWindowStep
+    | ZScoreStep
+    | PercentileClipStep
+    | ResampleStep,
+    Field(discriminator="kind"),
+]
+
+
+class PreprocessConfig(_Frozen):
+    """An ordered, frozen tuple of preprocessing steps.
+
+    Examples
+    --------
+    >>> cfg = PreprocessConfig(steps=(GaussianStep(sigma_mm=1.0), MedianStep(radius_mm=1.0)))
+    >>> len(cfg.hash())
+    16
+    """
+
+    steps: tuple[Step, ...] = ()
+
+    @classmethod
+    def default(cls) -> PreprocessConfig:
+        """Gentle denoising: Gaussian sigma 1 mm, then a median of radius 1 mm.
+
+        Nothing destructive: no resampling, clipping or intensity rescaling.
+        """
+        return cls(steps=(GaussianStep(sigma_mm=1.0), MedianStep(radius_mm=1.0)))
+
+    def canonical_json(self) -> str:
+        """Canonical JSON: sorted keys, no whitespace, defaults included."""
+        return json.dumps(
+            self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"),
+            ensure_ascii=True, allow_nan=False,
+        )
+
+    def hash(self) -> str:
+        """Stable 16-hex-digit SHA-256 prefix of :meth:`canonical_json`."""
+        return hashlib.sha256(self.canonical_json().encode("ascii")).hexdigest()[:16]
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PreprocessConfig:
+        """Build from a plain mapping (e.g. parsed YAML); raises :class:`ConfigError`."""
+        if not isinstance(data, dict):
+            raise ConfigError(f"a preprocess config must be a mapping, got {type(data).__name__}")
+        return cls(**data)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> PreprocessConfig:
+        """Read a config written by :meth:`to_yaml` (or by hand)."""
+        try:
+            data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+        return cls.from_dict(data or {})
+
+    def to_yaml(self, path: str | Path) -> Path:
+        """Write the config as YAML (every field, defaults included) and return the path."""
+        path = Path(path)
+        path.write_text(
+            yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False), encoding="utf-8"
+        )
+        return path
+
+
+def run(image: xr.DataArray, cfg: PreprocessConfig) -> xr.DataArray:
+    """Apply ``cfg.steps`` to ``image`` in order; lazy, nothing is computed.
+
+    Parameters
+    ----------
+    image
+        Dask-backed image with ``attrs["spacing"]`` in mm.
+    cfg
+        The preprocessing config.
+
+    Returns
+    -------
+    xarray.DataArray
+        The lazy result.
+    """
+    for step in cfg.steps:
+        image = step.apply(image)
+    return image
