@@ -81,6 +81,7 @@ def ingest_flow(
         The run's :class:`~medpipe.ingest.IngestSummary`.
     """
     logger = get_run_logger()
+    load_secret(allow_demo=demo_secret)  # fail fast, before any work, when none is configured
     run_id = catalog.new_run_id()
     files = catalog.scan(archive, limit=limit)
     known = catalog.current(store)

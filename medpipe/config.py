@@ -24,6 +24,9 @@ SECRET_ENV = "MEDPIPE_SECRET"
 DEMO_SECRET = "medpipe-demo-secret-NOT-FOR-REAL-DATA"
 
 
+_warned = False  # the demo-secret warning is given once per process
+
+
 class DemoSecretWarning(UserWarning):
     """Emitted when the public demo secret is used for pseudonymisation."""
 
@@ -54,6 +57,10 @@ def resolve_secret(secret: str | None = None, *, allow_demo: bool = False) -> by
     if value:
         return value.encode()
     if allow_demo:
+        global _warned
+        if _warned:
+            return DEMO_SECRET.encode()
+        _warned = True
         msg = (
             f"{SECRET_ENV} is not set: using the public demo secret. Pseudonymous keys "
             "made with it can be recomputed by anyone; set it before ingesting real data."

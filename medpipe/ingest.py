@@ -246,7 +246,7 @@ def batches(
 
 
 def series_attrs(
-    series: Series, *, secret: bytes, hashes: Sequence[str], run_id: str
+    series: Series, *, key: str, secret: bytes, hashes: Sequence[str], run_id: str
 ) -> dict[str, Any]:
     """The de-identified attributes stored with an ingested series.
 
@@ -254,6 +254,8 @@ def series_attrs(
     ----------
     series
         The series as read.
+    key
+        Its pseudonymous series key (the store path's last part).
     secret
         Pseudonymisation secret.
     hashes
@@ -267,13 +269,13 @@ def series_attrs(
         JSON-serialisable; holds keyed hashes, never raw identifiers or paths.
     """
 
-    def key(value: str | None, kind: str) -> str | None:
+    def hashed(value: str | None, kind: str) -> str | None:
         return pseudonym(value, secret=secret, kind=kind) if value else None
 
     return {
-        "series_key": key(series.uid, "series"),
-        "study_key": key(series.study_uid, "study"),
-        "patient_key": key(series.patient_id, "patient"),
+        "series_key": key,
+        "study_key": hashed(series.study_uid, "study"),
+        "patient_key": hashed(series.patient_id, "patient"),
         "modality": series.modality,
         "shape": [int(n) for n in series.data.shape],
         "dtype": str(series.data.dtype),
@@ -290,20 +292,44 @@ def series_attrs(
 def ingest_group(
     archive: str, store: str, group: GroupPlan, *, secret: bytes, run_id: str
 ) -> list[dict[str, Any]]:
-    """Read one series and write it atomically to the store.
+    """Read one series and write it atomically to ``images/<series-key>``.
+
+    Parameters
+    ----------
+    archive
+        Archive root.
+    store
+        Store URL or path.
+    group
+        The series to read (see :func:`plan`).
+    secret
+        Pseudonymisation secret.
+    run_id
+        Id of the ingest run.
 
     Returns
     -------
     list of dict
-        Catalog rows for the group's files: ``ingested``, or ``quarantined`` with the
-        reason (the file at fault gets the specific reason, its siblings point to it).
+        Catalog rows for the group's files: ``ingested``; ``skipped`` for files the
+        reader left out (e.g. a second copy of a SOP instance); or ``quarantined`` with
+        the reason (the file at fault gets the specific reason, its siblings point to it).
     """
     members = [(m["path"], m["role"]) for m in group.members]
+    dropped: dict[str, str] = {}
+    rejected: dict[str, str] = {}
     try:
         serieses = read_group(archive, group.kind, members)
+        hashes = [m["sha256"] for m in group.members if m.get("sha256")]
         for s in serieses:
-            hashes = [m["sha256"] for m in group.members if m.get("sha256")]
-            key = pseudonym(s.uid, secret=secret, kind="series")
+            dropped.update(s.dropped)
+            rejected.update(s.rejected)
+            # One series per group keeps the group's key; a many-image file (npz) keys
+            # each image by its own identifier.
+            key = (
+                group.series
+                if group.kind != "npz"
+                else pseudonym(s.uid, secret=secret, kind="series")
+            )
             _store.write_image(
                 s.data,
                 store=store,
@@ -313,7 +339,7 @@ def ingest_group(
                 origin=s.origin,
                 direction=s.direction,
                 labels=s.labels,
-                attrs=series_attrs(s, secret=secret, hashes=hashes, run_id=run_id),
+                attrs=series_attrs(s, key=key, secret=secret, hashes=hashes, run_id=run_id),
             )
     except Exception as err:  # noqa: BLE001 - one bad series never stops the batch
         culprit = getattr(err, "path", None)
@@ -330,15 +356,24 @@ def ingest_group(
                 kind=group.kind,
                 status="quarantined",
                 reason=reason
-                if (culprit in (None, m["path"]))
+                if culprit in (None, m["path"])
                 else f"series not ingested: {culprit}: {reason}",
             )
             for m in group.members
         ]
-    return [
-        _row(m, series=group.series, kind=group.kind, status="ingested", reason=None)
-        for m in group.members
-    ]
+
+    def outcome(path: str) -> tuple[str, str | None]:
+        if path in rejected:
+            return "quarantined", _one_line(rejected[path])
+        if path in dropped:
+            return "skipped", dropped[path]
+        return "ingested", None
+
+    rows = []
+    for m in group.members:
+        status, reason = outcome(m["path"])
+        rows.append(_row(m, series=group.series, kind=group.kind, status=status, reason=reason))
+    return rows
 
 
 def ingest_batch(

@@ -127,6 +127,19 @@ class FeatureConfig(BaseModel):
         return names
 
 
+def _roi_box(mask: np.ndarray) -> tuple[slice, ...]:
+    """Bounding box of a non-empty mask, from per-axis projections (no full ``nonzero``)."""
+    box: list[slice] = []
+    sub = mask
+    for ax in range(mask.ndim):
+        other = tuple(a for a in range(mask.ndim) if a != ax)
+        hit = np.flatnonzero(sub.any(axis=other))
+        box.append(slice(int(hit[0]), int(hit[-1]) + 1))
+        # later projections only need the part of the mask already known to hold the ROI
+        sub = mask[tuple(box)]
+    return tuple(box)
+
+
 def compute_features(
     image: np.ndarray,
     mask: np.ndarray | None,
@@ -156,7 +169,7 @@ def compute_features(
     """
     img = np.asarray(image)
     is_rgb = img.ndim == 4
-    grey = rgb2gray(img[..., :3]) if is_rgb else img.astype(np.float64)
+    grey = rgb2gray(img[..., :3]) if is_rgb else np.asarray(img, dtype=np.float64)
     m = np.ones(grey.shape, bool) if mask is None else np.asarray(mask, bool)
     if m.shape != grey.shape:
         raise ValueError(f"mask shape {m.shape} differs from image shape {grey.shape}")
@@ -166,7 +179,7 @@ def compute_features(
     if {"firstorder", "histogram", "glcm"} & fams and not empty:
         # these families see only ROI voxels (GLCM pairs need both ends in the ROI), so
         # they run on the ROI bounding box: a large image with a small ROI costs little
-        box = tuple(slice(int(i.min()), int(i.max()) + 1) for i in np.nonzero(m))
+        box = _roi_box(m)
         grey_roi, m_roi = grey[box], m[box]
     if {"histogram", "glcm"} & fams and not empty:
         levels = discretise_image(

@@ -2,9 +2,10 @@
 
 Matrices are built with a single ``np.bincount`` over all directions (and slices) at
 once, visiting only the ROI voxels of a discretised level array (0 = outside the ROI),
-so only voxel pairs whose two members are both in the ROI count.  Matrices are symmetric (``M + M.T``) and use Chebyshev
-distance ``d`` (offsets are the 13 unit directions of 3D, or the 4 in-plane ones of 2D,
-times ``d``).  Features are computed for a whole stack of matrices at once.
+so only voxel pairs whose two members are both in the ROI count.  Matrices are symmetric
+(``M + M.T``) and use Chebyshev distance ``d`` (offsets are the 13 unit directions of 3D,
+or the 4 in-plane ones of 2D, times ``d``).  Features are computed for a whole stack of
+matrices at once.
 
 Aggregations (IBSI names → feature suffix):
 
@@ -111,19 +112,17 @@ def _cooccurrence(
     flat = padded.ravel()
     strides = np.array([padded.shape[1] * padded.shape[2], padded.shape[2], 1], np.int64)
     pos = np.flatnonzero(flat)
-    a = flat[pos].astype(np.int64) - 1  # (n,)
-    b = flat[pos[None, :] + (offs @ strides)[:, None]].astype(np.int64)  # (k, n), 0 = outside
-    valid = b > 0
-    idx = a[None, :] * ng + (b - 1)
-    idx += (np.arange(k, dtype=np.int64) * ng * ng)[:, None]
+    nbins = (nz if per_slice else 1) * k * ng * ng
+    itype = np.int32 if nbins < 2**31 - 1 else np.int64  # halves the memory traffic
+    # bin of pair (p, direction d): [z *] k N_g² + d N_g² + (level(p) - 1) N_g + level(nb) - 1
+    base = flat[pos].astype(itype) * ng - (ng + 1)  # (n,)
     if per_slice:
-        z = pos // strides[0] - pad
-        idx += (z * (k * ng * ng))[None, :]
-        nbins = nz * k * ng * ng
-        shape: tuple[int, ...] = (nz, k, ng, ng)
-    else:
-        nbins = k * ng * ng
-        shape = (k, ng, ng)
+        base += ((pos // strides[0] - pad) * (k * ng * ng)).astype(itype)
+    b = flat[pos[None, :] + (offs @ strides)[:, None]]  # (k, n), 0 = neighbour outside
+    valid = b > 0
+    idx = base[None, :] + (np.arange(k, dtype=itype) * (ng * ng))[:, None]
+    idx += b.astype(itype, copy=False)
+    shape = (nz, k, ng, ng) if per_slice else (k, ng, ng)
     return np.bincount(idx[valid], minlength=nbins).reshape(shape).astype(np.float64)
 
 
@@ -223,8 +222,19 @@ def glcm_feature_stack(counts: np.ndarray) -> dict[str, np.ndarray]:
     mu_d = pd @ k_d
     mu_s = ps @ k_s
 
-    def w(m: np.ndarray) -> np.ndarray:
-        return flat @ m.ravel()
+    # every feature that is a weighted sum of p(i, j): one matrix product for all of them
+    absd = np.abs(gi - gj)
+    weights = {
+        "contrast": absd**2,
+        "dissimilarity": absd,
+        "inv_diff": 1.0 / (1.0 + absd),
+        "inv_diff_norm": 1.0 / (1.0 + absd / ng),
+        "inv_diff_moment": 1.0 / (1.0 + absd**2),
+        "inv_diff_moment_norm": 1.0 / (1.0 + absd**2 / ng**2),
+        "autocorrelation": gi * gj,
+    }
+    ws = flat @ np.stack([v.ravel() for v in weights.values()], axis=1)
+    wsum = dict(zip(weights, ws.T, strict=True))
 
     hxy = -_plogp(flat).sum(axis=1)
     pipj = pi[:, :, None] * pj[:, None, :]
@@ -236,8 +246,9 @@ def glcm_feature_stack(counts: np.ndarray) -> dict[str, np.ndarray]:
     hy = -_plogp(pj).sum(axis=1)
     inv_var = pd[:, 1:] @ (1.0 / k_d[1:] ** 2) if ng > 1 else np.zeros(len(p))
     dev = gi + gj - mui[:, None, None] - muj[:, None, None]
+    pdev2 = p * (dev * dev)  # explicit products: numpy's float ** 3 / ** 4 are slow
     with np.errstate(divide="ignore", invalid="ignore"):
-        corr = (w(gi * gj) - mui * muj) / (sdi * sdj)
+        corr = (wsum["autocorrelation"] - mui * muj) / (sdi * sdj)
         ic1 = (hxy - hxy1) / np.maximum(hx, hy)
         ic2 = np.sqrt(np.maximum(1.0 - np.exp(-2.0 * (hxy2 - hxy)), 0.0))
     out = {
@@ -252,18 +263,18 @@ def glcm_feature_stack(counts: np.ndarray) -> dict[str, np.ndarray]:
         "sum_variance": ps @ k_s**2 - mu_s**2,
         "sum_entropy": -_plogp(ps).sum(axis=1),
         "asm": np.sum(flat**2, axis=1),
-        "contrast": w((gi - gj) ** 2),
-        "dissimilarity": w(np.abs(gi - gj)),
-        "inv_diff": w(1.0 / (1.0 + np.abs(gi - gj))),
-        "inv_diff_norm": w(1.0 / (1.0 + np.abs(gi - gj) / ng)),
-        "inv_diff_moment": w(1.0 / (1.0 + (gi - gj) ** 2)),
-        "inv_diff_moment_norm": w(1.0 / (1.0 + (gi - gj) ** 2 / ng**2)),
+        "contrast": wsum["contrast"],
+        "dissimilarity": wsum["dissimilarity"],
+        "inv_diff": wsum["inv_diff"],
+        "inv_diff_norm": wsum["inv_diff_norm"],
+        "inv_diff_moment": wsum["inv_diff_moment"],
+        "inv_diff_moment_norm": wsum["inv_diff_moment_norm"],
         "inv_variance": inv_var,
         "correlation": corr,
-        "autocorrelation": w(gi * gj),
-        "cluster_tendency": np.sum(p * dev**2, axis=(1, 2)),
-        "cluster_shade": np.sum(p * dev**3, axis=(1, 2)),
-        "cluster_prominence": np.sum(p * dev**4, axis=(1, 2)),
+        "autocorrelation": wsum["autocorrelation"],
+        "cluster_tendency": np.sum(pdev2, axis=(1, 2)),
+        "cluster_shade": np.sum(pdev2 * dev, axis=(1, 2)),
+        "cluster_prominence": np.sum(pdev2 * dev * dev, axis=(1, 2)),
         "info_corr1": ic1,
         "info_corr2": ic2,
     }

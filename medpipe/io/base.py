@@ -51,6 +51,13 @@ class Series:
         value (``NIFTI``, ``MICROSCOPY`` …) where unknown.
     labels
         Masks on the same grid, ``roi name -> uint8 array`` of the spatial shape.
+    dropped
+        Files of the group that were read but left out, with the reason (e.g. a
+        second copy of the same SOP instance); ingest records them as skipped.
+    rejected
+        Files of the group that could not be used although the series could (e.g. a
+        corrupt copy of a SOP instance that another copy replaced), with the reason;
+        ingest quarantines them.
     """
 
     uid: str
@@ -67,6 +74,8 @@ class Series:
     header: dict[str, Any] = field(default_factory=dict)
     labels: dict[str, np.ndarray] = field(default_factory=dict)
     frame_of_reference_uid: str | None = None
+    dropped: dict[str, str] = field(default_factory=dict)
+    rejected: dict[str, str] = field(default_factory=dict)
 
     @property
     def spatial_shape(self) -> tuple[int, ...]:

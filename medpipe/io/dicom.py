@@ -12,6 +12,7 @@ position of the first sorted slice and the direction rows are
 
 from __future__ import annotations
 
+import logging
 import struct
 import warnings
 from collections.abc import Sequence
@@ -34,6 +35,11 @@ from medpipe.errors import (
     UnsupportedSourceError,
 )
 from medpipe.io.base import Probe, Series
+
+# pydicom logs every non-conformant value it reads (e.g. an over-long SH) as a warning
+# *and* emits a Python warning.  Archives are full of them and they are not actionable
+# per file; what matters reaches the catalog as a quarantine reason.  Keep errors.
+logging.getLogger("pydicom").setLevel(logging.ERROR)
 
 __all__ = ["probe_dicom", "read_dicom_series", "read_dicomdir"]
 
@@ -387,10 +393,16 @@ def _probe(root: Path, rel: str, *, max_bytes: int) -> Probe:
 
     uid = _get(ds, "SeriesInstanceUID", rel)
     rows, cols, frames, samples, _ = size
+    group = str(uid) if uid else rel
+    positioned = "ImagePositionPatient" in ds and "ImageOrientationPatient" in ds
+    if uid and (frames > 1 or not positioned):
+        # A multi-frame object is a volume of its own, and images without a position
+        # (secondary capture, ultrasound, photos) cannot be stacked: each is one series.
+        group = f"{uid}/{_get(ds, 'SOPInstanceUID', rel, '') or rel}"
     return Probe(
         path=rel,
         kind="dicom",
-        group=str(uid) if uid else rel,
+        group=group,
         role="image",
         detail={
             "modality": modality or "OT",
@@ -575,6 +587,27 @@ def _frames_of(ds: Dataset, fi: int, nframes: int, rel: str) -> list[_Frame]:
     ]
 
 
+def _decode_first_good(
+    ds: FileDataset, rel: str, copies: list[tuple[FileDataset, str]], rejected: dict[str, str]
+) -> tuple[np.ndarray, str]:
+    """Decode a SOP instance, falling back to its other copies if this one is corrupt.
+
+    Returns the pixels and the path of the copy used; copies that failed are added to
+    ``rejected`` with their reason.  When every copy fails, the first error is raised.
+    """
+    first: SourceError | None = None
+    for cand_ds, cand_rel in [(ds, rel), *copies]:
+        try:
+            return _decode(cand_ds, cand_rel), cand_rel
+        except SourceError as err:
+            first = first or err
+            rejected[cand_rel] = err.reason
+    for cand_rel in [rel, *(r for _, r in copies)]:
+        rejected.pop(cand_rel, None)
+    assert first is not None
+    raise first
+
+
 def _decode(ds: FileDataset, rel: str) -> np.ndarray:
     """Decoded pixels as (frames, rows, cols, samples), colour converted to RGB."""
     ts = UID(ds.file_meta.TransferSyntaxUID)
@@ -719,9 +752,25 @@ def _read_series(root: Path, rels: list[str], *, tolerance: float, max_bytes: in
     frames: list[_Frame] = []
     total = 0
     first_size: tuple[int, int, int, int, int] | None = None
-    for fi, rel in enumerate(rels):
+    seen: dict[str, str] = {}
+    copies: dict[str, list[tuple[FileDataset, str]]] = {}
+    dropped: dict[str, str] = {}
+    rejected: dict[str, str] = {}
+    kept: list[str] = []
+    for rel in rels:
         _is_part10(root / rel, rel)
         ds = _dcmread(root / rel, rel, stop_before_pixels=False)
+        sop_uid = str(ds.get("SOPInstanceUID", "") or "")
+        if sop_uid and sop_uid in seen:
+            # The same SOP instance stored twice (e.g. re-exported in another transfer
+            # syntax): one copy is used, the others are kept as fall-backs for decoding.
+            copies[seen[sop_uid]].append((ds, rel))
+            continue
+        if sop_uid:
+            seen[sop_uid] = rel
+            copies[rel] = []
+        fi = len(kept)
+        kept.append(rel)
         if not any(t in ds for t in _PIXEL_TAGS):
             raise UnsupportedSourceError("object without pixel data (not an image)", path=rel)
         size = _image_size(ds, rel)
@@ -738,6 +787,7 @@ def _read_series(root: Path, rels: list[str], *, tolerance: float, max_bytes: in
         frames.extend(_frames_of(ds, fi, size[2], rel))
         datasets.append(ds)
     assert first_size is not None
+    rels = kept
     ds0 = datasets[0]
     header: dict[str, Any] = basic_profile_filter(ds0)
 
@@ -790,7 +840,14 @@ def _read_series(root: Path, rels: list[str], *, tolerance: float, max_bytes: in
     # ---- pixels
     _check_size((total, 1, 1, 1, 8), rels[0], max_bytes)
     planes: list[np.ndarray] = []
-    decoded = [_decode(ds, rel) for ds, rel in zip(datasets, rels, strict=True)]
+    decoded = []
+    for fi, (ds, rel) in enumerate(zip(datasets, rels, strict=True)):
+        arr, used = _decode_first_good(ds, rel, copies.get(rel, []), rejected)
+        decoded.append(arr)
+        rels[fi] = used
+        for _, other in copies.get(rel, []):
+            if other != used and other not in rejected:
+                dropped[other] = f"duplicate SOP instance (same as {used})"
     for k in order:
         f = frames[k]
         planes.append(decoded[f.file][f.index])
@@ -851,6 +908,8 @@ def _read_series(root: Path, rels: list[str], *, tolerance: float, max_bytes: in
     return Series(
         uid=str(uid) if uid else rels[0],
         sources=[rels[frames[k].file] for k in order if frames[k].index == 0],
+        dropped=dropped,
+        rejected=rejected,
         data=data,
         modality=modality,
         spacing=spacing,

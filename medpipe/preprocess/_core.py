@@ -100,7 +100,7 @@ def overlap_apply(
     and interior blocks see real neighbours over the full halo.  An axis held in a single
     chunk needs no halo at all.
     """
-    depth = [max(int(d) - 1, 0) for d in depth]
+    depth = [int(d) for d in depth]
     new_chunks = tuple(
         merge_small_chunks(c, d) for c, d in zip(arr.chunks, depth, strict=True)
     )
