@@ -19,6 +19,7 @@ from prefect.logging import get_run_logger
 from flows._runner import dask_runner, load_secret, log_dashboard
 from medpipe import catalog, ingest
 from medpipe.catalog import FileStat
+from medpipe.errors import StoreError
 from medpipe.progress import progress_bar
 
 __all__ = ["ingest_flow", "probe_files", "ingest_series"]
@@ -102,15 +103,7 @@ def ingest_flow(
         summary.unchanged,
         summary.missing,
     )
-    if delta.missing:
-        catalog.append(
-            store,
-            (
-                {"path": p, "status": "missing", "reason": "no longer in archive"}
-                for p in delta.missing
-            ),
-            run_id=run_id,
-        )
+    catalog.append(store, ingest.missing_rows(delta), run_id=run_id)
     todo = [vars(f) for f in delta.todo]
     if todo:
         with dask_runner(cluster) as runner:
@@ -165,12 +158,23 @@ def _run_batches(runner, archive, store, todo, known, summary, demo_secret) -> N
         )
         for batch in batches
     ]
+    failed = 0
     with progress_bar(len(plans), "ingest series") as advance:
         for fut in as_completed(futures):
-            rows = fut.result()
+            try:
+                rows = fut.result()
+            except Exception as err:  # noqa: BLE001 - finish the other batches first
+                failed += 1
+                get_run_logger().error("an ingest batch failed after retries: %s", err)
+                continue
             catalog.append(store, rows, run_id=run_id)
             ingest.summarize(summary, rows)
             advance(len({r["series"] for r in rows}))
+    if failed:
+        raise StoreError(
+            f"{failed} of {len(futures)} ingest batches failed (store errors, see the log); "
+            "their series are not in the catalog, so a rerun ingests them"
+        )
 
 
 def summary_markdown(summary: ingest.IngestSummary) -> str:

@@ -26,6 +26,7 @@ from typing import Any
 import pandas as pd
 
 import medpipe
+from medpipe import catalog
 from medpipe import store as _store
 from medpipe.catalog import FileStat, content_hash
 from medpipe.deid import pseudonym
@@ -44,6 +45,8 @@ __all__ = [
     "summarize",
     "series_attrs",
     "IMAGES",
+    "ingest_archive",
+    "missing_rows",
 ]
 
 log = logging.getLogger(__name__)
@@ -319,48 +322,30 @@ def ingest_group(
     rejected: dict[str, str] = {}
     try:
         serieses = read_group(archive, group.kind, members)
-        hashes = [m["sha256"] for m in group.members if m.get("sha256")]
-        for s in serieses:
-            dropped.update(s.dropped)
-            rejected.update(s.rejected)
-            # One series per group keeps the group's key; a many-image file (npz) keys
-            # each image by its own identifier.
-            key = (
-                group.series
-                if group.kind != "npz"
-                else pseudonym(s.uid, secret=secret, kind="series")
-            )
-            _store.write_image(
-                s.data,
-                store=store,
-                path=f"{IMAGES}/{key}",
-                axes=s.axes,
-                spacing=s.spacing,
-                origin=s.origin,
-                direction=s.direction,
-                labels=s.labels,
-                attrs=series_attrs(s, key=key, secret=secret, hashes=hashes, run_id=run_id),
-            )
-    except Exception as err:  # noqa: BLE001 - one bad series never stops the batch
-        culprit = getattr(err, "path", None)
-        if isinstance(err, SourceError):
-            reason = err.reason
-        else:
-            log.warning("series %s failed unexpectedly:\n%s", group.series, traceback.format_exc())
-            reason = f"{type(err).__name__}: {err}"
-        reason = _one_line(reason)
-        return [
-            _row(
-                m,
-                series=group.series,
-                kind=group.kind,
-                status="quarantined",
-                reason=reason
-                if culprit in (None, m["path"])
-                else f"series not ingested: {culprit}: {reason}",
-            )
-            for m in group.members
-        ]
+    except Exception as err:  # noqa: BLE001 - bad input never stops the batch
+        return _quarantine_group(group, err)
+    # Store errors are not the input's fault: they propagate, the task fails (and is
+    # retried), no catalog row is written, and a rerun picks the series up again.
+    hashes = [m["sha256"] for m in group.members if m.get("sha256")]
+    for s in serieses:
+        dropped.update(s.dropped)
+        rejected.update(s.rejected)
+        # One series per group keeps the group's key; a many-image file (npz) keys
+        # each image by its own identifier.
+        key = (
+            group.series if group.kind != "npz" else pseudonym(s.uid, secret=secret, kind="series")
+        )
+        _store.write_image(
+            s.data,
+            store=store,
+            path=f"{IMAGES}/{key}",
+            axes=s.axes,
+            spacing=s.spacing,
+            origin=s.origin,
+            direction=s.direction,
+            labels=s.labels,
+            attrs=series_attrs(s, key=key, secret=secret, hashes=hashes, run_id=run_id),
+        )
 
     def outcome(path: str) -> tuple[str, str | None]:
         if path in rejected:
@@ -374,6 +359,29 @@ def ingest_group(
         status, reason = outcome(m["path"])
         rows.append(_row(m, series=group.series, kind=group.kind, status=status, reason=reason))
     return rows
+
+
+def _quarantine_group(group: GroupPlan, err: Exception) -> list[dict[str, Any]]:
+    """Catalog rows quarantining a group: the culprit gets the reason, siblings point to it."""
+    culprit = getattr(err, "path", None)
+    if isinstance(err, SourceError):
+        reason = err.reason
+    else:
+        log.warning("series %s failed unexpectedly:\n%s", group.series, traceback.format_exc())
+        reason = f"{type(err).__name__}: {err}"
+    reason = _one_line(reason)
+    return [
+        _row(
+            m,
+            series=group.series,
+            kind=group.kind,
+            status="quarantined",
+            reason=reason
+            if culprit in (None, m["path"])
+            else f"series not ingested: {culprit}: {reason}",
+        )
+        for m in group.members
+    ]
 
 
 def ingest_batch(
@@ -406,3 +414,65 @@ def summarize(summary: IngestSummary, rows: Iterable[Mapping[str, Any]]) -> Inge
 def _one_line(text: str, limit: int = 300) -> str:
     line = " ".join(str(text).split())
     return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def ingest_archive(
+    archive: str,
+    store: str,
+    *,
+    secret: bytes,
+    limit: int | None = None,
+    run_id: str | None = None,
+) -> IngestSummary:
+    """Ingest an archive in this process, without Prefect or Dask.
+
+    The same steps as ``flows/ingest.py`` run one after another: a single-process path
+    for debugging, notebooks and tests.  Catalog rows are appended per series, so an
+    interrupted run loses at most the series being written.
+
+    Parameters
+    ----------
+    archive
+        Archive root.
+    store
+        Store URL or path.
+    secret
+        Pseudonymisation secret.
+    limit
+        Only the first ``limit`` files in path order.
+    run_id
+        Defaults to a new id.
+
+    Returns
+    -------
+    IngestSummary
+    """
+    run_id = run_id or catalog.new_run_id()
+    files = catalog.scan(archive, limit=limit)
+    known = catalog.current(store)
+    delta = catalog.diff(files, known)
+    summary = IngestSummary(
+        run_id=run_id,
+        scanned=len(files),
+        unchanged=delta.unchanged,
+        new=len(delta.new),
+        changed=len(delta.changed),
+        missing=len(delta.missing),
+    )
+    catalog.append(store, missing_rows(delta), run_id=run_id)
+    probed = probe_batch(archive, delta.todo, secret=secret)
+    settled = [r for r in probed if r["status"] != "pending"]
+    catalog.append(store, settled, run_id=run_id)
+    summarize(summary, settled)
+    for group in plan(probed, known):
+        rows = ingest_group(archive, store, group, secret=secret, run_id=run_id)
+        catalog.append(store, rows, run_id=run_id)
+        summarize(summary, rows)
+    return summary
+
+
+def missing_rows(delta: catalog.Diff) -> list[dict[str, Any]]:
+    """Catalog rows for files that disappeared from the archive (their images are kept)."""
+    return [
+        {"path": p, "status": "missing", "reason": "no longer in archive"} for p in delta.missing
+    ]
