@@ -1,11 +1,14 @@
-"""Feature extraction: IBSI first-order, histogram, GLCM and morphology features, LBP,
-sharpness, HSV colour and regionprops, plus the lazy distributed :func:`extract`."""
+"""Feature extraction: IBSI first-order, histogram, GLCM, GLRLM and morphology features,
+LBP, sharpness, HSV colour, regionprops and ORB bag-of-visual-words, plus the lazy
+distributed :func:`extract`."""
 
 from medpipe.features.colour import hsv_features
 from medpipe.features.discretise import discretise_fbn, discretise_fbs, discretise_image
 from medpipe.features.extract import FeatureConfig, compute_features, extract
 from medpipe.features.firstorder import histogram_features, statistics_features
 from medpipe.features.glcm import glcm_features
+from medpipe.features.glrlm import glrlm_features
+from medpipe.features.keypoints import bovw_histogram, learn_codebook, orb_descriptors
 from medpipe.features.shape import morphology_features, regionprops_features
 from medpipe.features.texture import laplacian_variance, lbp_features
 
@@ -17,6 +20,10 @@ __all__ = [
     "discretise_image",
     "extract",
     "glcm_features",
+    "glrlm_features",
+    "bovw_histogram",
+    "learn_codebook",
+    "orb_descriptors",
     "histogram_features",
     "hsv_features",
     "laplacian_variance",

@@ -27,18 +27,19 @@ from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 from skimage.color import rgb2gray
 
 from medpipe.errors import ConfigError
-from medpipe.features import colour, firstorder, glcm, shape, texture
+from medpipe.features import colour, firstorder, glcm, glrlm, shape, texture
 from medpipe.features.discretise import discretise_image
 
 __all__ = ["FeatureConfig", "compute_features", "extract", "FAMILIES"]
 
 Family = Literal[
-    "firstorder", "histogram", "glcm", "morphology", "texture", "colour", "regionprops"
+    "firstorder", "histogram", "glcm", "glrlm", "morphology", "texture", "colour", "regionprops"
 ]
 FAMILIES: tuple[str, ...] = (
     "firstorder",
     "histogram",
     "glcm",
+    "glrlm",
     "morphology",
     "texture",
     "colour",
@@ -63,12 +64,13 @@ class FeatureConfig(BaseModel):
     min_value: float | None = None
     glcm_aggregations: tuple[str, ...] = ("3d_merged", "3d_averaged", "2d_averaged")
     glcm_distance: int = 1
+    glrlm_aggregations: tuple[str, ...] = ("3d_merged", "3d_averaged", "2d_averaged")
     lbp_points: int = 8
     lbp_radius: float = 1.0
     hsv_bins: int = 8
     crop_margin: int = 1
 
-    @field_validator("glcm_aggregations")
+    @field_validator("glcm_aggregations", "glrlm_aggregations")
     @classmethod
     def _known_aggregations(cls, v: tuple[str, ...]) -> tuple[str, ...]:
         unknown = sorted(set(v) - set(glcm.AGGREGATIONS))
@@ -116,6 +118,8 @@ class FeatureConfig(BaseModel):
                 names += firstorder.HISTOGRAM_NAMES
             elif fam == "glcm":
                 names += glcm.glcm_feature_names(self.glcm_aggregations)
+            elif fam == "glrlm":
+                names += glrlm.glrlm_feature_names(self.glrlm_aggregations)
             elif fam == "morphology":
                 names += shape.MORPHOLOGY_NAMES
             elif fam == "texture":
@@ -176,12 +180,12 @@ def compute_features(
     out = dict.fromkeys(config.feature_names(), np.nan)
     fams = set(config.families)
     empty = not m.any()
-    if {"firstorder", "histogram", "glcm"} & fams and not empty:
+    if {"firstorder", "histogram", "glcm", "glrlm"} & fams and not empty:
         # these families see only ROI voxels (GLCM pairs need both ends in the ROI), so
         # they run on the ROI bounding box: a large image with a small ROI costs little
         box = _roi_box(m)
         grey_roi, m_roi = grey[box], m[box]
-    if {"histogram", "glcm"} & fams and not empty:
+    if {"histogram", "glcm", "glrlm"} & fams and not empty:
         levels = discretise_image(
             grey_roi,
             m_roi,
@@ -200,6 +204,10 @@ def compute_features(
                     distance=config.glcm_distance,
                     aggregations=config.glcm_aggregations,
                 )
+            )
+        if "glrlm" in fams:
+            out.update(
+                glrlm.glrlm_features(levels, n_levels=ng, aggregations=config.glrlm_aggregations)
             )
     if "firstorder" in fams and not empty:
         out.update(firstorder.statistics_features(grey_roi[m_roi]))

@@ -5,6 +5,24 @@ features ``firstorder_*``; :func:`histogram_features` works on discretised grey 
 (IBSI 3.4) and names them ``ih_*``.  Percentiles use numpy's default (linear)
 interpolation.  Variance, skewness and kurtosis are the biased (population) moments,
 kurtosis is the excess kurtosis, as IBSI defines them.
+
+Relation to pyradiomics's ``firstorder`` class (checked against its published baseline in
+``tests/features/test_pyradiomics_baseline.py`` and by ``bench/features.py``):
+
+* Mean, Variance, Skewness, Median, Minimum, Maximum, 10/90Percentile,
+  InterquartileRange, Range, MeanAbsoluteDeviation and RobustMeanAbsoluteDeviation are
+  the same definitions as ``firstorder_*`` here; pyradiomics's Entropy and Uniformity are
+  computed on binned intensities and equal ``ih_entropy`` / ``ih_uniformity``.
+* Kurtosis: pyradiomics reports the plain fourth standardised moment, so
+  ``Kurtosis = firstorder_kurtosis + 3``.
+* Energy, RootMeanSquared and TotalEnergy: pyradiomics adds ``voxelArrayShift`` ``c``
+  to every intensity first (0 in its extractor's default, 2000 in its baseline):
+  ``Energy = Σ(x + c)² = firstorder_energy + 2cNμ + Nc²``, ``RMS = sqrt(Energy / N)``,
+  and ``TotalEnergy = Energy × voxel volume``.
+* Fixed bin width: pyradiomics's bin edges are multiples of the width
+  (``floor(x/w) - floor(min/w) + 1``); IBSI's start at the ROI minimum.  Passing
+  ``min_value = floor(min/w)·w`` to :func:`~medpipe.features.discretise.discretise_fbs`
+  reproduces pyradiomics's bins.
 """
 
 from __future__ import annotations

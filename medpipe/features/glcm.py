@@ -21,6 +21,11 @@ IBSI                      suffix                       what is merged / averaged
 ========================  ===========================  ==========================================
 
 Slices are the first (``z``) axis.
+
+pyradiomics's ``glcm`` class (symmetric, distance 1, 13 directions, features per direction
+then the mean) is IBSI "3D, averaged"; its JointEnergy is ``asm``, MaximumProbability
+``joint_max``, SumSquares ``joint_variance``, Id/Idn/Idm/Idmn the ``inv_diff*`` features,
+Imc1/Imc2 ``info_corr1``/``info_corr2``.  Its MCC has no IBSI counterpart.
 """
 
 from __future__ import annotations

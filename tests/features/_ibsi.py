@@ -17,6 +17,7 @@ import numpy as np
 
 from medpipe.features import FeatureConfig, compute_features
 from medpipe.features.glcm import AGGREGATIONS, FEATURES
+from medpipe.features.glrlm import FEATURES as GLRLM_FEATURES
 
 _STAT = {
     "Mean intensity": "mean",
@@ -96,6 +97,30 @@ _GLCM = dict(
         strict=True,
     )
 )
+_GLRLM = dict(
+    zip(
+        (
+            "Short runs emphasis",
+            "Long runs emphasis",
+            "Low grey level run emphasis",
+            "High grey level run emphasis",
+            "Short run low grey level emphasis",
+            "Short run high grey level emphasis",
+            "Long run low grey level emphasis",
+            "Long run high grey level emphasis",
+            "Grey level non-uniformity",
+            "Normalised grey level non-uniformity",
+            "Run length non-uniformity",
+            "Normalised run length non-uniformity",
+            "Run percentage",
+            "Grey level variance",
+            "Run length variance",
+            "Run entropy",
+        ),
+        GLRLM_FEATURES,
+        strict=True,
+    )
+)
 _MORPH = {
     "Volume (mesh)": "volume",
     "Volume (voxel counting)": "voxel_volume",
@@ -127,9 +152,10 @@ _AGG = {v: k for k, v in AGGREGATIONS.items()}
 
 #: The medpipe config that reproduces IBSI's digital phantom setting (no discretisation).
 PHANTOM_CONFIG = FeatureConfig(
-    families=("firstorder", "histogram", "glcm", "morphology"),
+    families=("firstorder", "histogram", "glcm", "glrlm", "morphology"),
     bin_count=None,
     glcm_aggregations=tuple(AGGREGATIONS),
+    glrlm_aggregations=tuple(AGGREGATIONS),
 )
 
 
@@ -162,6 +188,8 @@ def _name(family: str, feature: str, aggregation: str) -> str | None:
         return f"ih_{_IH[feature]}"
     if family == "Grey level co-occurrence based features" and feature in _GLCM:
         return f"glcm_{_GLCM[feature]}_{_AGG[aggregation]}"
+    if family == "Grey level run length based features" and feature in _GLRLM:
+        return f"glrlm_{_GLRLM[feature]}_{_AGG[aggregation]}"
     if family == "Morphological features" and feature in _MORPH:
         return f"morph_{_MORPH[feature]}"
     return None

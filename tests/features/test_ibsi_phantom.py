@@ -35,6 +35,7 @@ def test_phantom_table(shared_data: Path) -> None:
         "Intensity-based statistical features",
         "Intensity histogram features",
         "Grey level co-occurrence based features",
+        "Grey level run length based features",
         "Morphological features",
     ):
         passed, failed, missing = summary[family]
