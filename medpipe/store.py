@@ -79,6 +79,10 @@ _SPATIAL = ("z", "y", "x")
 #: Planes with more pixels than this are chunked in blocks instead of whole slices.
 _MAX_PLANE_PIXELS = 1024 * 1024
 _BLOCK = 1024
+#: Target bytes per chunk when whole planes are grouped along z.
+_TARGET_CHUNK_BYTES = 1 << 20
+#: Blosc zstd at level 1: within 1% of level 5 on CT, at less than half the cost.
+_COMPRESSOR = BloscCodec(cname="zstd", clevel=1, shuffle=BloscShuffle.shuffle)
 #: Levels are added while the larger in-plane edge of the last level exceeds this.
 _MIN_PLANE_EDGE = 256
 _LABEL_COLORS = [
@@ -279,13 +283,22 @@ def _multiscale(
 # --------------------------------------------------------------------------- chunking
 
 
-def default_chunks(shape: Sequence[int], axes: Sequence[str]) -> tuple[int, ...]:
-    """Zarr chunk shape: one ``(1, Y, X)`` slice per chunk, or 1024² blocks for big planes.
+def default_chunks(
+    shape: Sequence[int], axes: Sequence[str], *, itemsize: int = 2
+) -> tuple[int, ...]:
+    """Zarr chunk shape: whole planes stacked to about 1 MiB, or 1024² blocks for big planes.
+
+    Small planes (a 143×161 CT slice is 46 kB) are grouped along ``z`` so each chunk
+    holds about :data:`_TARGET_CHUNK_BYTES`: thousands of tiny chunks cost far more in
+    per-chunk overhead than they save.  A plane of 512² int16 or more is one chunk per
+    slice; planes over 1M pixels are split into 1024² blocks.
 
     Parameters
     ----------
     shape, axes
         The array's shape and axis names.
+    itemsize
+        Bytes per voxel, to size the ``z`` grouping.
 
     Returns
     -------
@@ -293,12 +306,15 @@ def default_chunks(shape: Sequence[int], axes: Sequence[str]) -> tuple[int, ...]
     """
     ny, nx = shape[-2], shape[-1]
     big = ny * nx > _MAX_PLANE_PIXELS
+    per_plane = max(1, ny * nx * itemsize)
     out = []
     for n, a in zip(shape, axes, strict=True):
         if a in ("y", "x"):
             out.append(max(1, min(n, _BLOCK) if big else n))
         elif a == "c":
             out.append(max(1, n if n <= 4 else 1))
+        elif a == "z" and not big:
+            out.append(max(1, min(n, _TARGET_CHUNK_BYTES // per_plane)))
         else:
             out.append(1)
     return tuple(out)
@@ -357,7 +373,7 @@ def _create_level(
         shape=tuple(shape),
         dtype=dtype,
         chunks=chunks,
-        compressors=BloscCodec(cname="zstd", clevel=5, shuffle=BloscShuffle.shuffle),
+        compressors=_COMPRESSOR,
         fill_value=0,
         dimension_names=tuple(axes),
     )
@@ -476,7 +492,11 @@ def write_image(
     omat = np.asarray(origin, dtype=float)
     if dmat.shape != (3, 3) or omat.shape != (3,):
         raise ValueError("origin must have 3 entries and direction must be 3×3")
-    chunks = tuple(default_chunks(data.shape, axes) if chunks is None else chunks)
+    chunks = tuple(
+        default_chunks(data.shape, axes, itemsize=data.dtype.itemsize)
+        if chunks is None
+        else chunks
+    )
     if len(chunks) != data.ndim:
         raise ValueError(f"chunks {chunks} do not match the data's {data.ndim} dimensions")
     n_levels = _n_levels(data.shape) if levels is None else int(levels)

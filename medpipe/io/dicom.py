@@ -146,8 +146,20 @@ def _get(ds: Dataset, keyword: str, rel: str, default: Any = None) -> Any:
 
 
 def _validate_values(ds: Dataset, rel: str) -> None:
-    """Convert every top-level element once so bad values (an IS of ``1A``) surface now."""
+    """Convert every top-level IS/DS element once so bad values (an IS of ``1A``) surface now.
+
+    Only numeric-string elements are converted: converting everything (sequences
+    included) would triple the cost of a probe.
+    """
     for tag in list(ds.keys()):
+        vr = getattr(ds.get_item(tag), "VR", None)
+        if vr in (None, "UN"):
+            try:
+                vr = pydicom.datadict.dictionary_VR(tag)
+            except KeyError:
+                continue
+        if vr not in ("IS", "DS"):
+            continue
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")

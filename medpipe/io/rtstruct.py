@@ -56,6 +56,22 @@ def _world_to_index(image: Series) -> tuple[np.ndarray, np.ndarray]:
     return np.linalg.inv(forward), np.asarray(image.origin, dtype=np.float64)
 
 
+_CONTOUR_DATA = 0x30060050
+
+
+def _contour_points(contour: pydicom.Dataset) -> np.ndarray:
+    """ContourData as floats, parsed from the raw bytes when possible.
+
+    pydicom turns each of the (often tens of thousands of) DS strings into a validated
+    ``DSfloat``; parsing the backslash-separated text directly is ~20x faster.
+    """
+    raw = contour.get_item(_CONTOUR_DATA)
+    value = getattr(raw, "value", None)
+    if isinstance(value, bytes):
+        return np.array(value.replace(b"\\", b" ").split(), dtype=np.float64)
+    return np.asarray([float(v) for v in contour.ContourData], dtype=np.float64)
+
+
 def rasterize_rtstruct(root: Path, rel: str, image: Series) -> dict[str, np.ndarray]:
     """Rasterise every ROI of an RTSTRUCT onto ``image``'s grid.
 
@@ -128,7 +144,7 @@ def rasterize_rtstruct(root: Path, rel: str, image: Series) -> dict[str, np.ndar
             if str(contour.get("ContourGeometricType", "")) != "CLOSED_PLANAR":
                 continue
             try:
-                pts = np.asarray([float(v) for v in contour.ContourData], dtype=np.float64)
+                pts = _contour_points(contour)
             except (AttributeError, TypeError, ValueError) as exc:
                 raise InvalidSourceError(f"bad ContourData: {exc}", path=rel) from None
             if pts.size < 9 or pts.size % 3:

@@ -1,0 +1,184 @@
+"""Ingest benchmark: medpipe on a 2-worker cluster vs a single-process baseline.
+
+Prints, for the IBSI sarcoma archive (../shared/data/dicom/ibsi_sts):
+
+* baseline: one process, pydicom read + decode, sort by position, stack, rescale,
+  zarr write (one chunk per slice) - no hashing, probing, masks or pyramid;
+* medpipe (library on a LocalCluster of N single-threaded worker processes): the same
+  probe -> plan -> batch -> read -> write steps the flow runs, without Prefect;
+* medpipe (the Prefect flow, embedded server), for the orchestration overhead;
+
+each as files/s and MB/s, medians over ``--repeat`` runs, and the speed-up ratios.
+Then the cost of a no-change rescan of a synthetic tree of ``--files`` small files
+(stat-only scan + catalog diff) in files/s.
+
+Usage: ``.venv/bin/python bench/ingest.py [--repeat 3] [--workers 2] [--files 100000]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("MEDPIPE_SHARED_DATA", REPO.parent / "shared" / "data"))
+SECRET = b"bench-secret"
+
+
+def baseline(archive: Path, out: Path) -> None:
+    """Single process: read, decode, sort, stack, rescale, write each series to zarr."""
+    import pydicom
+    import zarr
+
+    root = zarr.open_group(str(out), mode="w")
+    for k, folder in enumerate(sorted(archive.glob("*/*/image"))):
+        slices = [pydicom.dcmread(p) for p in sorted(folder.iterdir())]
+        normal = np.cross(*np.reshape(slices[0].ImageOrientationPatient, (2, 3)))
+        slices.sort(key=lambda ds: float(np.dot(normal, ds.ImagePositionPatient)))
+        vol = np.stack(
+            [
+                ds.pixel_array * float(getattr(ds, "RescaleSlope", 1))
+                + float(getattr(ds, "RescaleIntercept", 0))
+                for ds in slices
+            ]
+        )
+        arr = root.create_array(
+            str(k), shape=vol.shape, dtype=vol.dtype, chunks=(1, *vol.shape[1:])
+        )
+        arr[...] = vol
+
+
+def medpipe_cluster(archive: Path, out: Path, client) -> None:
+    """The flow's steps, mapped over the cluster's workers directly (no Prefect)."""
+    from medpipe import catalog, ingest
+
+    files = catalog.scan(archive)
+    run_id = catalog.new_run_id()
+    chunks = [files[i : i + 256] for i in range(0, len(files), 256)]
+    probed = [
+        r
+        for rows in client.gather(
+            client.map(
+                ingest.probe_batch, [str(archive)] * len(chunks), chunks, secret=SECRET, pure=False
+            )
+        )
+        for r in rows
+    ]
+    plans = ingest.plan(probed, catalog.current(str(out)))
+    nthreads = sum(client.nthreads().values())
+    batches = ingest.batches(plans, n=4 * nthreads)
+    rows = client.gather(
+        client.map(
+            ingest.ingest_batch,
+            [str(archive)] * len(batches),
+            [str(out)] * len(batches),
+            batches,
+            secret=SECRET,
+            run_id=run_id,
+            pure=False,
+        )
+    )
+    catalog.append(str(out), [r for b in rows for r in b], run_id=run_id)
+
+
+def medpipe_flow(archive: Path, out: Path, workers: int) -> None:
+    from flows.ingest import ingest_flow
+
+    ingest_flow(archive=str(archive), store=str(out), cluster=f"local:{workers}")
+
+
+def timed(fn, *args) -> float:
+    t0 = time.perf_counter()
+    fn(*args)
+    return time.perf_counter() - t0
+
+
+def rescan(n_files: int, tmp: Path) -> tuple[float, int]:
+    """Seconds for a no-change rescan (scan + diff) of ``n_files`` tiny files."""
+    from medpipe import catalog
+
+    archive = tmp / "many"
+    for i in range(n_files):
+        d = archive / f"{i // 1000:03d}"
+        if i % 1000 == 0:
+            d.mkdir(parents=True)
+        (d / f"{i:06d}.dcm").write_bytes(b"x" * 16)
+    out = str(tmp / "many.zarr")
+    files = catalog.scan(archive)
+    catalog.append(out, [{**vars(f), "status": "ingested"} for f in files], run_id="seed")
+    t0 = time.perf_counter()
+    delta = catalog.diff(catalog.scan(archive), catalog.current(out))
+    elapsed = time.perf_counter() - t0
+    assert not delta.todo and delta.unchanged == n_files
+    return elapsed, n_files
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--files", type=int, default=100_000)
+    ap.add_argument("--no-flow", action="store_true", help="skip the Prefect flow timing")
+    args = ap.parse_args()
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("MEDPIPE_SECRET", SECRET.decode())
+    archive = DATA / "dicom" / "ibsi_sts"
+    tmp = Path(tempfile.mkdtemp(prefix="medpipe-bench-"))
+    try:
+        if not archive.is_dir():
+            print(f"IBSI archive not found at {archive}: skipping the ingest comparison")
+        else:
+            dcm = [p for p in archive.rglob("*.dcm")]
+            n, mb = len(dcm), sum(p.stat().st_size for p in dcm) / 1e6
+            print(
+                f"archive: {archive} ({n} files, {mb:.1f} MB); {args.repeat} repeats, "
+                f"{args.workers} workers, {os.cpu_count()} cores"
+            )
+            from distributed import Client, LocalCluster
+
+            times: dict[str, list[float]] = {"baseline": [], "medpipe": [], "flow": []}
+            with (
+                LocalCluster(
+                    n_workers=args.workers,
+                    threads_per_worker=1,
+                    processes=True,
+                    dashboard_address=":0",
+                ) as cluster,
+                Client(cluster) as client,
+            ):
+                print(f"dask dashboard: {client.dashboard_link}")
+                for r in range(args.repeat):
+                    times["baseline"].append(timed(baseline, archive, tmp / f"b{r}"))
+                    times["medpipe"].append(timed(medpipe_cluster, archive, tmp / f"m{r}", client))
+            if not args.no_flow:
+                for r in range(args.repeat):
+                    times["flow"].append(timed(medpipe_flow, archive, tmp / f"f{r}", args.workers))
+            base = statistics.median(times["baseline"])
+            print(f"{'run':<34}{'median s':>10}{'files/s':>10}{'MB/s':>8}{'speed-up':>10}")
+            for name, label in (
+                ("baseline", "baseline (1 process)"),
+                ("medpipe", f"medpipe library ({args.workers} workers)"),
+                ("flow", f"medpipe flow ({args.workers} workers)"),
+            ):
+                if not times[name]:
+                    continue
+                t = statistics.median(times[name])
+                print(f"{label:<34}{t:>10.2f}{n / t:>10.0f}{mb / t:>8.1f}{base / t:>9.2f}x")
+        secs, count = rescan(args.files, tmp)
+        print(f"no-change rescan of {count} files: {secs:.2f} s ({count / secs:,.0f} files/s)")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
