@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from prefect.logging import get_run_logger
 from prefect_dask import DaskTaskRunner
 
@@ -9,7 +12,7 @@ from medpipe.cluster import parse_spec
 from medpipe.config import resolve_secret
 from medpipe.errors import ConfigError
 
-__all__ = ["dask_runner", "load_secret", "log_dashboard", "SECRET_BLOCK"]
+__all__ = ["dask_runner", "load_secret", "log_dashboard", "on_cluster", "SECRET_BLOCK"]
 
 #: Name of the Prefect Secret block holding the pseudonymisation secret.
 SECRET_BLOCK = "medpipe-secret"
@@ -67,3 +70,26 @@ def log_dashboard(runner: DaskTaskRunner) -> str | None:
     if link:
         get_run_logger().info("Dask dashboard: %s", link)
     return link
+
+
+@contextmanager
+def on_cluster() -> Iterator[None]:
+    """Run Dask array work from inside a task on the whole cluster, without deadlock.
+
+    Inside a DaskTaskRunner task this enters :func:`distributed.worker_client`, which
+    *secedes* the task's thread from the worker's pool while the array graph runs on the
+    cluster, so any number of such tasks can wait at once.  (prefect-dask's
+    ``get_dask_client`` keeps the thread, and hangs once tasks outnumber threads.)
+    Outside a worker it does nothing: the caller's scheduler is used.
+    """
+    try:
+        from distributed import get_worker
+
+        get_worker()
+    except ValueError:
+        yield
+        return
+    from distributed import worker_client
+
+    with worker_client():
+        yield

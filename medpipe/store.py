@@ -37,6 +37,7 @@ removed by :func:`clean_temporaries`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -44,7 +45,7 @@ import posixpath
 import shutil
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import dask.array as da
@@ -69,6 +70,7 @@ __all__ = [
     "remove",
     "store_root",
     "clean_temporaries",
+    "atomic_group",
 ]
 
 NGFF_VERSION = "0.5"
@@ -627,6 +629,45 @@ def _replace_remote(fs: fsspec.AbstractFileSystem, tmp: str, target: str) -> Non
             _set_complete(fs, target, False)
         fs.rm(target, recursive=True)
     fs.mv(tmp, target, recursive=True)
+
+
+@contextlib.contextmanager
+def atomic_group(store: str, path: str) -> Iterator[str]:
+    """Write a whole group at a temporary sibling, then move it into ``path``.
+
+    For writers other than :func:`write_image` (an xarray ``Dataset.to_zarr``, a model
+    folder…).  Nothing is visible at ``path`` until the block finishes without error;
+    an existing group is replaced only then.
+
+    Parameters
+    ----------
+    store
+        Store URL or path.
+    path
+        Group path inside the store.
+
+    Yields
+    ------
+    str
+        The temporary location (a URL or local path) to write the group to.
+    """
+    fs, root = store_root(store)
+    target = _join(root, path)
+    parent = posixpath.dirname(target)
+    name = posixpath.basename(target)
+    tmp = posixpath.join(parent, f"{_TMP_PREFIX}{name}-{uuid.uuid4().hex}")
+    _ensure_parent_groups(fs, root, path)
+    try:
+        yield fs.unstrip_protocol(tmp) if not _is_local(fs) else tmp
+        if _is_local(fs):
+            _replace_local(tmp, target, parent, name)
+        else:
+            _replace_remote(fs, tmp, target)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            if fs.exists(tmp):
+                fs.rm(tmp, recursive=True)
+        raise
 
 
 # --------------------------------------------------------------------------- read

@@ -1,0 +1,85 @@
+"""Preprocess flow: run a preprocessing config over the store's series on the cluster."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow, task
+from prefect.futures import as_completed
+from prefect.logging import get_run_logger
+
+from flows._runner import dask_runner, log_dashboard, on_cluster
+from medpipe.errors import UnsupportedSourceError
+from medpipe.preprocess import PreprocessConfig
+from medpipe.preprocess.apply import pending_series, preprocess_series, preprocessed_group
+from medpipe.progress import progress_bar
+
+__all__ = ["preprocess_flow", "preprocess_batch"]
+
+#: Series per task.
+BATCH = 4
+
+
+@task(name="preprocess-series", retries=1)
+def preprocess_batch(store: str, keys: list[str], config: PreprocessConfig) -> dict[str, str]:
+    """Preprocess a batch of series; returns ``key -> output path or skip reason``."""
+    out = {}
+    with on_cluster():
+        for key in keys:
+            try:
+                out[key] = preprocess_series(store, key, config=config)
+            except UnsupportedSourceError as err:
+                out[key] = f"skipped: {err.reason}"
+    return out
+
+
+@flow(name="preprocess")
+def preprocess_flow(
+    store: str,
+    config: PreprocessConfig | None = None,
+    cluster: str = "local",
+    limit: int | None = None,
+) -> dict[str, Any]:
+    """Preprocess every series of ``store`` that has no output for ``config`` yet.
+
+    Parameters
+    ----------
+    store
+        Store URL or path.
+    config
+        Preprocessing steps; default :meth:`PreprocessConfig.default`.
+    cluster
+        ``local``, ``local:N``, ``tcp://host:port``, ``slurm`` or ``kubernetes``.
+    limit
+        Only the first ``limit`` pending series (a quick development run).
+
+    Returns
+    -------
+    dict
+        ``group`` (the output group), ``done`` and ``skipped`` counts.
+    """
+    logger = get_run_logger()
+    config = config or PreprocessConfig.default()
+    keys = pending_series(store, config=config)[:limit]
+    group = preprocessed_group(config)
+    logger.info("%d series to preprocess into %s", len(keys), group)
+    results: dict[str, str] = {}
+    if keys:
+        with dask_runner(cluster) as runner:
+            log_dashboard(runner)
+            futures = [
+                runner.submit(
+                    preprocess_batch,
+                    parameters={"store": store, "keys": keys[i : i + BATCH], "config": config},
+                )
+                for i in range(0, len(keys), BATCH)
+            ]
+            with progress_bar(len(keys), "preprocess") as advance:
+                for fut in as_completed(futures):
+                    batch = fut.result()
+                    results.update(batch)
+                    advance(len(batch))
+    skipped = {k: v for k, v in results.items() if v.startswith("skipped")}
+    for key, reason in skipped.items():
+        logger.info("series %s %s", key, reason)
+    return {"group": group, "done": len(results) - len(skipped), "skipped": len(skipped)}

@@ -1,0 +1,121 @@
+"""Feature tables in the store: ``features/<cfg-hash>`` as an xarray Dataset in Zarr."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import xarray as xr
+
+from medpipe import store as _store
+from medpipe.features.extract import FeatureConfig, extract
+
+__all__ = [
+    "FEATURES",
+    "features_group",
+    "store_samples",
+    "feature_table",
+    "write_features",
+    "open_features",
+]
+
+#: Store group of feature tables: ``features/<cfg-hash>``.
+FEATURES = "features"
+
+
+def features_group(config: FeatureConfig, *, source: str = "images") -> str:
+    """Group path of the table for ``config`` computed from ``source``.
+
+    Tables from raw images live at ``features/<cfg-hash>``; from a preprocessed group
+    ``preprocessed/<p>`` at ``features/<cfg-hash>-<p>`` so they never overwrite each other.
+    """
+    suffix = "" if source == "images" else "-" + source.rsplit("/", 1)[-1]
+    return f"{FEATURES}/{config.hash()}{suffix}"
+
+
+def store_samples(
+    store: str,
+    *,
+    source: str = "images",
+    keys: Sequence[str] | None = None,
+) -> list[tuple[str, xr.DataArray, dict[str, xr.DataArray]]]:
+    """Lazy ``(series key, image, {roi: mask})`` triples for :func:`extract`.
+
+    Parameters
+    ----------
+    store
+        Store URL or path.
+    source
+        Group holding the images (``images`` or ``preprocessed/<hash>``).
+    keys
+        Only these series; default all complete series under ``source``.
+
+    Returns
+    -------
+    list of tuple
+    """
+    if keys is None:
+        keys = [p.rsplit("/", 1)[-1] for p in _store.list_groups(store, source)]
+    out = []
+    for key in keys:
+        path = f"{source}/{key}"
+        image = _store.open_image(store, path)
+        out.append((key, image, _store.open_labels(store, path)))
+    return out
+
+
+def feature_table(
+    store: str, *, config: FeatureConfig, source: str = "images", keys: Sequence[str] | None = None
+) -> xr.Dataset:
+    """The lazy feature table of the store's series (one sample per series and ROI).
+
+    Adds per-sample coords ``modality``, ``patient`` (pseudonymous key), ``label`` and
+    ``split`` (from the series attributes where the source carried them, else NaN / "").
+
+    Returns
+    -------
+    xarray.Dataset
+        As :func:`medpipe.features.extract`, with the extra coords.
+    """
+    samples = store_samples(store, source=source, keys=keys)
+    ds = extract(samples, config=config)
+    attrs = {key: image.attrs for key, image, _ in samples}
+    series = [str(s) for s in ds["series"].values]
+
+    def coord(name: str, default: object, kind: type) -> np.ndarray:
+        values = [
+            attrs[s].get(name, (attrs[s].get("header") or {}).get(name, default)) for s in series
+        ]
+        return np.array(
+            [default if v is None else kind(v) for v in values],
+            dtype=object if kind is str else float,
+        )
+
+    return ds.assign_coords(
+        modality=("sample", coord("modality", "", str)),
+        patient=("sample", coord("patient_key", "", str)),
+        label=("sample", coord("label", np.nan, float)),
+        split=("sample", coord("split", "", str)),
+    ).assign_attrs(source=source)
+
+
+def write_features(table: xr.Dataset, *, store: str, path: str) -> str:
+    """Compute ``table`` (in the write, on the current Dask scheduler) and store it atomically.
+
+    Returns
+    -------
+    str
+        ``path``.
+    """
+    # one task per sample in the graph, but a few large chunks on disk
+    rows = min(max(1, table.sizes["sample"]), 4096)
+    table = table.assign(features=table["features"].chunk({"sample": rows}))
+    with _store.atomic_group(store, path) as tmp:
+        table.to_zarr(tmp, mode="w", consolidated=False, zarr_format=3)
+    return path
+
+
+def open_features(store: str, path: str) -> xr.Dataset:
+    """Open a stored feature table lazily."""
+    fs, root = _store.store_root(store)
+    return xr.open_zarr(fs.get_mapper(f"{root}/{path}"), consolidated=False)

@@ -1,0 +1,126 @@
+"""Apply a preprocessing config to a series in the store (lazy until the write)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import xarray as xr
+
+from medpipe import store as _store
+from medpipe.errors import UnsupportedSourceError
+from medpipe.preprocess.pipeline import PreprocessConfig, ResampleStep, run
+from medpipe.preprocess.resample import resample_isotropic
+
+__all__ = ["PREPROCESSED", "preprocessed_group", "preprocess_series", "pending_series"]
+
+#: Store group of preprocessed images: ``preprocessed/<cfg-hash>/<series>``.
+PREPROCESSED = "preprocessed"
+
+#: Series attributes carried from the source image to its preprocessed version.
+_CARRIED = (
+    "series_key",
+    "study_key",
+    "patient_key",
+    "modality",
+    "rescale",
+    "header",
+    "split",
+    "label",
+)
+
+
+def preprocessed_group(config: PreprocessConfig) -> str:
+    """The store group holding the images preprocessed with ``config``."""
+    return f"{PREPROCESSED}/{config.hash()}"
+
+
+def pending_series(store: str, *, config: PreprocessConfig, source: str = "images") -> list[str]:
+    """Keys of the series under ``source`` that have no complete output for ``config`` yet.
+
+    Parameters
+    ----------
+    store
+        Store URL or path.
+    config
+        The preprocessing config.
+    source
+        Group holding the input images.
+
+    Returns
+    -------
+    list of str
+        Series keys, sorted.
+    """
+    done = {p.rsplit("/", 1)[-1] for p in _store.list_groups(store, preprocessed_group(config))}
+    return [
+        p.rsplit("/", 1)[-1]
+        for p in _store.list_groups(store, source)
+        if p.rsplit("/", 1)[-1] not in done
+    ]
+
+
+def _regrid_label(mask: xr.DataArray, config: PreprocessConfig) -> xr.DataArray:
+    """Masks follow the image's grid changes (nearest neighbour), nothing else."""
+    for step in config.steps:
+        if isinstance(step, ResampleStep):
+            mask = resample_isotropic(mask, spacing_mm=step.spacing_mm, order=0)
+    return mask
+
+
+def preprocess_series(
+    store: str, key: str, *, config: PreprocessConfig, source: str = "images"
+) -> str:
+    """Preprocess one series and write it to ``preprocessed/<cfg-hash>/<key>``.
+
+    The filters are lazy; they are computed chunk by chunk by the write, on whatever
+    Dask scheduler is current (the cluster's, inside a flow).
+
+    Parameters
+    ----------
+    store
+        Store URL or path.
+    key
+        Series key under ``source``.
+    config
+        The preprocessing config.
+    source
+        Group holding the input images.
+
+    Returns
+    -------
+    str
+        The output group path.
+
+    Raises
+    ------
+    UnsupportedSourceError
+        For images that are not grey-level ``(z, y, x)`` volumes (colour, 4D).
+    """
+    image = _store.open_image(store, f"{source}/{key}")
+    if tuple(image.dims) != ("z", "y", "x"):
+        raise UnsupportedSourceError(
+            f"preprocessing needs a grey-level (z, y, x) image, series {key} has {image.dims}"
+        )
+    out = run(image, config)
+    labels = {
+        roi: _regrid_label(mask, config).data
+        for roi, mask in _store.open_labels(store, f"{source}/{key}").items()
+    }
+    attrs: dict[str, Any] = {k: image.attrs[k] for k in _CARRIED if k in image.attrs}
+    attrs["preprocess"] = {
+        "config": config.model_dump(mode="json"),
+        "hash": config.hash(),
+        "source": f"{source}/{key}",
+    }
+    path = f"{preprocessed_group(config)}/{key}"
+    return _store.write_image(
+        out.data,
+        store=store,
+        path=path,
+        axes=out.dims,
+        spacing=out.attrs["spacing"],
+        origin=out.attrs.get("origin", (0.0, 0.0, 0.0)),
+        direction=out.attrs.get("direction"),
+        attrs=attrs,
+        labels=labels,
+    )
