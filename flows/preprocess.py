@@ -80,6 +80,10 @@ def preprocess_flow(
                     results.update(batch)
                     advance(len(batch))
     skipped = {k: v for k, v in results.items() if v.startswith("skipped")}
-    for key, reason in skipped.items():
-        logger.info("series %s %s", key, reason)
+    if skipped:
+        logger.info(
+            "%d series skipped (not grey-level z,y,x volumes), e.g. %s: %s",
+            len(skipped),
+            *next(iter(skipped.items())),
+        )
     return {"group": group, "done": len(results) - len(skipped), "skipped": len(skipped)}

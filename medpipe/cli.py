@@ -36,16 +36,38 @@ def _prefect_defaults() -> None:
     """Quiet, offline-friendly Prefect defaults for command-line runs (overridable)."""
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
-    os.environ.setdefault("PREFECT_LOGGING_LOGGERS_DISTRIBUTED_LEVEL", "WARNING")
-    os.environ.setdefault("DASK_DISTRIBUTED__LOGGING__DISTRIBUTED", "warning")
+    os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")  # dask's own INFO chatter
+
+
+@app.callback()
+def _main() -> None:
+    """Set quiet, offline-friendly defaults before Prefect or Dask are imported."""
+    _prefect_defaults()
+
+
+def _fail(err: Exception) -> typer.Exit:
+    console.print(f"[bold red]error:[/] {err}")
+    return typer.Exit(code=2)
 
 
 def _run_ingest(archive: Path, store: str, limit: int | None, cluster: str, demo: bool) -> dict:
-    _prefect_defaults()
     from flows.ingest import ingest_flow
+    from medpipe.config import SECRET_ENV, resolve_secret
+    from medpipe.errors import ConfigError
 
-    return ingest_flow(
-        archive=str(archive), store=store, limit=limit, cluster=cluster, demo_secret=demo
+    if not demo and not os.environ.get(SECRET_ENV) and not os.environ.get("PREFECT_API_URL"):
+        # the embedded server has no Secret blocks: say what to set before starting anything
+        try:
+            resolve_secret()
+        except ConfigError as err:
+            raise _fail(err) from None
+    return _run_flow(
+        ingest_flow,
+        archive=str(archive),
+        store=store,
+        limit=limit,
+        cluster=cluster,
+        demo_secret=demo,
     )
 
 
@@ -134,6 +156,75 @@ def quarantine(
     console.print(table)
 
 
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option("--config", exists=True, dir_okay=False, help="YAML config (default built in)."),
+]
+
+
+def _run_flow(fn, **params):  # noqa: ANN001, ANN202 - thin front door
+    """Run a flow with CLI-friendly Prefect defaults; medpipe errors exit 2 with a message."""
+    _prefect_defaults()
+    from medpipe.errors import MedpipeError
+
+    try:
+        return fn(**params)
+    except MedpipeError as err:
+        raise _fail(err) from None
+
+
+def _load_config(cls, path: Path | None):  # noqa: ANN001, ANN202
+    import yaml
+    from pydantic import ValidationError
+
+    if path is None:
+        return cls.default() if hasattr(cls, "default") else cls()
+    try:
+        if hasattr(cls, "from_yaml"):
+            return cls.from_yaml(path)
+        return cls.model_validate(yaml.safe_load(path.read_text()) or {})
+    except (ValidationError, ValueError) as err:
+        raise _fail(ValueError(f"{path}: {err}")) from None
+
+
+@app.command()
+def preprocess(
+    store: Annotated[str, typer.Argument(help="Store path or URL.")],
+    config: ConfigOpt = None,
+    cluster: ClusterOpt = "local",
+    limit: Annotated[int | None, typer.Option(help="Only the first N series (dev run).")] = None,
+) -> None:
+    """Preprocess STORE's images into preprocessed/<config-hash>/ (pending series only)."""
+    from flows.preprocess import preprocess_flow
+    from medpipe.preprocess import PreprocessConfig
+
+    cfg = _load_config(PreprocessConfig, config)
+    result = _run_flow(preprocess_flow, store=store, config=cfg, cluster=cluster, limit=limit)
+    console.print(
+        f"preprocessed {result['done']} series ({result['skipped']} skipped) "
+        f"into {store}/{result['group']}"
+    )
+
+
+@app.command()
+def features(
+    store: Annotated[str, typer.Argument(help="Store path or URL.")],
+    config: ConfigOpt = None,
+    source: Annotated[str, typer.Option(help="images or preprocessed/<hash>")] = "images",
+    cluster: ClusterOpt = "local",
+) -> None:
+    """Extract features of STORE's series into features/<config-hash> (xarray Dataset)."""
+    from flows.features import features_flow
+    from medpipe.features import FeatureConfig
+
+    cfg = _load_config(FeatureConfig, config)
+    result = _run_flow(features_flow, store=store, config=cfg, source=source, cluster=cluster)
+    console.print(
+        f"feature table: {store}/{result['group']}\n"
+        f"  xarray.open_zarr('{store}/{result['group']}', consolidated=False)"
+    )
+
+
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option(help="Folder for the sample archive and store.")] = Path(
@@ -147,9 +238,27 @@ def demo(
     archive = build_bundled_archive(out / "archive")
     store = str(out / "store.zarr")
     console.print(f"sample archive: {archive}")
-    summary = _run_ingest(archive, store, None, cluster, True)
-    _print_summary(summary)
-    console.print(f"store: {store}\n  medpipe info {store}\n  medpipe quarantine {store}")
+    _print_summary(_run_ingest(archive, store, None, cluster, True))
+
+    from flows.features import features_flow
+    from flows.preprocess import preprocess_flow
+    from medpipe.features import FeatureConfig
+    from medpipe.preprocess import PreprocessConfig
+
+    pre = _run_flow(
+        preprocess_flow, store=store, config=PreprocessConfig.default(), cluster=cluster
+    )
+    console.print(
+        f"preprocessed {pre['done']} series ({pre['skipped']} skipped): {store}/{pre['group']}"
+    )
+    feats = _run_flow(features_flow, store=store, config=FeatureConfig(), cluster=cluster)
+    console.print(
+        f"\n[bold]store[/]: {store}\n"
+        f"  medpipe info {store}\n  medpipe quarantine {store}\n"
+        f"  feature table: xarray.open_zarr('{store}/{feats['group']}', consolidated=False)\n"
+        f"  an image: medpipe.store.open_image('{store}', 'images/<series>'), or in napari\n"
+        f"    with the napari-ome-zarr plugin: napari {store}/images/<series>"
+    )
 
 
 if __name__ == "__main__":  # pragma: no cover

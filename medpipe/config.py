@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import logging
 import os
-import warnings
 
 from medpipe.errors import ConfigError
 
-__all__ = ["SECRET_ENV", "DEMO_SECRET", "DemoSecretWarning", "resolve_secret"]
+__all__ = ["SECRET_ENV", "DEMO_SECRET", "resolve_secret"]
 
 log = logging.getLogger(__name__)
 
@@ -24,11 +23,7 @@ SECRET_ENV = "MEDPIPE_SECRET"
 DEMO_SECRET = "medpipe-demo-secret-NOT-FOR-REAL-DATA"
 
 
-_warned = False  # the demo-secret warning is given once per process
-
-
-class DemoSecretWarning(UserWarning):
-    """Emitted when the public demo secret is used for pseudonymisation."""
+_warned = False  # the demo-secret warning is logged once per process
 
 
 def resolve_secret(secret: str | None = None, *, allow_demo: bool = False) -> bytes:
@@ -41,7 +36,7 @@ def resolve_secret(secret: str | None = None, *, allow_demo: bool = False) -> by
         Takes precedence over the environment.
     allow_demo
         If no secret is configured, fall back to :data:`DEMO_SECRET` with a warning
-        instead of failing.  Only the demo and tests should pass ``True``.
+        (logging a warning once) instead of failing.  Only the demo should pass ``True``.
 
     Returns
     -------
@@ -65,7 +60,6 @@ def resolve_secret(secret: str | None = None, *, allow_demo: bool = False) -> by
             f"{SECRET_ENV} is not set: using the public demo secret. Pseudonymous keys "
             "made with it can be recomputed by anyone; set it before ingesting real data."
         )
-        warnings.warn(msg, DemoSecretWarning, stacklevel=2)
         log.warning(msg)
         return DEMO_SECRET.encode()
     raise ConfigError(

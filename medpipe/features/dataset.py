@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 import numpy as np
@@ -18,6 +19,8 @@ __all__ = [
     "write_features",
     "open_features",
 ]
+
+log = logging.getLogger(__name__)
 
 #: Store group of feature tables: ``features/<cfg-hash>``.
 FEATURES = "features"
@@ -53,6 +56,7 @@ def store_samples(
     Returns
     -------
     list of tuple
+        Time series (a ``t`` axis) are left out.
     """
     if keys is None:
         keys = [p.rsplit("/", 1)[-1] for p in _store.list_groups(store, source)]
@@ -60,6 +64,10 @@ def store_samples(
     for key in keys:
         path = f"{source}/{key}"
         image = _store.open_image(store, path)
+        if "t" in image.dims:
+            log.info("series %s: time series (%s) have no features yet; skipped", key,
+                     image.dims)
+            continue
         out.append((key, image, _store.open_labels(store, path)))
     return out
 

@@ -38,8 +38,8 @@ from medpipe.io.base import Probe, Series
 
 # pydicom logs every non-conformant value it reads (e.g. an over-long SH) as a warning
 # *and* emits a Python warning.  Archives are full of them and they are not actionable
-# per file; what matters reaches the catalog as a quarantine reason.  Keep errors.
-logging.getLogger("pydicom").setLevel(logging.ERROR)
+# per file; decoder failures reach the catalog as quarantine reasons instead.
+logging.getLogger("pydicom").setLevel(logging.CRITICAL)
 
 __all__ = ["probe_dicom", "read_dicom_series", "read_dicomdir"]
 

@@ -182,7 +182,8 @@ def test_integer_input_is_filtered_as_float32() -> None:
     out = pp.gaussian(as_image(xi, spacing, (3, 20, 25)), sigma_mm=1.0)
     assert out.dtype == np.float32
     np.testing.assert_array_equal(
-        out.data.compute(scheduler="synchronous"), ndi.gaussian_filter(xi.astype(np.float32), vox(1.0, spacing))
+        out.data.compute(scheduler="synchronous"),
+        ndi.gaussian_filter(xi.astype(np.float32), vox(1.0, spacing)),
     )
     med = pp.median(as_image(xi, spacing, (3, 20, 25)), radius_mm=1.0)
     assert med.dtype == np.int16
@@ -215,11 +216,12 @@ def test_dask_percentile_is_exact() -> None:
                                                                               dtype=np.uint8)):
         got = pp.dask_percentile(da.from_array(arr, chunks=arr.size // 7 or 1
                                                if arr.ndim == 1 else (3, 30, 17)), qs)
-        np.testing.assert_allclose(got.compute(scheduler="synchronous"), np.percentile(arr, qs), rtol=1e-12)
+        vals = got.compute(scheduler="synchronous")
+        np.testing.assert_allclose(vals, np.percentile(arr, qs), rtol=1e-12)
         for q in qs:  # order statistics are exact: compare with numpy's 'lower'/'higher'
             lo = np.percentile(arr, q, method="lower")
             hi = np.percentile(arr, q, method="higher")
-            v = float(got.compute(scheduler="synchronous")[qs.index(q)])
+            v = float(vals[qs.index(q)])
             assert min(lo, hi) <= v <= max(lo, hi)
 
 
