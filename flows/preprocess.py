@@ -39,6 +39,7 @@ def preprocess_flow(
     config: PreprocessConfig | None = None,
     cluster: str = "local",
     limit: int | None = None,
+    batch: int = BATCH,
 ) -> dict[str, Any]:
     """Preprocess every series of ``store`` that has no output for ``config`` yet.
 
@@ -52,6 +53,8 @@ def preprocess_flow(
         ``local``, ``local:N``, ``tcp://host:port``, ``slurm`` or ``kubernetes``.
     limit
         Only the first ``limit`` pending series (a quick development run).
+    batch
+        Series per task.
 
     Returns
     -------
@@ -70,15 +73,15 @@ def preprocess_flow(
             futures = [
                 runner.submit(
                     preprocess_batch,
-                    parameters={"store": store, "keys": keys[i : i + BATCH], "config": config},
+                    parameters={"store": store, "keys": keys[i : i + batch], "config": config},
                 )
-                for i in range(0, len(keys), BATCH)
+                for i in range(0, len(keys), batch)
             ]
             with progress_bar(len(keys), "preprocess") as advance:
                 for fut in as_completed(futures):
-                    batch = fut.result()
-                    results.update(batch)
-                    advance(len(batch))
+                    done = fut.result()
+                    results.update(done)
+                    advance(len(done))
     skipped = {k: v for k, v in results.items() if v.startswith("skipped")}
     if skipped:
         logger.info(
