@@ -261,5 +261,14 @@ def demo(
     )
 
 
+def _register_extensions() -> None:
+    """Commands that live in their own modules (models: sample, train, evaluate, score)."""
+    from medpipe import cli_models
+
+    cli_models.register(app)
+
+
+_register_extensions()
+
 if __name__ == "__main__":  # pragma: no cover
     app()

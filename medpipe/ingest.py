@@ -277,6 +277,10 @@ def series_attrs(
 
     return {
         "series_key": key,
+        # The keyed hash of the SeriesInstanceUID itself: equal to ``series_key`` except
+        # where one DICOM series became several store series (unpositioned images,
+        # multi-frame objects).  Labels keyed by SeriesInstanceUID join on it.
+        "series_uid_key": hashed(series.uid, "series"),
         "study_key": hashed(series.study_uid, "study"),
         "patient_key": hashed(series.patient_id, "patient"),
         "modality": series.modality,

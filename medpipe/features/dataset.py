@@ -77,8 +77,9 @@ def feature_table(
 ) -> xr.Dataset:
     """The lazy feature table of the store's series (one sample per series and ROI).
 
-    Adds per-sample coords ``modality``, ``patient`` (pseudonymous key), ``label`` and
-    ``split`` (from the series attributes where the source carried them, else NaN / "").
+    Adds per-sample coords ``modality``, the pseudonymous keys ``series_uid`` (of the
+    SeriesInstanceUID), ``study`` and ``patient``, and ``label`` and ``split`` (from the
+    series attributes where the source carried them, else NaN / "").
 
     Returns
     -------
@@ -101,6 +102,8 @@ def feature_table(
 
     return ds.assign_coords(
         modality=("sample", coord("modality", "", str)),
+        series_uid=("sample", coord("series_uid_key", "", str)),
+        study=("sample", coord("study_key", "", str)),
         patient=("sample", coord("patient_key", "", str)),
         label=("sample", coord("label", np.nan, float)),
         split=("sample", coord("split", "", str)),

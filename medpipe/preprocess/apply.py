@@ -19,6 +19,7 @@ PREPROCESSED = "preprocessed"
 #: Series attributes carried from the source image to its preprocessed version.
 _CARRIED = (
     "series_key",
+    "series_uid_key",
     "study_key",
     "patient_key",
     "modality",
