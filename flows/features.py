@@ -9,24 +9,23 @@ from prefect.logging import get_run_logger
 
 from flows._runner import dask_runner, log_dashboard, on_cluster
 from medpipe.features import FeatureConfig
-from medpipe.features.dataset import feature_table, features_group, write_features
+from medpipe.features.dataset import update_features
 
 __all__ = ["features_flow", "compute_features_table"]
 
 
 @task(name="feature-table", retries=1)
-def compute_features_table(store: str, config: FeatureConfig, source: str) -> str:
-    """Compute the feature table of every series under ``source`` and store it."""
+def compute_features_table(store: str, config: FeatureConfig, source: str) -> dict[str, Any]:
+    """Bring the feature table up to date (new or re-ingested series only)."""
     with on_cluster():
-        table = feature_table(store, config=config, source=source)
-        return write_features(table, store=store, path=features_group(config, source=source))
+        return update_features(store, config=config, source=source)
 
 
 @flow(name="features")
 def features_flow(
     store: str, config: FeatureConfig | None = None, source: str = "images", cluster: str = "local"
 ) -> dict[str, Any]:
-    """Extract features for every series (one sample per series and ROI).
+    """Extract features for new or re-ingested series (one sample per series and ROI).
 
     Parameters
     ----------
@@ -42,13 +41,18 @@ def features_flow(
     Returns
     -------
     dict
-        ``group``: where the table was written.
+        ``group`` (the table), ``computed`` (series computed) and ``kept`` (samples kept).
     """
     config = config or FeatureConfig()
     with dask_runner(cluster) as runner:
         log_dashboard(runner)
-        group = runner.submit(
+        result = runner.submit(
             compute_features_table, parameters={"store": store, "config": config, "source": source}
         ).result()
-    get_run_logger().info("feature table written to %s", group)
-    return {"group": group}
+    get_run_logger().info(
+        "feature table %s: %d series computed, %d samples kept",
+        result["group"],
+        result["computed"],
+        result["kept"],
+    )
+    return result

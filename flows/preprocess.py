@@ -59,7 +59,8 @@ def preprocess_flow(
     Returns
     -------
     dict
-        ``group`` (the output group), ``done`` and ``skipped`` counts.
+        ``group`` (the output group), ``done`` and ``skipped`` counts, and ``keys`` (the
+        series preprocessed by this run).
     """
     logger = get_run_logger()
     config = config or PreprocessConfig.default()
@@ -89,4 +90,5 @@ def preprocess_flow(
             len(skipped),
             *next(iter(skipped.items())),
         )
-    return {"group": group, "done": len(results) - len(skipped), "skipped": len(skipped)}
+    done = sorted(k for k in results if k not in skipped)
+    return {"group": group, "done": len(done), "skipped": len(skipped), "keys": done}

@@ -10,6 +10,7 @@ import xarray as xr
 
 from medpipe import store as _store
 from medpipe.features.extract import FeatureConfig, extract
+from medpipe.preprocess.apply import image_version
 
 __all__ = [
     "FEATURES",
@@ -18,6 +19,7 @@ __all__ = [
     "feature_table",
     "write_features",
     "open_features",
+    "update_features",
 ]
 
 log = logging.getLogger(__name__)
@@ -65,8 +67,7 @@ def store_samples(
         path = f"{source}/{key}"
         image = _store.open_image(store, path)
         if "t" in image.dims:
-            log.info("series %s: time series (%s) have no features yet; skipped", key,
-                     image.dims)
+            log.info("series %s: time series (%s) have no features yet; skipped", key, image.dims)
             continue
         out.append((key, image, _store.open_labels(store, path)))
     return out
@@ -77,9 +78,11 @@ def feature_table(
 ) -> xr.Dataset:
     """The lazy feature table of the store's series (one sample per series and ROI).
 
-    Adds per-sample coords ``modality``, the pseudonymous keys ``series_uid`` (of the
-    SeriesInstanceUID), ``study`` and ``patient``, and ``label`` and ``split`` (from the
-    series attributes where the source carried them, else NaN / "").
+    Adds per-sample coords ``modality``; ``version`` (of the image the sample was
+    computed from, see :func:`medpipe.preprocess.apply.image_version`); the pseudonymous
+    keys ``series_uid`` (of the SeriesInstanceUID), ``study`` and ``patient``; and
+    ``label`` and ``split`` (from the series attributes where the source carried them,
+    else NaN / "").
 
     Returns
     -------
@@ -102,6 +105,7 @@ def feature_table(
 
     return ds.assign_coords(
         modality=("sample", coord("modality", "", str)),
+        version=("sample", np.array([image_version(attrs[s]) for s in series], dtype=object)),
         series_uid=("sample", coord("series_uid_key", "", str)),
         study=("sample", coord("study_key", "", str)),
         patient=("sample", coord("patient_key", "", str)),
@@ -130,3 +134,75 @@ def open_features(store: str, path: str) -> xr.Dataset:
     """Open a stored feature table lazily."""
     fs, root = _store.store_root(store)
     return xr.open_zarr(fs.get_mapper(f"{root}/{path}"), consolidated=False)
+
+
+def _strings(values: xr.DataArray) -> list[str]:
+    """Plain ``str`` values of a string coord (object or numpy StringDType)."""
+    return [str(v) for v in values.values.tolist()]
+
+
+def _has_table(store: str, path: str) -> bool:
+    fs, root = _store.store_root(store)
+    return fs.exists(f"{root}/{path}/zarr.json")
+
+
+def update_features(store: str, *, config: FeatureConfig, source: str = "images") -> dict:
+    """Bring ``features/<cfg-hash>`` up to date: compute only new or re-ingested series.
+
+    Samples of series whose image version is unchanged are kept as stored; the others
+    are computed (on the current Dask scheduler) and the table is rewritten atomically.
+    When nothing changed, nothing is computed or written.
+
+    Parameters
+    ----------
+    store
+        Store URL or path.
+    config
+        Feature settings.
+    source
+        ``images`` or ``preprocessed/<hash>``.
+
+    Returns
+    -------
+    dict
+        ``group`` (table path), ``computed`` (series computed), ``kept`` (samples kept)
+        and ``keys`` (the series computed).
+    """
+    path = features_group(config, source=source)
+    current = {
+        p.rsplit("/", 1)[-1]: image_version(_store.read_attrs(store, p).get("medpipe", {}))
+        for p in _store.list_groups(store, source)
+    }
+    old = open_features(store, path).load() if _has_table(store, path) else None
+    have: dict[str, str] = {}
+    if old is not None:
+        have = dict(zip(_strings(old["series"]), _strings(old["version"]), strict=True))
+    stale = sorted(k for k, v in current.items() if have.get(k) != v)
+    samples = store_samples(store, source=source, keys=stale)
+    kept = 0
+    if not samples:
+        return {"group": path, "computed": 0, "kept": len(have), "keys": []}
+    new = feature_table(store, config=config, source=source, keys=[k for k, _, _ in samples])
+    if old is not None:
+        series = np.array(_strings(old["series"]), dtype=object)
+        keep = np.isin(series, list(current)) & ~np.isin(series, stale)
+        kept = int(keep.sum())
+        old = old.isel(sample=np.flatnonzero(keep))
+        old = old.assign_coords(
+            {
+                n: ("sample", old[n].values.astype(object))
+                for n in old.coords
+                if old[n].dtype.kind in "OTU" and old[n].dims == ("sample",)
+            }
+        )
+        old = old.assign_coords(
+            sample=old["sample"].values.astype(object), feature=new["feature"].values
+        )
+        new = xr.concat([old, new], dim="sample") if kept else new
+    write_features(new, store=store, path=path)
+    return {
+        "group": path,
+        "computed": len(samples),
+        "kept": kept,
+        "keys": [k for k, _, _ in samples],
+    }

@@ -11,7 +11,13 @@ from medpipe.errors import UnsupportedSourceError
 from medpipe.preprocess.pipeline import PreprocessConfig, ResampleStep, run
 from medpipe.preprocess.resample import resample_isotropic
 
-__all__ = ["PREPROCESSED", "preprocessed_group", "preprocess_series", "pending_series"]
+__all__ = [
+    "PREPROCESSED",
+    "preprocessed_group",
+    "preprocess_series",
+    "pending_series",
+    "image_version",
+]
 
 #: Store group of preprocessed images: ``preprocessed/<cfg-hash>/<series>``.
 PREPROCESSED = "preprocessed"
@@ -35,8 +41,16 @@ def preprocessed_group(config: PreprocessConfig) -> str:
     return f"{PREPROCESSED}/{config.hash()}"
 
 
+def image_version(attrs: dict[str, Any]) -> str:
+    """Identity of one written version of a series (its ingest run and write time)."""
+    return f"{attrs.get('ingest_run', '')}@{attrs.get('written_at', '')}"
+
+
 def pending_series(store: str, *, config: PreprocessConfig, source: str = "images") -> list[str]:
-    """Keys of the series under ``source`` that have no complete output for ``config`` yet.
+    """Keys of the series under ``source`` without an up-to-date output for ``config``.
+
+    A series is pending when it has no complete output yet, or when its source image
+    was re-ingested after the output was written.
 
     Parameters
     ----------
@@ -52,12 +66,18 @@ def pending_series(store: str, *, config: PreprocessConfig, source: str = "image
     list of str
         Series keys, sorted.
     """
-    done = {p.rsplit("/", 1)[-1] for p in _store.list_groups(store, preprocessed_group(config))}
-    return [
-        p.rsplit("/", 1)[-1]
-        for p in _store.list_groups(store, source)
-        if p.rsplit("/", 1)[-1] not in done
-    ]
+    group = preprocessed_group(config)
+    done = {p.rsplit("/", 1)[-1] for p in _store.list_groups(store, group)}
+    pending = []
+    for path in _store.list_groups(store, source):
+        key = path.rsplit("/", 1)[-1]
+        if key in done:
+            made_from = _store.read_attrs(store, f"{group}/{key}").get("medpipe", {})
+            current = image_version(_store.read_attrs(store, path).get("medpipe", {}))
+            if made_from.get("preprocess", {}).get("source_version") == current:
+                continue
+        pending.append(key)
+    return pending
 
 
 def _regrid_label(mask: xr.DataArray, config: PreprocessConfig) -> xr.DataArray:
@@ -112,6 +132,7 @@ def preprocess_series(
         "config": config.model_dump(mode="json"),
         "hash": config.hash(),
         "source": f"{source}/{key}",
+        "source_version": image_version(image.attrs),
     }
     path = f"{preprocessed_group(config)}/{key}"
     return _store.write_image(
