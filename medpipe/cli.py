@@ -50,8 +50,8 @@ def _fail(err: Exception) -> typer.Exit:
     return typer.Exit(code=2)
 
 
-def _run_ingest(archive: Path, store: str, limit: int | None, cluster: str, demo: bool) -> dict:
-    from flows.ingest import ingest_flow
+def _check_secret(demo: bool) -> None:
+    """Fail before starting anything when no secret can be found (embedded server case)."""
     from medpipe.config import SECRET_ENV, resolve_secret
     from medpipe.errors import ConfigError
 
@@ -61,6 +61,12 @@ def _run_ingest(archive: Path, store: str, limit: int | None, cluster: str, demo
             resolve_secret()
         except ConfigError as err:
             raise _fail(err) from None
+
+
+def _run_ingest(archive: Path, store: str, limit: int | None, cluster: str, demo: bool) -> dict:
+    from flows.ingest import ingest_flow
+
+    _check_secret(demo)
     return _run_flow(
         ingest_flow,
         archive=str(archive),
@@ -223,6 +229,48 @@ def features(
         f"feature table: {store}/{result['group']}\n"
         f"  xarray.open_zarr('{store}/{result['group']}', consolidated=False)"
     )
+
+
+@app.command()
+def nightly(
+    archive: Annotated[Path, typer.Argument(exists=True, file_okay=False, help="Archive root.")],
+    store: Annotated[str, typer.Argument(help="Store path or URL.")],
+    labels: Annotated[str | None, typer.Option(help="Labels CSV/Parquet.")] = None,
+    retrain: Annotated[bool, typer.Option("--retrain", help="Retrain the model.")] = False,
+    cluster: ClusterOpt = "local",
+    demo_secret: DemoSecretOpt = False,
+) -> None:
+    """Run the nightly flow once: ingest new/changed → preprocess → features → score."""
+    from flows.nightly import nightly_flow
+
+    _check_secret(demo_secret)
+    out = _run_flow(
+        nightly_flow,
+        archive=str(archive),
+        store=store,
+        labels=labels,
+        retrain=retrain,
+        cluster=cluster,
+        demo_secret=demo_secret,
+    )
+    _print_summary(out["ingest"])
+    for stage, secs in out["stages"].items():
+        console.print(f"  {stage:<11} {secs:6.1f} s")
+    console.print(f"QA report: {store}/{out['report']}")
+
+
+@app.command()
+def serve(
+    archive: Annotated[str, typer.Option(envvar="MEDPIPE_ARCHIVE", help="Archive root.")],
+    store: Annotated[str, typer.Option(envvar="MEDPIPE_STORE", help="Store path or URL.")],
+    cron: Annotated[str, typer.Option(help="Nightly schedule.")] = "0 2 * * *",
+    timezone: Annotated[str, typer.Option(envvar="MEDPIPE_TZ", help="IANA zone.")] = "UTC",
+    cluster: ClusterOpt = "local",
+) -> None:
+    """Serve every flow (the nightly one on its schedule) until interrupted."""
+    from flows.serve import serve_all
+
+    serve_all(archive=archive, store=store, cron=cron, timezone=timezone, cluster=cluster)
 
 
 @app.command()

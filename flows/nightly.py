@@ -1,0 +1,179 @@
+"""The nightly flow: scan → ingest new/changed → preprocess → features → (retrain) → score.
+
+One Dask cluster serves every stage: the nightly flow starts it (from its ``cluster``
+parameter) and hands its scheduler address to the stage flows.  A store lock keeps two
+nightly runs from writing the same store at once.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from typing import Any
+
+from prefect import flow
+from prefect.artifacts import create_link_artifact, create_markdown_artifact
+from prefect.logging import get_run_logger
+
+from flows import models_stage
+from flows._runner import dask_runner, log_dashboard
+from flows.features import features_flow
+from flows.ingest import ingest_flow, summary_markdown
+from flows.preprocess import preprocess_flow
+from medpipe import catalog, report
+from medpipe.features import FeatureConfig
+from medpipe.features.dataset import open_features
+from medpipe.preprocess import PreprocessConfig
+from medpipe.store import store_lock, store_root
+
+__all__ = ["nightly_flow", "NIGHTLY_FEATURES"]
+
+#: Feature families of the nightly run (2D/3D texture and intensity, shape of ROIs).
+NIGHTLY_FEATURES = FeatureConfig(families=("firstorder", "histogram", "glcm", "texture"))
+
+
+@contextmanager
+def _stage(name: str, stages: dict[str, float]):  # noqa: ANN202
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        stages[name] = time.perf_counter() - start
+
+
+@flow(name="nightly")
+def nightly_flow(
+    archive: str,
+    store: str,
+    labels: str | None = None,
+    retrain: bool = False,
+    cluster: str = "local",
+    demo_secret: bool = False,
+    model: str = "nightly",
+    preprocess: PreprocessConfig | None = None,
+    features: FeatureConfig | None = None,
+) -> dict[str, Any]:
+    """Bring the store up to date with the archive and score what is new.
+
+    Parameters
+    ----------
+    archive
+        Archive root.
+    store
+        Store URL or path.
+    labels
+        CSV/Parquet of labels keyed by SeriesInstanceUID, StudyInstanceUID or patient.
+        A changed label file triggers retraining.
+    retrain
+        Retrain even when the labels did not change.
+    cluster
+        ``local``, ``local:N``, ``tcp://host:port``, ``slurm`` or ``kubernetes``.
+    demo_secret
+        Allow the public demo pseudonymisation secret.
+    model
+        Registered model name to train and score with.
+    preprocess, features
+        Stage configs (defaults: :meth:`PreprocessConfig.default`, :data:`NIGHTLY_FEATURES`).
+
+    Returns
+    -------
+    dict
+        Per-stage results, stage durations and the report path.
+    """
+    logger = get_run_logger()
+    pcfg = preprocess or PreprocessConfig.default()
+    fcfg = features or NIGHTLY_FEATURES
+    run_id = catalog.new_run_id()
+    stages: dict[str, float] = {}
+    out: dict[str, Any] = {"run_id": run_id, "stages": stages}
+    with store_lock(store, "nightly", owner=run_id), dask_runner(cluster) as runner:
+        address = runner.client.scheduler.address
+        link = log_dashboard(runner)
+        if link:
+            create_link_artifact(link, link_text="Dask dashboard", key="dask-dashboard")
+        with _stage("ingest", stages):
+            out["ingest"] = ingest_flow(
+                archive=archive, store=store, cluster=address, demo_secret=demo_secret
+            )
+        with _stage("preprocess", stages):
+            out["preprocess"] = preprocess_flow(store=store, config=pcfg, cluster=address)
+        with _stage("features", stages):
+            out["features"] = features_flow(
+                store=store, config=fcfg, source=out["preprocess"]["group"], cluster=address
+            )
+        with _stage("model", stages):
+            out["model"] = models_stage.train_and_score(
+                store=store,
+                model=model,
+                labels=labels,
+                retrain=retrain,
+                features_group=out["features"]["group"],
+                cluster=address,
+            )
+    out["report"] = _report(store, run_id, out, stages)
+    _artifacts(store, out, stages)
+    logger.info(
+        "nightly run %s done: %s", run_id, ", ".join(f"{k} {v:.1f}s" for k, v in stages.items())
+    )
+    return out
+
+
+def _report(store: str, run_id: str, out: dict[str, Any], stages: dict[str, float]) -> str:
+    group = out["preprocess"]["group"]
+    thumbs = {
+        key: report.thumbnail_pair(store, key, preprocessed=group)
+        for key in out["preprocess"]["keys"][:4]
+    }
+    table = open_features(store, out["features"]["group"])
+    new = set(out["features"]["keys"])
+    series = [str(s) for s in table["series"].values.tolist()]
+    is_new = [s in new for s in series]
+    names = [str(n) for n in table["feature"].values[:6].tolist()]
+    values = table["features"].sel(feature=names).values  # a few columns of a small table
+    cur = {n: values[is_new, i] for i, n in enumerate(names)}
+    ref = {n: values[[not x for x in is_new], i] for i, n in enumerate(names)}
+    drift = report.drift_figure(cur, ref) if any(is_new) else None
+    cat = catalog.current(store)
+    bad = (
+        cat[cat["status"] == "quarantined"][["path", "reason"]].to_dict("records")
+        if not cat.empty
+        else []
+    )
+    model = out.get("model") or {}
+    summary = {k: v for k, v in out["ingest"].items() if k != "reasons"}
+    return report.write_report(
+        store,
+        run_id,
+        summary=summary,
+        stages=stages,
+        thumbnails=thumbs,
+        drift=drift,
+        roc=model.get("roc_uri"),
+        metrics=model.get("metrics"),
+        quarantine=bad,
+    )
+
+
+def _artifacts(store: str, out: dict[str, Any], stages: dict[str, float]) -> None:
+    from medpipe.ingest import IngestSummary
+
+    ingest = IngestSummary(**out["ingest"])
+    lines = [summary_markdown(ingest), "## Stage durations", "", "| stage | seconds |", "|---|---|"]
+    lines += [f"| {k} | {v:.1f} |" for k, v in stages.items()]
+    model = out.get("model") or {}
+    if model.get("metrics"):
+        lines += [
+            "",
+            f"## Current model `{model.get('name')}:{model.get('version')}`",
+            "",
+            "| metric | value |",
+            "|---|---|",
+        ]
+        lines += [f"| {k} | {v} |" for k, v in model["metrics"].items()]
+    fs, root = store_root(store)
+    report_url = fs.unstrip_protocol(f"{root}/{out['report']}")
+    lines += ["", f"QA report: [{out['report']}]({report_url})"]
+    create_markdown_artifact(
+        markdown="\n".join(lines), key="nightly-summary", description="medpipe nightly run"
+    )
+    create_link_artifact(report_url, link_text="QA report", key="nightly-qa-report")

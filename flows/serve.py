@@ -1,0 +1,59 @@
+"""Serve every medpipe flow from one process (a laptop or a single server).
+
+``medpipe serve`` calls :func:`serve_all`: the nightly flow runs on its cron schedule,
+the others are there to be started from the Prefect UI with their parameter forms.
+For a work-pool based setup use ``deploy/prefect.yaml`` instead.
+"""
+
+from __future__ import annotations
+
+from prefect import serve
+from prefect.schedules import Cron
+
+from flows.features import features_flow
+from flows.ingest import ingest_flow
+from flows.nightly import nightly_flow
+from flows.preprocess import preprocess_flow
+
+__all__ = ["deployments", "serve_all"]
+
+
+def deployments(
+    *,
+    archive: str,
+    store: str,
+    cron: str = "0 2 * * *",
+    timezone: str = "UTC",
+    cluster: str = "local",
+) -> list:
+    """Runner deployments of all flows, with defaults pointing at ``archive`` and ``store``."""
+    common = {"store": store, "cluster": cluster}
+    out = [
+        nightly_flow.to_deployment(
+            name="nightly",
+            schedules=[Cron(cron, timezone=timezone)],
+            parameters={"archive": archive, **common},
+            tags=["medpipe"],
+            description="Nightly: ingest new/changed series, preprocess, features, score.",
+        ),
+        ingest_flow.to_deployment(
+            name="ingest", parameters={"archive": archive, **common}, tags=["medpipe"]
+        ),
+        preprocess_flow.to_deployment(name="preprocess", parameters=common, tags=["medpipe"]),
+        features_flow.to_deployment(name="features", parameters=common, tags=["medpipe"]),
+    ]
+    try:  # the model flows (train/score) join when present
+        from flows.score import score_flow
+        from flows.train import train_flow
+    except ImportError:
+        return out
+    out += [
+        train_flow.to_deployment(name="train", tags=["medpipe"]),
+        score_flow.to_deployment(name="score", tags=["medpipe"]),
+    ]
+    return out
+
+
+def serve_all(**kwargs: str) -> None:
+    """Serve :func:`deployments` until interrupted."""
+    serve(*deployments(**kwargs))
