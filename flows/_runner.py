@@ -12,7 +12,17 @@ from medpipe.cluster import parse_spec
 from medpipe.config import resolve_secret
 from medpipe.errors import ConfigError
 
-__all__ = ["dask_runner", "load_secret", "log_dashboard", "on_cluster", "SECRET_BLOCK"]
+__all__ = [
+    "dask_runner",
+    "load_secret",
+    "log_dashboard",
+    "on_cluster",
+    "SECRET_BLOCK",
+    "WRITE_LOCK",
+]
+
+#: The store lock every writing flow holds (re-entrant: the nightly flow's subflows share it).
+WRITE_LOCK = "write"
 
 #: Name of the Prefect Secret block holding the pseudonymisation secret.
 SECRET_BLOCK = "medpipe-secret"

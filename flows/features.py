@@ -7,9 +7,11 @@ from typing import Any
 from prefect import flow, task
 from prefect.logging import get_run_logger
 
-from flows._runner import dask_runner, log_dashboard, on_cluster
+from flows._runner import WRITE_LOCK, dask_runner, log_dashboard, on_cluster
+from medpipe.catalog import new_run_id
 from medpipe.features import FeatureConfig
 from medpipe.features.dataset import update_features
+from medpipe.store import store_lock
 
 __all__ = ["features_flow", "compute_features_table"]
 
@@ -44,7 +46,7 @@ def features_flow(
         ``group`` (the table), ``computed`` (series computed) and ``kept`` (samples kept).
     """
     config = config or FeatureConfig()
-    with dask_runner(cluster) as runner:
+    with store_lock(store, WRITE_LOCK, owner=new_run_id()), dask_runner(cluster) as runner:
         log_dashboard(runner)
         result = runner.submit(
             compute_features_table, parameters={"store": store, "config": config, "source": source}

@@ -16,11 +16,13 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.futures import as_completed
 from prefect.logging import get_run_logger
 
-from flows._runner import dask_runner, load_secret, log_dashboard
+from flows._runner import WRITE_LOCK, dask_runner, load_secret, log_dashboard
 from medpipe import catalog, ingest
+from medpipe import store as store_mod
 from medpipe.catalog import FileStat
 from medpipe.errors import StoreError
 from medpipe.progress import progress_bar
+from medpipe.store import store_lock
 
 __all__ = ["ingest_flow", "probe_files", "ingest_series"]
 
@@ -81,9 +83,18 @@ def ingest_flow(
     dict
         The run's :class:`~medpipe.ingest.IngestSummary`.
     """
-    logger = get_run_logger()
     load_secret(allow_demo=demo_secret)  # fail fast, before any work, when none is configured
     run_id = catalog.new_run_id()
+    with store_lock(store, WRITE_LOCK, owner=run_id):
+        # no other writer runs now: leftovers of a crashed write can go
+        store_mod.clean_temporaries(store, ingest.IMAGES)
+        return _ingest_locked(archive, store, limit, cluster, demo_secret, run_id)
+
+
+def _ingest_locked(
+    archive: str, store: str, limit: int | None, cluster: str, demo_secret: bool, run_id: str
+) -> dict[str, Any]:
+    logger = get_run_logger()
     files = catalog.scan(archive, limit=limit)
     known = catalog.current(store)
     delta = catalog.diff(files, known)

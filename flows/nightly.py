@@ -16,7 +16,7 @@ from prefect.artifacts import create_link_artifact, create_markdown_artifact
 from prefect.logging import get_run_logger
 
 from flows import models_stage
-from flows._runner import dask_runner, log_dashboard
+from flows._runner import WRITE_LOCK, dask_runner, log_dashboard
 from flows.features import features_flow
 from flows.ingest import ingest_flow, summary_markdown
 from flows.preprocess import preprocess_flow
@@ -86,7 +86,7 @@ def nightly_flow(
     run_id = catalog.new_run_id()
     stages: dict[str, float] = {}
     out: dict[str, Any] = {"run_id": run_id, "stages": stages}
-    with store_lock(store, "nightly", owner=run_id), dask_runner(cluster) as runner:
+    with store_lock(store, WRITE_LOCK, owner=run_id), dask_runner(cluster) as runner:
         address = runner.client.scheduler.address
         link = log_dashboard(runner)
         if link:

@@ -8,11 +8,13 @@ from prefect import flow, task
 from prefect.futures import as_completed
 from prefect.logging import get_run_logger
 
-from flows._runner import dask_runner, log_dashboard, on_cluster
+from flows._runner import WRITE_LOCK, dask_runner, log_dashboard, on_cluster
+from medpipe.catalog import new_run_id
 from medpipe.errors import UnsupportedSourceError
 from medpipe.preprocess import PreprocessConfig
 from medpipe.preprocess.apply import pending_series, preprocess_series, preprocessed_group
 from medpipe.progress import progress_bar
+from medpipe.store import store_lock
 
 __all__ = ["preprocess_flow", "preprocess_batch"]
 
@@ -69,7 +71,7 @@ def preprocess_flow(
     logger.info("%d series to preprocess into %s", len(keys), group)
     results: dict[str, str] = {}
     if keys:
-        with dask_runner(cluster) as runner:
+        with store_lock(store, WRITE_LOCK, owner=new_run_id()), dask_runner(cluster) as runner:
             log_dashboard(runner)
             futures = [
                 runner.submit(

@@ -696,7 +696,8 @@ def store_lock(store: str, name: str, *, owner: str) -> Iterator[dict[str, Any]]
     Two runs that both write the store (two nightly runs, say) must never overlap.
     The lock is a file ``locks/<name>.lock`` created exclusively; it records the owner,
     host and pid.  A lock whose holder died on this host (a crash, SIGKILL) is taken
-    over, so a rerun after a crash is never blocked.
+    over, so a rerun after a crash is never blocked.  The lock is re-entrant within one
+    process (a flow holding it may call subflows that take it too).
 
     Parameters
     ----------
@@ -747,6 +748,10 @@ def store_lock(store: str, name: str, *, owner: str) -> Iterator[dict[str, Any]]
                 held = json.loads(fs.cat_file(path))
             except (FileNotFoundError, ValueError):
                 held = {}
+            if held.get("pid") == os.getpid() and held.get("host") == socket.gethostname():
+                # re-entered by the same process (a flow and its subflows): already ours
+                yield held
+                return
             if held and _lock_holder_alive(held):
                 raise StoreLockedError(
                     f"store {store!r} is locked by run {held.get('owner')} (pid "
