@@ -43,11 +43,17 @@ def pydicom_ct_volume() -> tuple[np.ndarray, tuple[float, float, float]]:
     from pydicom.data import get_testdata_file
 
     ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
-    hu = (ds.pixel_array * float(ds.RescaleSlope) + float(ds.RescaleIntercept)).astype(
-        np.float32
-    )
-    slices = [hu, hu[::-1], hu[:, ::-1], np.roll(hu, 7, axis=0), hu.T, np.roll(hu, -5, axis=1),
-              hu[::-1, ::-1], hu]
+    hu = (ds.pixel_array * float(ds.RescaleSlope) + float(ds.RescaleIntercept)).astype(np.float32)
+    slices = [
+        hu,
+        hu[::-1],
+        hu[:, ::-1],
+        np.roll(hu, 7, axis=0),
+        hu.T,
+        np.roll(hu, -5, axis=1),
+        hu[::-1, ::-1],
+        hu,
+    ]
     vol = np.stack(slices)[:, 20:84, 30:94]  # 8 × 64 × 64
     dy, dx = (float(v) for v in ds.PixelSpacing)
     return np.ascontiguousarray(vol), (float(ds.SliceThickness), dy, dx)
@@ -70,8 +76,7 @@ def as_image(arr: np.ndarray, spacing: tuple[float, ...], chunks: object) -> xr.
     return xr.DataArray(
         da.from_array(arr, chunks=chunks),
         dims=dims,
-        attrs={"spacing": list(spacing), "origin": [1.0, -2.0, 3.5][-arr.ndim :],
-               "modality": "CT"},
+        attrs={"spacing": list(spacing), "origin": [1.0, -2.0, 3.5][-arr.ndim :], "modality": "CT"},
     )
 
 

@@ -41,8 +41,9 @@ def vox(mm: float, spacing: tuple[float, ...]) -> list[float]:
 
 
 # name -> (dask stage, whole-array reference, exact?)
-Case = tuple[Callable[[xr.DataArray], xr.DataArray], Callable[[np.ndarray, tuple], np.ndarray],
-             bool]
+Case = tuple[
+    Callable[[xr.DataArray], xr.DataArray], Callable[[np.ndarray, tuple], np.ndarray], bool
+]
 
 CASES: dict[str, Case] = {
     "gaussian": (
@@ -101,9 +102,7 @@ CASES: dict[str, Case] = {
     ),
     "binary_closing": (
         lambda im: pp.binary_closing(im > -300, radius_mm=1.5, iterations=2),
-        lambda x, sp: ndi.binary_closing(
-            x > -300, structure=pp.footprint(1.5, sp), iterations=2
-        ),
+        lambda x, sp: ndi.binary_closing(x > -300, structure=pp.footprint(1.5, sp), iterations=2),
         True,
     ),
     "ct_window": (
@@ -118,8 +117,7 @@ CASES: dict[str, Case] = {
     ),
     "zscore": (
         lambda im: pp.zscore(im),
-        lambda x, sp: (x.astype(np.float64) - x.mean(dtype=np.float64))
-        / x.std(dtype=np.float64),
+        lambda x, sp: (x.astype(np.float64) - x.mean(dtype=np.float64)) / x.std(dtype=np.float64),
         False,
     ),
     "percentile_clip": (
@@ -201,8 +199,9 @@ def test_footprint_anisotropic_physical_radius() -> None:
     assert fp.shape == (3, 7, 7)
     # independent check: physical distance of every voxel centre from the middle
     zz, yy, xx = np.indices(fp.shape)
-    dist = np.sqrt(((zz - 1) * spacing[0]) ** 2 + ((yy - 3) * spacing[1]) ** 2
-                   + ((xx - 3) * spacing[2]) ** 2)
+    dist = np.sqrt(
+        ((zz - 1) * spacing[0]) ** 2 + ((yy - 3) * spacing[1]) ** 2 + ((xx - 3) * spacing[2]) ** 2
+    )
     np.testing.assert_array_equal(fp, dist <= 3.5)
 
 
@@ -212,10 +211,15 @@ def test_dask_percentile_is_exact() -> None:
     x, _ = pydicom_ct_volume()
     rng = np.random.default_rng(1)
     qs = [0.0, 0.5, 1.0, 25.0, 50.0, 73.3, 99.5, 100.0]
-    for arr in (x, x.astype(np.int16), rng.normal(size=5000), rng.integers(0, 255, 999,
-                                                                              dtype=np.uint8)):
-        got = pp.dask_percentile(da.from_array(arr, chunks=arr.size // 7 or 1
-                                               if arr.ndim == 1 else (3, 30, 17)), qs)
+    for arr in (
+        x,
+        x.astype(np.int16),
+        rng.normal(size=5000),
+        rng.integers(0, 255, 999, dtype=np.uint8),
+    ):
+        got = pp.dask_percentile(
+            da.from_array(arr, chunks=arr.size // 7 or 1 if arr.ndim == 1 else (3, 30, 17)), qs
+        )
         vals = got.compute(scheduler="synchronous")
         np.testing.assert_allclose(vals, np.percentile(arr, qs), rtol=1e-12)
         for q in qs:  # order statistics are exact: compare with numpy's 'lower'/'higher'
@@ -229,18 +233,25 @@ def test_dask_percentile_is_exact() -> None:
 @pytest.mark.parametrize("target", [1.0, 2.3])
 @SETTINGS
 @given(data=st.data())
-def test_resample_isotropic_equals_scipy(order: int, target: float, ct: tuple,
-                                         data: st.DataObject) -> None:
+def test_resample_isotropic_equals_scipy(
+    order: int, target: float, ct: tuple, data: st.DataObject
+) -> None:
     x, spacing = ct
     chunks = data.draw(chunkings(x.shape), label="chunks")
     src = x if order == 1 else (x > -300).astype(np.uint8)
     image = as_image(src, spacing, chunks)
     out = pp.resample_isotropic(image, spacing_mm=target, order=order)
-    shape = tuple(int(np.floor((n - 1) * s / target + 1e-9)) + 1
-                  for n, s in zip(x.shape, spacing, strict=True))
+    shape = tuple(
+        int(np.floor((n - 1) * s / target + 1e-9)) + 1
+        for n, s in zip(x.shape, spacing, strict=True)
+    )
     ref = ndi.affine_transform(
-        src, np.diag([target / s for s in spacing]), output_shape=shape, order=order,
-        mode="nearest", output=np.float32 if order else np.uint8,
+        src,
+        np.diag([target / s for s in spacing]),
+        output_shape=shape,
+        order=order,
+        mode="nearest",
+        output=np.float32 if order else np.uint8,
     )
     got = out.data.compute(scheduler="synchronous")
     assert got.dtype == ref.dtype
@@ -257,8 +268,9 @@ def test_resample_keeps_voxel_zero_and_physical_positions() -> None:
     np.testing.assert_array_equal(got[0, 0, 0], x[0, 0, 0])
     # Output voxel (1, 3, 5) sits at 2 mm * index; linear interpolation of the input there.
     pos = [2.0 * j / s for j, s in zip((1, 3, 5), spacing, strict=True)]
-    np.testing.assert_allclose(got[1, 3, 5], ndi.map_coordinates(x, np.array(pos)[:, None],
-                                                                  order=1)[0], rtol=1e-6)
+    np.testing.assert_allclose(
+        got[1, 3, 5], ndi.map_coordinates(x, np.array(pos)[:, None], order=1)[0], rtol=1e-6
+    )
 
 
 @pytest.mark.parametrize(

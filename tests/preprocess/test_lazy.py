@@ -56,9 +56,10 @@ def test_statistics_are_in_the_graph(name: str) -> None:
         a = STAGES[name](as_image(x, spacing, (3, 20, 33)))
         b = STAGES[name](as_image(x * 2 + 100, spacing, (3, 20, 33)))
     # every block depends on all input blocks (the whole-volume reduction)
-    assert len(a.data.__dask_graph__()) > a.data.npartitions + as_image(
-        x, spacing, (3, 20, 33)
-    ).data.npartitions
+    assert (
+        len(a.data.__dask_graph__())
+        > a.data.npartitions + as_image(x, spacing, (3, 20, 33)).data.npartitions
+    )
     if name == "zscore":  # z-scores are invariant under an affine map of the input
         np.testing.assert_allclose(a.data.compute(), b.data.compute(), rtol=1e-5, atol=1e-5)
     else:

@@ -57,8 +57,12 @@ def test_chain_larger_than_worker_memory(tmp_path: Path) -> None:
     assert np.prod(SHAPE) * 4 >= 3 * limit
     with (
         LocalCluster(
-            n_workers=2, threads_per_worker=1, memory_limit="400MB", processes=True,
-            dashboard_address=None, silence_logs=40,
+            n_workers=2,
+            threads_per_worker=1,
+            memory_limit="400MB",
+            processes=True,
+            dashboard_address=None,
+            silence_logs=40,
         ) as cluster,
         Client(cluster) as client,
     ):
@@ -72,7 +76,10 @@ def test_chain_larger_than_worker_memory(tmp_path: Path) -> None:
         assert out.data.chunks == src.chunks
 
         target = zarr.create_array(
-            store=str(tmp_path / "out.zarr"), shape=SHAPE, chunks=CHUNKS, dtype="float32",
+            store=str(tmp_path / "out.zarr"),
+            shape=SHAPE,
+            chunks=CHUNKS,
+            dtype="float32",
             zarr_format=3,
         )
         da.to_zarr(out.data, target, compute=True)
@@ -89,10 +96,13 @@ def test_chain_larger_than_worker_memory(tmp_path: Path) -> None:
         offs = [np.cumsum((0, *c)) for c in src.chunks]
         for idx in [(0, 0, 0), (4, 1, 2), (len(src.chunks[0]) - 1, 3, 1)]:
             blk = [slice(int(o[i]), int(o[i + 1])) for o, i in zip(offs, idx, strict=True)]
-            ext = [slice(max(0, s.start - h), min(n, s.stop + h))
-                   for s, h, n in zip(blk, halo, SHAPE, strict=True)]
+            ext = [
+                slice(max(0, s.start - h), min(n, s.stop + h))
+                for s, h, n in zip(blk, halo, SHAPE, strict=True)
+            ]
             region = src[tuple(ext)].compute()
             ref = _scipy_chain(region)
-            crop = tuple(slice(s.start - e.start, s.stop - e.start)
-                         for s, e in zip(blk, ext, strict=True))
+            crop = tuple(
+                slice(s.start - e.start, s.stop - e.start) for s, e in zip(blk, ext, strict=True)
+            )
             np.testing.assert_array_equal(result[tuple(blk)], ref[crop])

@@ -45,7 +45,10 @@ def test_hash_is_stable_across_processes() -> None:
     lines = []
     for seed in ("1", "12345"):
         res = subprocess.run(
-            [sys.executable, "-c", code], capture_output=True, text=True, check=True,
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            check=True,
             env={"PYTHONHASHSEED": seed, "PATH": "/usr/bin:/bin"},
         )
         lines.append(res.stdout.split())
@@ -57,13 +60,21 @@ def test_hash_is_stable_across_processes() -> None:
 
 
 def test_hash_changes_with_parameters_and_order() -> None:
-    g1, g2, m = pp.GaussianStep(sigma_mm=1.0), pp.GaussianStep(sigma_mm=1.5), pp.MedianStep(
-        radius_mm=1.0
+    g1, g2, m = (
+        pp.GaussianStep(sigma_mm=1.0),
+        pp.GaussianStep(sigma_mm=1.5),
+        pp.MedianStep(radius_mm=1.0),
     )
     hashes = {
         pp.PreprocessConfig(steps=s).hash()
-        for s in [(g1,), (g2,), (g1, m), (m, g1), (), (pp.GaussianStep(sigma_mm=1.0,
-                                                                       mode="nearest"),)]
+        for s in [
+            (g1,),
+            (g2,),
+            (g1, m),
+            (m, g1),
+            (),
+            (pp.GaussianStep(sigma_mm=1.0, mode="nearest"),),
+        ]
     }
     assert len(hashes) == 6
     assert all(len(h) == 16 and int(h, 16) >= 0 for h in hashes)

@@ -1,0 +1,77 @@
+"""The nightly flow: incremental reruns, QA report, artifacts, and no two runs at once."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from pydicom.data import get_testdata_file
+
+from flows.nightly import nightly_flow
+from medpipe.errors import StoreLockedError
+
+BIN = Path(sys.executable).parent
+
+
+def _archive(root: Path) -> Path:
+    import shutil
+
+    import nibabel.testing
+
+    archive = root / "archive"
+    archive.mkdir(parents=True)
+    for name in ("CT_small.dcm", "MR_small.dcm", "JPEG2000.dcm", "MR_truncated.dcm"):
+        shutil.copy(get_testdata_file(name), archive / name)
+    shutil.copy(Path(nibabel.testing.data_path) / "anatomical.nii", archive / "anatomical.nii")
+    return archive
+
+
+def _artifact_keys() -> set[str]:
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        return {a.key for a in client.read_artifacts()}
+
+
+def test_nightly_runs_twice_incrementally(tmp_path: Path) -> None:
+    archive, out = _archive(tmp_path), str(tmp_path / "store.zarr")
+    first = nightly_flow(archive=str(archive), store=out, cluster="local:2")
+    assert first["ingest"]["series_ingested"] == 4 and first["ingest"]["quarantined"] == 1
+    assert first["preprocess"]["done"] == 4 and first["features"]["computed"] >= 4
+    page = (Path(out) / first["report"]).read_text()
+    assert "MR_truncated.dcm" in page and page.count("data:image/png;base64") >= 4
+    assert {"nightly-summary", "nightly-qa-report", "ingest-summary"} <= _artifact_keys()
+
+    second = nightly_flow(archive=str(archive), store=out, cluster="local:1")
+    assert second["ingest"]["unchanged"] == second["ingest"]["scanned"] == 5
+    assert second["ingest"]["series_ingested"] == 0
+    assert second["preprocess"]["done"] == 0 and second["features"]["computed"] == 0
+
+
+@pytest.mark.slow
+def test_two_nightly_runs_never_write_at_once(tmp_path: Path) -> None:
+    archive, out = _archive(tmp_path), str(tmp_path / "store.zarr")
+    env = {**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    env.pop("PREFECT_API_URL", None)
+    log = (tmp_path / "first.log").open("wb")
+    first = subprocess.Popen(
+        [BIN / "medpipe", "nightly", str(archive), out, "--cluster", "local:1"],
+        env=env,
+        stdout=log,
+        stderr=log,
+    )
+    lock = Path(out) / "locks" / "write.lock"
+    deadline = time.monotonic() + 120
+    while not lock.exists() and first.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert lock.exists(), "the first run never took the store lock"
+    with pytest.raises(StoreLockedError, match="locked by run"):
+        nightly_flow(archive=str(archive), store=out, cluster="local:1")
+    assert first.wait(timeout=300) == 0, (tmp_path / "first.log").read_text()[-3000:]
+    assert not lock.exists()
+    again = nightly_flow(archive=str(archive), store=out, cluster="local:1")
+    assert again["ingest"]["series_ingested"] == 0  # the first run did all the work, once
