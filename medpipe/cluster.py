@@ -105,10 +105,15 @@ def deploy_cluster_class(
 ) -> tuple[str, dict[str, Any]]:
     """Cluster class path and keyword arguments for ``slurm`` / ``kubernetes`` from ``deploy/``.
 
+    Reads ``<config_dir>/cluster/<kind>.yaml``, a mapping with ``cluster_class`` (the
+    import path of a Dask cluster class, e.g. ``dask_jobqueue.SLURMCluster``) and
+    ``cluster_kwargs`` (its keyword arguments).  A relative ``custom_cluster_spec``
+    path (dask-kubernetes) is resolved against ``config_dir``.
+
     Parameters
     ----------
     kind
-        ``"slurm"`` or ``"kubernetes"``.
+        ``"slurm"``, ``"kubernetes"`` (or ``"local"``): the file name without ``.yaml``.
     config_dir
         Folder holding ``cluster/<kind>.yaml``; defaults to the ``deploy/`` folder of
         the source checkout.
@@ -127,11 +132,26 @@ def deploy_cluster_class(
 
     import yaml
 
+    if not kind.isidentifier():
+        raise ConfigError(f"cluster spec {kind!r}: not a deploy/cluster/ configuration name")
     base = Path(config_dir) if config_dir else Path(__file__).resolve().parents[1] / "deploy"
     path = base / "cluster" / f"{kind}.yaml"
     if not path.is_file():
         raise ConfigError(f"cluster spec {kind!r} needs {path}; see deploy/README.md")
-    doc = yaml.safe_load(path.read_text()) or {}
-    if "cluster_class" not in doc:
-        raise ConfigError(f"{path}: missing 'cluster_class'")
-    return str(doc["cluster_class"]), dict(doc.get("cluster_kwargs") or {})
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({err})") from err
+    if not isinstance(doc, dict) or not isinstance(doc.get("cluster_class"), str):
+        raise ConfigError(f"{path}: needs a 'cluster_class' string")
+    cls = doc["cluster_class"]
+    if "." not in cls:
+        raise ConfigError(f"{path}: cluster_class {cls!r} must be a dotted import path")
+    kwargs = doc.get("cluster_kwargs") or {}
+    if not isinstance(kwargs, dict):
+        raise ConfigError(f"{path}: 'cluster_kwargs' must be a mapping")
+    kwargs = dict(kwargs)
+    spec = kwargs.get("custom_cluster_spec")
+    if isinstance(spec, str) and not Path(spec).is_absolute():
+        kwargs["custom_cluster_spec"] = str(base / spec)
+    return cls, kwargs
