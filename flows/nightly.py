@@ -8,7 +8,8 @@ nightly runs from writing the same store at once.
 from __future__ import annotations
 
 import time
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
 from prefect import flow
@@ -22,8 +23,9 @@ from flows.ingest import ingest_flow, summary_markdown
 from flows.preprocess import preprocess_flow
 from medpipe import catalog, report
 from medpipe.features import FeatureConfig
-from medpipe.features.dataset import open_features
+from medpipe.features.dataset import features_group, open_features, stale_series
 from medpipe.preprocess import PreprocessConfig
+from medpipe.preprocess.apply import pending_series, preprocessed_group
 from medpipe.store import store_lock, store_root
 
 __all__ = ["nightly_flow", "NIGHTLY_FEATURES"]
@@ -86,21 +88,38 @@ def nightly_flow(
     run_id = catalog.new_run_id()
     stages: dict[str, float] = {}
     out: dict[str, Any] = {"run_id": run_id, "stages": stages}
-    with store_lock(store, WRITE_LOCK, owner=run_id), dask_runner(cluster) as runner:
-        address = runner.client.scheduler.address
-        link = log_dashboard(runner)
-        if link:
-            create_link_artifact(link, link_text="Dask dashboard", key="dask-dashboard")
+    with store_lock(store, WRITE_LOCK, owner=run_id), ExitStack() as stack:
+        cluster_address = _lazy_cluster(stack, cluster)
+        # Each stage first asks, from metadata alone, whether it has anything to do: a
+        # night without changes starts no cluster and runs no stage flow.
         with _stage("ingest", stages):
-            out["ingest"] = ingest_flow(
-                archive=archive, store=store, cluster=address, demo_secret=demo_secret
-            )
+            delta = catalog.diff(catalog.scan(archive), catalog.current(store))
+            if delta.todo or delta.missing:
+                out["ingest"] = ingest_flow(
+                    archive=archive, store=store, cluster=cluster_address(), demo_secret=demo_secret
+                )
+            else:
+                out["ingest"] = _unchanged_summary(run_id, delta)
         with _stage("preprocess", stages):
-            out["preprocess"] = preprocess_flow(store=store, config=pcfg, cluster=address)
+            group = preprocessed_group(pcfg)
+            if pending_series(store, config=pcfg):
+                out["preprocess"] = preprocess_flow(
+                    store=store, config=pcfg, cluster=cluster_address()
+                )
+            else:
+                out["preprocess"] = {"group": group, "done": 0, "skipped": 0, "keys": []}
         with _stage("features", stages):
-            out["features"] = features_flow(
-                store=store, config=fcfg, source=out["preprocess"]["group"], cluster=address
-            )
+            if stale_series(store, config=fcfg, source=group):
+                out["features"] = features_flow(
+                    store=store, config=fcfg, source=group, cluster=cluster_address()
+                )
+            else:
+                out["features"] = {
+                    "group": features_group(fcfg, source=group),
+                    "computed": 0,
+                    "kept": None,
+                    "keys": [],
+                }
         with _stage("model", stages):
             out["model"] = models_stage.train_and_score(
                 store=store,
@@ -108,7 +127,7 @@ def nightly_flow(
                 labels=labels,
                 retrain=retrain,
                 features_group=out["features"]["group"],
-                cluster=address,
+                cluster=cluster_address,
             )
     out["report"] = _report(store, run_id, out, stages)
     _artifacts(store, out, stages)
@@ -118,21 +137,59 @@ def nightly_flow(
     return out
 
 
+def _lazy_cluster(stack: ExitStack, cluster: str) -> Callable[[], str]:
+    """A function returning the scheduler address, starting the cluster on first call."""
+    address: list[str] = []
+
+    def get() -> str:
+        if not address:
+            runner = stack.enter_context(dask_runner(cluster))
+            link = log_dashboard(runner)
+            if link:
+                create_link_artifact(link, link_text="Dask dashboard", key="dask-dashboard")
+            address.append(runner.client.scheduler.address)
+        return address[0]
+
+    return get
+
+
+def _unchanged_summary(run_id: str, delta: catalog.Diff) -> dict[str, Any]:
+    from medpipe.ingest import IngestSummary
+
+    return IngestSummary(
+        run_id=run_id, scanned=delta.unchanged, unchanged=delta.unchanged
+    ).to_dict()
+
+
 def _report(store: str, run_id: str, out: dict[str, Any], stages: dict[str, float]) -> str:
     group = out["preprocess"]["group"]
     thumbs = {
         key: report.thumbnail_pair(store, key, preprocessed=group)
         for key in out["preprocess"]["keys"][:4]
     }
-    table = open_features(store, out["features"]["group"])
     new = set(out["features"]["keys"])
+    if not new:
+        return _write(store, run_id, out, stages, thumbs, None)
+    table = open_features(store, out["features"]["group"])
     series = [str(s) for s in table["series"].values.tolist()]
     is_new = [s in new for s in series]
     names = [str(n) for n in table["feature"].values[:6].tolist()]
     values = table["features"].sel(feature=names).values  # a few columns of a small table
     cur = {n: values[is_new, i] for i, n in enumerate(names)}
     ref = {n: values[[not x for x in is_new], i] for i, n in enumerate(names)}
-    drift = report.drift_figure(cur, ref) if any(is_new) else None
+    return _write(
+        store, run_id, out, stages, thumbs, report.drift_figure(cur, ref) if any(is_new) else None
+    )
+
+
+def _write(
+    store: str,
+    run_id: str,
+    out: dict[str, Any],
+    stages: dict[str, float],
+    thumbs: dict[str, str],
+    drift: str | None,
+) -> str:
     cat = catalog.current(store)
     bad = (
         cat[cat["status"] == "quarantined"][["path", "reason"]].to_dict("records")

@@ -46,12 +46,26 @@ def deployments(
         from flows.score import score_flow
         from flows.train import train_flow
     except ImportError:
-        return out
+        return [_defaults_satisfy_required(d) for d in out]
     out += [
         train_flow.to_deployment(name="train", tags=["medpipe"]),
         score_flow.to_deployment(name="score", tags=["medpipe"]),
     ]
-    return out
+    return [_defaults_satisfy_required(d) for d in out]
+
+
+def _defaults_satisfy_required(deployment):  # noqa: ANN001, ANN202
+    """A parameter the deployment supplies is no longer required in its form schema.
+
+    The Prefect UI's Quick run opens the parameter form instead of starting a run
+    whenever the schema lists a required parameter, even one the deployment fills in.
+    """
+    schema = deployment._parameter_openapi_schema  # no public setter in Prefect 3.8
+    for key, value in deployment.parameters.items():
+        if key in schema.properties:
+            schema.properties[key]["default"] = value
+    schema.required = [k for k in schema.required or [] if k not in deployment.parameters]
+    return deployment
 
 
 def serve_all(**kwargs: str) -> None:

@@ -20,6 +20,7 @@ __all__ = [
     "write_features",
     "open_features",
     "update_features",
+    "stale_series",
 ]
 
 log = logging.getLogger(__name__)
@@ -146,6 +147,45 @@ def _has_table(store: str, path: str) -> bool:
     return fs.exists(f"{root}/{path}/zarr.json")
 
 
+def _versions(store: str, source: str) -> dict[str, str]:
+    """Series key -> image version, for the series features can be computed for."""
+    out = {}
+    for p in _store.list_groups(store, source):
+        attrs = _store.read_attrs(store, p).get("medpipe", {})
+        if "t" not in attrs.get("axes", ()):  # time series: no features (yet)
+            out[p.rsplit("/", 1)[-1]] = image_version(attrs)
+    return out
+
+
+def _stale(current: dict[str, str], table: xr.Dataset | None) -> list[str]:
+    have: dict[str, str] = {}
+    if table is not None:
+        have = dict(zip(_strings(table["series"]), _strings(table["version"]), strict=True))
+    return sorted(k for k, v in current.items() if have.get(k) != v)
+
+
+def stale_series(store: str, *, config: FeatureConfig, source: str = "images") -> list[str]:
+    """Series whose features are missing or older than their image (cheap: metadata only).
+
+    Parameters
+    ----------
+    store
+        Store URL or path.
+    config
+        Feature settings.
+    source
+        ``images`` or ``preprocessed/<hash>``.
+
+    Returns
+    -------
+    list of str
+        Series keys, sorted.
+    """
+    path = features_group(config, source=source)
+    table = open_features(store, path) if _has_table(store, path) else None
+    return _stale(_versions(store, source), table)
+
+
 def update_features(store: str, *, config: FeatureConfig, source: str = "images") -> dict:
     """Bring ``features/<cfg-hash>`` up to date: compute only new or re-ingested series.
 
@@ -169,19 +209,13 @@ def update_features(store: str, *, config: FeatureConfig, source: str = "images"
         and ``keys`` (the series computed).
     """
     path = features_group(config, source=source)
-    current = {
-        p.rsplit("/", 1)[-1]: image_version(_store.read_attrs(store, p).get("medpipe", {}))
-        for p in _store.list_groups(store, source)
-    }
+    current = _versions(store, source)
     old = open_features(store, path).load() if _has_table(store, path) else None
-    have: dict[str, str] = {}
-    if old is not None:
-        have = dict(zip(_strings(old["series"]), _strings(old["version"]), strict=True))
-    stale = sorted(k for k, v in current.items() if have.get(k) != v)
+    stale = _stale(current, old)
     samples = store_samples(store, source=source, keys=stale)
     kept = 0
     if not samples:
-        return {"group": path, "computed": 0, "kept": len(have), "keys": []}
+        return {"group": path, "computed": 0, "kept": len(current) - len(stale), "keys": []}
     new = feature_table(store, config=config, source=source, keys=[k for k, _, _ in samples])
     if old is not None:
         series = np.array(_strings(old["series"]), dtype=object)

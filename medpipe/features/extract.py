@@ -27,13 +27,22 @@ from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 from skimage.color import rgb2gray
 
 from medpipe.errors import ConfigError
-from medpipe.features import colour, firstorder, glcm, glrlm, shape, texture
+from medpipe.features import colour, firstorder, glcm, glrlm, pixels, shape, texture
 from medpipe.features.discretise import discretise_image
 
 __all__ = ["FeatureConfig", "compute_features", "extract", "FAMILIES"]
 
 Family = Literal[
-    "firstorder", "histogram", "glcm", "glrlm", "morphology", "texture", "colour", "regionprops"
+    "firstorder",
+    "histogram",
+    "glcm",
+    "glrlm",
+    "morphology",
+    "texture",
+    "colour",
+    "regionprops",
+    "pixels",
+    "hog",
 ]
 FAMILIES: tuple[str, ...] = (
     "firstorder",
@@ -44,6 +53,8 @@ FAMILIES: tuple[str, ...] = (
     "texture",
     "colour",
     "regionprops",
+    "pixels",
+    "hog",
 )
 
 
@@ -69,6 +80,8 @@ class FeatureConfig(BaseModel):
     lbp_radius: float = 1.0
     hsv_bins: int = 8
     crop_margin: int = 1
+    #: edge of the plane that the ``pixels`` and ``hog`` families resample to
+    pixels_size: int = 28
 
     @field_validator("glcm_aggregations", "glrlm_aggregations")
     @classmethod
@@ -98,6 +111,8 @@ class FeatureConfig(BaseModel):
             raise ValueError("bin_count must be >= 1")
         if self.bin_width is not None and not self.bin_width > 0:
             raise ValueError("bin_width must be > 0")
+        if self.pixels_size < 4:
+            raise ValueError("pixels_size must be >= 4")
         if self.glcm_distance < 1 or self.crop_margin < 0:
             raise ValueError("glcm_distance must be >= 1 and crop_margin >= 0")
         if len(set(self.families)) != len(self.families):
@@ -128,6 +143,10 @@ class FeatureConfig(BaseModel):
                 names += colour.hsv_feature_names(bins=self.hsv_bins)
             elif fam == "regionprops":
                 names += shape.REGIONPROPS_NAMES
+            elif fam == "pixels":
+                names += pixels.pixel_feature_names(size=self.pixels_size)
+            elif fam == "hog":
+                names += pixels.hog_feature_names(size=self.pixels_size)
         return names
 
 
@@ -180,6 +199,12 @@ def compute_features(
     out = dict.fromkeys(config.feature_names(), np.nan)
     fams = set(config.families)
     empty = not m.any()
+    def grey_box() -> np.ndarray:  # the ROI's bounding box, voxels outside the ROI zeroed
+        if mask is None:
+            return grey
+        box = _roi_box(m)
+        return np.where(m[box], grey[box], 0.0)
+
     if {"firstorder", "histogram", "glcm", "glrlm"} & fams and not empty:
         # these families see only ROI voxels (GLCM pairs need both ends in the ROI), so
         # they run on the ROI bounding box: a large image with a small ROI costs little
@@ -220,6 +245,10 @@ def compute_features(
         out["laplacian_variance"] = texture.laplacian_variance(grey, m)
     if "colour" in fams and is_rgb and not empty:
         out.update(colour.hsv_features(img[..., :3], m, bins=config.hsv_bins))
+    if "pixels" in fams and not empty:
+        out.update(pixels.pixel_features(grey_box(), size=config.pixels_size))
+    if "hog" in fams and not empty:
+        out.update(pixels.hog_features(grey_box(), size=config.pixels_size))
     if "regionprops" in fams and m.shape[0] == 1:
         out.update(shape.regionprops_features(m, spacing=spacing))
     return out

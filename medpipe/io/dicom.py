@@ -12,18 +12,25 @@ position of the first sorted slice and the direction rows are
 
 from __future__ import annotations
 
+import functools
+import io
 import logging
+import os
+import re
 import struct
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
 import pydicom
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset, FileDataset
 from pydicom.errors import InvalidDicomError
+from pydicom.tag import BaseTag
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 
 from medpipe.deid import basic_profile_filter
@@ -50,8 +57,28 @@ _DICOMDIR_SOP = "1.2.840.10008.1.3.10"
 _RTSTRUCT_SOP = "1.2.840.10008.5.1.4.1.1.481.3"
 _SEG_SOP = "1.2.840.10008.5.1.4.1.1.66.4"
 _PIXEL_TAGS = (0x7FE00010, 0x7FE00008, 0x7FE00009)
+_PIXEL_DATA = BaseTag(0x7FE00010)
+_SAMPLES = BaseTag(0x00280002)
+_PHOTOMETRIC = BaseTag(0x00280004)
+_FRAMES = BaseTag(0x00280008)
+_ROWS = BaseTag(0x00280010)
+_COLUMNS = BaseTag(0x00280011)
+_BITS_ALLOCATED = BaseTag(0x00280100)
+_BITS_STORED = BaseTag(0x00280101)
+_PIXEL_REPRESENTATION = BaseTag(0x00280103)
 _UNDEFINED = 0xFFFFFFFF
 _MAX_REASON = 240
+#: Files up to this size are read into memory in one go (one system call instead of
+#: the many small reads pydicom makes); larger ones are parsed from the open file.
+_IN_MEMORY = 64 << 20
+#: A well-formed IS / DS value (backslash-separated, space-padded numbers).  Values
+#: matching these need no conversion to be known valid; anything else goes through
+#: pydicom's own conversion, which gives the reason.
+_PLAIN_IS = re.compile(rb"(?: *[+-]?\d+ *| *)(?:\\(?: *[+-]?\d+ *| *))*")
+_PLAIN_DS = re.compile(
+    rb"(?: *[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)? *| *)"
+    rb"(?:\\(?: *[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)? *| *))*"
+)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -78,6 +105,14 @@ def _codec_name(ts: UID) -> str:
     return "pixel data"
 
 
+@contextmanager
+def _quiet() -> Iterator[None]:
+    """Ignore warnings (pydicom's VR-length and similar; values are still read)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
 def _is_part10(path: Path, rel: str) -> None:
     """Raise unless the file starts with a 128-byte preamble and ``DICM``."""
     try:
@@ -87,6 +122,40 @@ def _is_part10(path: Path, rel: str) -> None:
         raise InvalidSourceError("file not found", path=rel) from None
     except OSError as exc:
         raise InvalidSourceError(f"cannot open file: {_one_line(exc)}", path=rel) from None
+    _check_part10(head, rel)
+
+
+def _open_part10(path: Path, rel: str) -> BinaryIO:
+    """The file, checked to be Part 10, as an in-memory buffer when small.
+
+    One read of a small file replaces pydicom's many small reads; a large file is
+    returned open (positioned at its start) so that a header-only read stays cheap.
+    """
+    try:
+        fp = path.open("rb")
+    except FileNotFoundError:
+        raise InvalidSourceError("file not found", path=rel) from None
+    except OSError as exc:
+        raise InvalidSourceError(f"cannot open file: {_one_line(exc)}", path=rel) from None
+    try:
+        if os.fstat(fp.fileno()).st_size <= _IN_MEMORY:
+            with fp:
+                buf: BinaryIO = io.BytesIO(fp.read())
+        else:
+            buf = fp
+        _check_part10(buf.read(132), rel)
+        buf.seek(0)
+    except OSError as exc:
+        fp.close()
+        raise InvalidSourceError(f"cannot read file: {_one_line(exc)}", path=rel) from None
+    except BaseException:
+        buf.close()
+        raise
+    return buf
+
+
+def _check_part10(head: bytes, rel: str) -> None:
+    """Raise unless ``head`` (a file's first 132 bytes) is a preamble and ``DICM``."""
     if head[:2] == b"\x1f\x8b":
         raise InvalidSourceError("gzip-compressed file, not DICOM", path=rel)
     if len(head) < 132 or head[128:132] != b"DICM":
@@ -119,25 +188,28 @@ def _dcmread(fp: BinaryIO | Path, rel: str, *, stop_before_pixels: bool) -> File
 
 def _check_last_element(ds: Dataset, rel: str) -> None:
     """Detect a file cut inside its last (defined-length) top-level element."""
-    keys = list(ds.keys())
-    if not keys:
+    last = next(reversed(ds.keys()), None)
+    if last is None:
         raise InvalidSourceError("empty or truncated dataset (no elements read)", path=rel)
-    raw = ds.get_item(keys[-1])
+    raw = ds.get_item(last)
     value = getattr(raw, "value", None)
     length = getattr(raw, "length", None)
     if isinstance(value, bytes) and length not in (None, _UNDEFINED) and len(value) < length:
-        name = pydicom.datadict.keyword_for_tag(keys[-1]) or str(keys[-1])
+        name = pydicom.datadict.keyword_for_tag(last) or str(last)
         raise InvalidSourceError(
             f"truncated file: {name} has {len(value)} of {length} declared bytes", path=rel
         )
 
 
 def _get(ds: Dataset, keyword: str, rel: str, default: Any = None) -> Any:
-    """Read one attribute, turning invalid values (bad VR content) into a reason."""
+    """Read one attribute, turning invalid values (bad VR content) into a reason.
+
+    Callers run inside :func:`_quiet` (pydicom warns about e.g. over-long values).
+    """
+    tag = _tag_for(keyword)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # pydicom's VR-length warnings; values still read
-            value = ds.get(keyword, default)
+        # By tag: ``ds.get(keyword)`` goes through a failed attribute look-up first.
+        value = ds[tag].value if tag in ds else default
     except Exception as exc:  # noqa: BLE001 - value conversion errors vary
         raise InvalidSourceError(
             f"invalid value in {keyword}: {_one_line(exc)}", path=rel
@@ -148,17 +220,31 @@ def _get(ds: Dataset, keyword: str, rel: str, default: Any = None) -> Any:
 def _validate_values(ds: Dataset, rel: str) -> None:
     """Convert every top-level IS/DS element once so bad values (an IS of ``1A``) surface now.
 
-    Only numeric-string elements are converted: converting everything (sequences
-    included) would triple the cost of a probe.
+    Only numeric-string elements are checked: converting everything (sequences
+    included) would triple the cost of a probe.  A raw value that is plainly a list of
+    numbers is accepted as is; any other goes through pydicom's conversion.
     """
-    for tag in list(ds.keys()):
-        vr = getattr(ds.get_item(tag), "VR", None)
+    lenient = pydicom.config.settings.reading_validation_mode != pydicom.config.RAISE
+    # The elements as read (``Dataset._dict``; ``get_item`` per tag costs as much as
+    # the checks themselves), falling back to the public API.
+    elements = getattr(ds, "_dict", None)
+    items = (
+        list(elements.items())
+        if isinstance(elements, dict)
+        else [(tag, ds.get_item(tag)) for tag in list(ds.keys())]
+    )
+    for tag, raw in items:
+        vr = getattr(raw, "VR", None)
         if vr in (None, "UN"):
-            try:
-                vr = pydicom.datadict.dictionary_VR(tag)
-            except KeyError:
-                continue
+            vr = _dictionary_vr(tag)
         if vr not in ("IS", "DS"):
+            continue
+        if (
+            lenient
+            and isinstance(raw, RawDataElement)
+            and isinstance(raw.value, bytes)
+            and (_PLAIN_IS if vr == "IS" else _PLAIN_DS).fullmatch(raw.value)
+        ):
             continue
         try:
             with warnings.catch_warnings():
@@ -174,6 +260,24 @@ def _validate_values(ds: Dataset, rel: str) -> None:
             raise InvalidSourceError(
                 f"invalid value in {name}: {_one_line(exc)}", path=rel
             ) from None
+
+
+@functools.lru_cache(maxsize=512)
+def _tag_for(keyword: str) -> BaseTag:
+    """The tag of a data dictionary keyword."""
+    tag = pydicom.datadict.tag_for_keyword(keyword)
+    if tag is None:
+        raise KeyError(f"unknown DICOM keyword {keyword!r}")
+    return BaseTag(tag)
+
+
+@functools.lru_cache(maxsize=4096)
+def _dictionary_vr(tag: int) -> str | None:
+    """The data dictionary's VR of a tag (``None`` for private / unknown tags)."""
+    try:
+        return pydicom.datadict.dictionary_VR(tag)
+    except KeyError:
+        return None
 
 
 def _int(ds: Dataset, keyword: str, rel: str, default: int | None = None) -> int | None:
@@ -330,15 +434,13 @@ def probe_dicom(root: Path, rel: str, *, max_bytes: int = DEFAULT_MAX_BYTES) -> 
     SourceTooLargeError
         The declared pixel data exceeds ``max_bytes``.
     """
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", module="pydicom")
+    with _quiet():
         return _probe(Path(root), rel, max_bytes=max_bytes)
 
 
 def _probe(root: Path, rel: str, *, max_bytes: int) -> Probe:
     path = root / rel
-    _is_part10(path, rel)
-    with path.open("rb") as fp:
+    with _open_part10(path, rel) as fp:
         ds = _dcmread(fp, rel, stop_before_pixels=True)
         ts = UID(ds.file_meta.TransferSyntaxUID)
         if ts == DeflatedExplicitVRLittleEndian:
@@ -620,13 +722,59 @@ def _decode_first_good(
     raise first
 
 
+_NATIVE_LE = (pydicom.uid.ImplicitVRLittleEndian, pydicom.uid.ExplicitVRLittleEndian)
+_MONOCHROME = ("MONOCHROME1", "MONOCHROME2")
+
+
+def _native_pixels(ds: Dataset, ts: UID) -> np.ndarray | None:
+    """Uncompressed little-endian greyscale pixels viewed in place, or ``None``.
+
+    The common case (CT/MR/PET slices) needs no decoder: the pixel data of a native
+    little-endian file whose stored bits fill the allocated ones is the array itself.
+    It gives what ``ds.pixel_array`` gives (same values and dtype) without its
+    per-call set-up; anything else (compressed, big endian, colour, float, unused high
+    bits, a length that does not match the header) returns ``None`` and goes through
+    pydicom.
+    """
+    if ts not in _NATIVE_LE or _PIXEL_DATA not in ds:
+        return None
+    try:
+        value = ds[_PIXEL_DATA].value
+        bits = int(ds[_BITS_ALLOCATED].value)
+        stored = int(ds[_BITS_STORED].value)
+        signed = int(ds[_PIXEL_REPRESENTATION].value)
+        photometric = str(ds[_PHOTOMETRIC].value)
+        samples = int(ds[_SAMPLES].value) if _SAMPLES in ds else 1
+        rows, cols = int(ds[_ROWS].value), int(ds[_COLUMNS].value)
+        frames = int(ds[_FRAMES].value or 1) if _FRAMES in ds else 1
+    except (KeyError, TypeError, ValueError):
+        return None
+    if (
+        not isinstance(value, bytes)
+        or bits not in (8, 16, 32)
+        or stored != bits
+        or signed not in (0, 1)
+        or photometric not in _MONOCHROME
+        or samples != 1
+        or min(rows, cols, frames) <= 0
+    ):
+        return None
+    count = rows * cols * frames
+    expected = count * bits // 8
+    if len(value) != expected and not (expected % 2 and len(value) == expected + 1):
+        return None
+    dtype = np.dtype(f"<{'i' if signed else 'u'}{bits // 8}")
+    return np.frombuffer(value, dtype=dtype, count=count)
+
+
 def _decode(ds: FileDataset, rel: str) -> np.ndarray:
     """Decoded pixels as (frames, rows, cols, samples), colour converted to RGB."""
     ts = UID(ds.file_meta.TransferSyntaxUID)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            arr = ds.pixel_array
+            native = _native_pixels(ds, ts)
+            arr = native if native is not None else ds.pixel_array
             photometric = str(ds.PhotometricInterpretation)
             # ``pixel_array`` converts YBR_FULL/YBR_FULL_422 (and JPEG YBR) to RGB
             # (pydicom 3 ``as_rgb=True``); palette colour is expanded here.
@@ -769,38 +917,44 @@ def _read_series(root: Path, rels: list[str], *, tolerance: float, max_bytes: in
     dropped: dict[str, str] = {}
     rejected: dict[str, str] = {}
     kept: list[str] = []
-    for rel in rels:
-        _is_part10(root / rel, rel)
-        ds = _dcmread(root / rel, rel, stop_before_pixels=False)
-        sop_uid = str(ds.get("SOPInstanceUID", "") or "")
-        if sop_uid and sop_uid in seen:
-            # The same SOP instance stored twice (e.g. re-exported in another transfer
-            # syntax): one copy is used, the others are kept as fall-backs for decoding.
-            copies[seen[sop_uid]].append((ds, rel))
-            continue
-        if sop_uid:
-            seen[sop_uid] = rel
-            copies[rel] = []
-        fi = len(kept)
-        kept.append(rel)
-        if not any(t in ds for t in _PIXEL_TAGS):
-            raise UnsupportedSourceError("object without pixel data (not an image)", path=rel)
-        size = _image_size(ds, rel)
-        total += _declared_bytes(size)
-        _check_size((total, 1, 1, 1, 8), rel, max_bytes)
-        if first_size is None:
-            first_size = size
-        elif size[:2] != first_size[:2] or size[3] != first_size[3]:
-            raise SeriesGeometryError(
-                f"image size {size[0]}x{size[1]}x{size[3]} differs from "
-                f"{first_size[0]}x{first_size[1]}x{first_size[3]} in the same series",
-                path=rel,
-            )
-        frames.extend(_frames_of(ds, fi, size[2], rel))
-        datasets.append(ds)
+    with _quiet():
+        for rel in rels:
+            with _open_part10(root / rel, rel) as fp:
+                ds = _dcmread(fp, rel, stop_before_pixels=False)
+            sop_uid = str(_get(ds, "SOPInstanceUID", rel, "") or "")
+            if sop_uid and sop_uid in seen:
+                # The same SOP instance stored twice (e.g. re-exported in another transfer
+                # syntax): one copy is used, the others are kept as fall-backs for decoding.
+                copies[seen[sop_uid]].append((ds, rel))
+                continue
+            if sop_uid:
+                seen[sop_uid] = rel
+                copies[rel] = []
+            fi = len(kept)
+            kept.append(rel)
+            if not any(t in ds for t in _PIXEL_TAGS):
+                raise UnsupportedSourceError("object without pixel data (not an image)", path=rel)
+            size = _image_size(ds, rel)
+            total += _declared_bytes(size)
+            _check_size((total, 1, 1, 1, 8), rel, max_bytes)
+            if first_size is None:
+                first_size = size
+            elif size[:2] != first_size[:2] or size[3] != first_size[3]:
+                raise SeriesGeometryError(
+                    f"image size {size[0]}x{size[1]}x{size[3]} differs from "
+                    f"{first_size[0]}x{first_size[1]}x{first_size[3]} in the same series",
+                    path=rel,
+                )
+            frames.extend(_frames_of(ds, fi, size[2], rel))
+            datasets.append(ds)
     assert first_size is not None
     rels = kept
     ds0 = datasets[0]
+
+    def get0(keyword: str, default: Any = None) -> Any:
+        with _quiet():
+            return _get(ds0, keyword, rels[0], default)
+
     header: dict[str, Any] = basic_profile_filter(ds0)
 
     # ---- geometry
@@ -839,7 +993,7 @@ def _read_series(root: Path, rels: list[str], *, tolerance: float, max_bytes: in
             header["frames_along_z"] = True
         for key, value in (
             ("SliceThickness", frames[0].thickness),
-            ("SpacingBetweenSlices", _get(ds0, "SpacingBetweenSlices", rels[0])),
+            ("SpacingBetweenSlices", get0("SpacingBetweenSlices")),
         ):
             if value is not None and float(value) > 0:
                 sz, how = float(value), key
@@ -878,9 +1032,9 @@ def _read_series(root: Path, rels: list[str], *, tolerance: float, max_bytes: in
         scaled += inters[:, None, None, None]
         data = scaled.astype(np.float32)
 
-    modality = str(_get(ds0, "Modality", rels[0], "OT") or "OT")
+    modality = str(get0("Modality", "OT") or "OT")
     rtype = frames[order[0]].rescale_type
-    units = _get(ds0, "Units", rels[0])
+    units = get0("Units")
     if rtype is None:
         if modality == "CT":
             rtype = "HU"
@@ -913,10 +1067,10 @@ def _read_series(root: Path, rels: list[str], *, tolerance: float, max_bytes: in
         spacing = (float(sz), float(pixel_spacing[0]), float(pixel_spacing[1]))
     data = np.ascontiguousarray(data)
 
-    uid = _get(ds0, "SeriesInstanceUID", rels[0])
-    study = _get(ds0, "StudyInstanceUID", rels[0])
-    pid = _get(ds0, "PatientID", rels[0])
-    for_uid = _get(ds0, "FrameOfReferenceUID", rels[0])
+    uid = get0("SeriesInstanceUID")
+    study = get0("StudyInstanceUID")
+    pid = get0("PatientID")
+    for_uid = get0("FrameOfReferenceUID")
     return Series(
         uid=str(uid) if uid else rels[0],
         sources=[rels[frames[k].file] for k in order if frames[k].index == 0],

@@ -8,6 +8,7 @@ combine with XOR (even-odd), so an inner contour cuts a hole.
 
 from __future__ import annotations
 
+import math
 import re
 import warnings
 from pathlib import Path
@@ -15,7 +16,6 @@ from pathlib import Path
 import numpy as np
 import pydicom
 from pydicom.errors import InvalidDicomError
-from skimage.draw import polygon as fill_polygon
 
 from medpipe.errors import InvalidSourceError, SeriesGeometryError
 from medpipe.io.base import Series
@@ -57,6 +57,78 @@ def _world_to_index(image: Series) -> tuple[np.ndarray, np.ndarray]:
 
 
 _CONTOUR_DATA = 0x30060050
+
+
+#: Vertex tolerance of the crossing test (as in scikit-image's ``point_in_polygon``).
+_VERTEX_EPS = 1e-12
+#: Bound on the (crossing x column) work arrays of one block of rows.
+_FILL_BLOCK = 1 << 21
+
+
+def _fill_polygon(r: np.ndarray, c: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Pixels of a ``shape`` plane inside a polygon or on its boundary.
+
+    Exactly the pixels of ``skimage.draw.polygon(r, c, shape)``: the same bounding box
+    and clipping, and the same test per pixel centre (O'Rourke's crossing count: a
+    pixel is drawn when it is inside, on an edge or on a vertex), with the same
+    floating-point operations.  skimage runs that test against every edge for every
+    pixel of the box; here only the edges that straddle a pixel row are tested, for
+    the whole row at once.
+
+    Parameters
+    ----------
+    r, c
+        Row and column coordinates of the vertices.
+    shape
+        ``(rows, cols)`` of the plane.
+
+    Returns
+    -------
+    numpy.ndarray
+        Boolean plane of ``shape``.
+    """
+    ny, nx = shape
+    plane = np.zeros((ny, nx), dtype=bool)
+    r = np.ascontiguousarray(r, dtype=np.float64)
+    c = np.ascontiguousarray(c, dtype=np.float64)
+    minr, maxr = int(max(0, r.min())), min(ny - 1, int(math.ceil(r.max())))
+    minc, maxc = int(max(0, c.min())), min(nx - 1, int(math.ceil(c.max())))
+    if minr > maxr or minc > maxc:
+        return plane
+    ys = np.arange(minr, maxr + 1, dtype=np.float64)
+    xs = np.arange(minc, maxc + 1, dtype=np.float64)
+    rj, cj = np.roll(r, 1), np.roll(c, 1)  # edge i runs from vertex i-1 to vertex i
+    y0 = r - ys[:, None]  # (rows, edges), vertex i relative to the row
+    y1 = rj - ys[:, None]
+    # Edges straddling the row, for the rightward and the leftward ray of a pixel.
+    right = (y0 > 0) != (y1 > 0)
+    left = (y0 < 0) != (y1 < 0)
+    row, edge = np.nonzero(right | left)  # row-major: grouped by row
+    # Parities of the crossings of each pixel's rightward and leftward ray; a pixel
+    # is drawn when either is odd (both odd: inside; one odd: on an edge).
+    par_r = np.zeros((ys.size, xs.size), dtype=np.uint8)
+    par_l = np.zeros_like(par_r)
+    if row.size:
+        # Rows in blocks so the (crossing, column) arrays stay bounded.
+        per_block = max(1, _FILL_BLOCK // xs.size)
+        for lo in range(0, row.size, per_block):
+            rr, ee = row[lo : lo + per_block], edge[lo : lo + per_block]
+            a0, a1 = y0[rr, ee][:, None], y1[rr, ee][:, None]
+            x0 = c[ee][:, None] - xs
+            x1 = cj[ee][:, None] - xs
+            cross = (x0 * a1 - x1 * a0) / (a1 - a0)
+            odd_r = (right[rr, ee][:, None] & (cross > 0)).view(np.uint8)
+            odd_l = (left[rr, ee][:, None] & (cross < 0)).view(np.uint8)
+            starts = np.flatnonzero(np.r_[True, rr[1:] != rr[:-1]])
+            par_r[rr[starts]] ^= np.bitwise_xor.reduceat(odd_r, starts, axis=0)
+            par_l[rr[starts]] ^= np.bitwise_xor.reduceat(odd_l, starts, axis=0)
+    plane[minr : maxr + 1, minc : maxc + 1] = (par_r | par_l).view(bool)
+    # A pixel centre on a vertex is drawn too.
+    on_r, on_c = np.round(r), np.round(c)
+    at = (np.abs(r - on_r) < _VERTEX_EPS) & (np.abs(c - on_c) < _VERTEX_EPS)
+    at &= (on_r >= minr) & (on_r <= maxr) & (on_c >= minc) & (on_c <= maxc)
+    plane[on_r[at].astype(np.intp), on_c[at].astype(np.intp)] = True
+    return plane
 
 
 def _contour_points(contour: pydicom.Dataset) -> np.ndarray:
@@ -164,10 +236,7 @@ def rasterize_rtstruct(root: Path, rel: str, image: Series) -> dict[str, np.ndar
                     f"(slice index {kz} of {nz})",
                     path=rel,
                 )
-            rr, cc = fill_polygon(idx[:, 1], idx[:, 2], shape=(ny, nx))
-            plane = np.zeros((ny, nx), dtype=bool)
-            plane[rr, cc] = True
-            mask[kz] ^= plane.astype(np.uint8)
+            mask[kz] ^= _fill_polygon(idx[:, 1], idx[:, 2], (ny, nx)).view(np.uint8)
             n_closed += 1
         if n_closed == 0:
             continue

@@ -1,0 +1,332 @@
+"""Estimators, grouped cross-validation and the parallel hyperparameter search.
+
+Every model is a scikit-learn :class:`~sklearn.pipeline.Pipeline`
+``VarianceThreshold → dask_ml StandardScaler → classifier`` (the incremental SVM drops
+the first step, so that its data stay Dask arrays):
+
+* ``svm``: :class:`~sklearn.svm.LinearSVC` (probabilities by sigmoid calibration,
+  :class:`~sklearn.calibration.CalibratedClassifierCV`) for data that fit in memory; for
+  larger data ``dask_ml.wrappers.Incremental(SGDClassifier(loss="hinge"))`` trained
+  block by block;
+* ``logreg``: :class:`dask_ml.linear_model.LogisticRegression`;
+* ``rf``: scikit-learn's :class:`~sklearn.ensemble.RandomForestClassifier`, refitted
+  under the joblib Dask backend.
+
+The search is :class:`dask_ml.model_selection.GridSearchCV` (candidates × folds run
+as tasks on the current Dask scheduler) with patient-grouped stratified folds, scored
+by ROC AUC.  The fitted pipeline is wrapped in :class:`dask_ml.wrappers.ParallelPostFit`
+so that scoring a Dask array runs block-wise on the cluster.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import dask
+import dask.array as da
+import numpy as np
+from dask_ml.linear_model import LogisticRegression
+from dask_ml.model_selection import GridSearchCV
+from dask_ml.preprocessing import StandardScaler
+from dask_ml.wrappers import Incremental, ParallelPostFit
+from sklearn.base import clone
+from sklearn.calibration import CalibratedClassifierCV
+from sklearn.ensemble import RandomForestClassifier
+from sklearn.feature_selection import VarianceThreshold
+from sklearn.linear_model import SGDClassifier
+from sklearn.metrics import roc_auc_score
+from sklearn.model_selection import StratifiedGroupKFold
+from sklearn.pipeline import Pipeline
+from sklearn.svm import LinearSVC
+
+from medpipe.errors import ConfigError, ModelError
+
+__all__ = [
+    "ESTIMATORS",
+    "LARGE_SAMPLES",
+    "SearchResult",
+    "make_pipeline",
+    "param_grid",
+    "grouped_folds",
+    "auc_scorer",
+    "positive_proba",
+    "search",
+    "fit_final",
+    "out_of_fold",
+]
+
+#: Estimator kinds; ``all`` in the CLI means each of them, best by CV AUC.
+ESTIMATORS = ("svm", "logreg", "rf")
+
+#: From this many training samples the SVM is trained incrementally (SGD, hinge loss).
+LARGE_SAMPLES = 200_000
+
+
+def make_pipeline(kind: str, *, large: bool = False, random_state: int = 0) -> Pipeline:
+    """The unfitted pipeline of one estimator kind (default hyperparameters).
+
+    Parameters
+    ----------
+    kind
+        ``svm``, ``logreg`` or ``rf``.
+    large
+        For ``svm``: the incremental SGD path for data larger than memory.
+    random_state
+        Seed of the stochastic parts.
+    """
+    if kind == "svm" and large:
+        clf: Any = Incremental(
+            SGDClassifier(loss="hinge", alpha=1e-4, random_state=random_state),
+            scoring=None,
+            shuffle_blocks=True,
+            random_state=random_state,
+        )
+    elif kind == "svm":
+        clf = CalibratedClassifierCV(
+            LinearSVC(C=0.01, max_iter=20_000, random_state=random_state),
+            cv=3,
+            method="sigmoid",
+        )
+    elif kind == "logreg":
+        clf = LogisticRegression(C=1.0, solver="lbfgs", max_iter=300)
+    elif kind == "rf":
+        clf = RandomForestClassifier(
+            n_estimators=300, n_jobs=1, random_state=random_state, class_weight=None
+        )
+    else:
+        raise ConfigError(f"unknown estimator {kind!r}; use one of {list(ESTIMATORS)} or all")
+    if kind == "svm" and large:  # stays a Dask array end to end (no in-memory step)
+        return Pipeline([("scale", StandardScaler()), ("clf", clf)])
+    return Pipeline(
+        [("variance", VarianceThreshold()), ("scale", StandardScaler()), ("clf", clf)]
+    )
+
+
+def param_grid(kind: str, *, large: bool = False) -> dict[str, list]:
+    """The hyperparameter grid searched for ``kind`` (empty for the incremental SVM)."""
+    if kind == "svm":
+        return {} if large else {"clf__estimator__C": [1e-4, 1e-3, 1e-2, 1e-1]}
+    if kind == "logreg":
+        return {"clf__C": [1e-3, 1e-2, 1e-1, 1.0]}
+    if kind == "rf":
+        return {"clf__max_features": ["sqrt", 0.1], "clf__min_samples_leaf": [1, 3]}
+    raise ConfigError(f"unknown estimator {kind!r}; use one of {list(ESTIMATORS)} or all")
+
+
+def grouped_folds(
+    y: np.ndarray, groups: np.ndarray, *, n_splits: int = 5, seed: int = 0
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Stratified folds in which no group (patient) is on both sides.
+
+    Parameters
+    ----------
+    y
+        Labels (stratification).
+    groups
+        Patient key per sample.
+    n_splits
+        Folds; reduced to the number of patients (or of the rarer class's patients)
+        when there are fewer.
+    seed
+        Shuffling seed.
+
+    Returns
+    -------
+    list of (train_index, test_index)
+    """
+    y = np.asarray(y).astype(int)
+    groups = np.asarray(groups)
+    per_class = [len(np.unique(groups[y == c])) for c in (0, 1)]
+    k = min(n_splits, *per_class)
+    if k < 2:
+        raise ModelError(
+            "grouped cross-validation needs at least 2 patients of each class; "
+            f"have {per_class[0]} negative and {per_class[1]} positive"
+        )
+    cv = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
+    return [(tr, te) for tr, te in cv.split(np.zeros(len(y)), y, groups)]
+
+
+def _final_step(model: Any) -> Any:
+    est = model.estimator if isinstance(model, ParallelPostFit) and not isinstance(
+        model, Incremental
+    ) else model
+    return est
+
+
+def _proba_block(est: Any, x: np.ndarray) -> np.ndarray:
+    """P(class 1) of an in-memory block; logistic of the margin for hinge-loss models."""
+    clf = est[-1] if isinstance(est, Pipeline) else est
+    base = getattr(clf, "estimator_", None) if isinstance(clf, Incremental) else clf
+    if isinstance(base, SGDClassifier) and base.loss == "hinge":
+        xt = est[:-1].transform(x) if isinstance(est, Pipeline) else x
+        margin = np.asarray(base.decision_function(xt), dtype=float)
+        return 1.0 / (1.0 + np.exp(-margin))
+    proba = np.asarray(est.predict_proba(x), dtype=float)
+    classes = list(getattr(clf, "classes_", [0, 1]))
+    return proba[:, classes.index(1)] if 1 in classes else proba[:, -1]
+
+
+def positive_proba(model: Any, x: np.ndarray | da.Array) -> np.ndarray | da.Array:
+    """Probability of class 1 for each row of ``x``.
+
+    A Dask array gives a lazy Dask array computed block by block (what
+    :class:`~dask_ml.wrappers.ParallelPostFit` does), so scoring runs on the cluster.
+    """
+    est = _final_step(model)
+    if isinstance(x, da.Array):
+        x = x.rechunk({1: -1})
+        return x.map_blocks(
+            lambda b: _proba_block(est, b), drop_axis=1, dtype=np.float64, meta=np.array([])
+        )
+    return _proba_block(est, np.asarray(x))
+
+
+def auc_scorer(estimator: Any, x: np.ndarray, y: np.ndarray) -> float:
+    """ROC AUC scorer (sklearn scorer signature) for any of the pipelines.
+
+    dask-ml's estimators do not carry scikit-learn's classifier tags, so the stock
+    ``"roc_auc"`` scorer would pass them the two-column probabilities.
+    """
+    return float(roc_auc_score(np.asarray(y).astype(int), _proba_block(estimator, x)))
+
+
+@dataclass
+class SearchResult:
+    """Outcome of :func:`search` for one estimator kind."""
+
+    kind: str
+    best_params: dict[str, Any]
+    best_score: float
+    candidates: list[dict[str, Any]] = field(default_factory=list)
+    large: bool = False
+
+    def pipeline(self, *, random_state: int = 0) -> Pipeline:
+        """The unfitted pipeline with the best parameters."""
+        pipe = make_pipeline(self.kind, large=self.large, random_state=random_state)
+        return pipe.set_params(**self.best_params)
+
+
+def search(
+    kind: str,
+    x: np.ndarray,
+    y: np.ndarray,
+    groups: np.ndarray,
+    *,
+    folds: Sequence[tuple[np.ndarray, np.ndarray]],
+    random_state: int = 0,
+    large: bool | None = None,
+) -> SearchResult:
+    """Grid search of one estimator kind with ``dask_ml.model_selection.GridSearchCV``.
+
+    Runs on the current Dask scheduler (the distributed client when there is one).
+    Only the data passed in are used: give the training rows only.
+
+    Returns
+    -------
+    SearchResult
+        Best parameters by mean fold AUC and every candidate's mean and std.
+    """
+    large = len(y) >= LARGE_SAMPLES if large is None else large
+    pipe = make_pipeline(kind, large=large, random_state=random_state)
+    grid = param_grid(kind, large=large)
+    if not grid:  # incremental SVM: one candidate, scored on the same folds
+        scores = _fold_scores(pipe, x, y, folds)
+        return SearchResult(kind, {}, float(np.mean(scores)),
+                            [{"params": {}, "mean_auc": float(np.mean(scores)),
+                              "std_auc": float(np.std(scores))}], large=True)
+    gs = GridSearchCV(pipe, grid, cv=list(folds), scoring=auc_scorer, refit=False,
+                      error_score="raise")
+    gs.fit(x, y, groups=groups)
+    res = gs.cv_results_
+    candidates = [
+        {"params": _plain(p), "mean_auc": float(m), "std_auc": float(s)}
+        for p, m, s in zip(res["params"], res["mean_test_score"], res["std_test_score"],
+                           strict=True)
+    ]
+    return SearchResult(kind, _plain(gs.best_params_), float(gs.best_score_), candidates, large)
+
+
+def _plain(params: dict[str, Any]) -> dict[str, Any]:
+    return {k: (v.item() if isinstance(v, np.generic) else v) for k, v in params.items()}
+
+
+def _fit(pipe: Pipeline, x: Any, y: Any) -> Pipeline:
+    if isinstance(pipe[-1], Incremental):
+        xd = x if isinstance(x, da.Array) else da.from_array(np.asarray(x), chunks=(10_000, -1))
+        yd = y if isinstance(y, da.Array) else da.from_array(np.asarray(y), chunks=xd.chunks[0])
+        return pipe.fit(xd, yd, clf__classes=[0, 1])
+    return pipe.fit(x, y)
+
+
+def _fit_score(pipe: Pipeline, x: np.ndarray, y: np.ndarray, tr: np.ndarray,
+               te: np.ndarray) -> np.ndarray:
+    fitted = _fit(clone(pipe), x[tr], y[tr])
+    return _proba_block(fitted, x[te])
+
+
+def _fold_scores(pipe: Pipeline, x: np.ndarray, y: np.ndarray, folds: Sequence) -> list[float]:
+    oof = out_of_fold(pipe, x, y, folds=folds)
+    return [float(roc_auc_score(y[te], oof[te])) for _, te in folds]
+
+
+def out_of_fold(
+    pipe: Pipeline, x: np.ndarray, y: np.ndarray, *, folds: Sequence[tuple[np.ndarray, np.ndarray]]
+) -> np.ndarray:
+    """Out-of-fold P(class 1): each fold predicted by a clone fitted on the other folds.
+
+    The fold fits run in parallel as tasks on the current Dask scheduler.
+    """
+    with dask.config.set({"scheduler": _scheduler()}):
+        parts = dask.compute(
+            *[dask.delayed(_fit_score, pure=False)(pipe, x, y, tr, te) for tr, te in folds]
+        )
+    oof = np.full(len(y), np.nan)
+    for (_, te), p in zip(folds, parts, strict=True):
+        oof[te] = p
+    return oof
+
+
+def _scheduler() -> Any:
+    try:
+        from distributed import get_client
+
+        return get_client()
+    except (ImportError, ValueError):
+        return "threads"
+
+
+@contextlib.contextmanager
+def _joblib_dask() -> Iterator[bool]:
+    """joblib's Dask backend when a distributed client is reachable, else a no-op."""
+    try:
+        from distributed import get_client
+
+        get_client()
+    except (ImportError, ValueError):
+        yield False
+        return
+    import joblib
+
+    with joblib.parallel_backend("dask"):
+        yield True
+
+
+def fit_final(result: SearchResult, x: np.ndarray, y: np.ndarray, *,
+              random_state: int = 0) -> ParallelPostFit:
+    """Refit the best pipeline on all the training rows; wrap it in ``ParallelPostFit``.
+
+    The random forest's trees are fitted with ``n_jobs=-1`` under the joblib Dask
+    backend, so they spread over the cluster's workers.
+    """
+    pipe = result.pipeline(random_state=random_state)
+    if result.kind == "rf":
+        pipe.set_params(clf__n_jobs=-1)
+    with _joblib_dask():
+        fitted = _fit(pipe, x, y)
+    if result.kind == "rf":
+        fitted.set_params(clf__n_jobs=1)  # scoring is parallel block-wise already
+    return ParallelPostFit(estimator=fitted)

@@ -1,0 +1,253 @@
+"""The model registry: ``models/<name>/<version>/`` with a skops pipeline and model.json.
+
+Models are saved with :mod:`skops.io`, whose loader rebuilds objects from a list of
+types instead of unpickling, and here is only ever given :data:`TRUSTED_TYPES` — an
+explicit list of the scikit-learn / dask-ml / NumPy types our pipelines are made of.
+A file naming any other type (a tampered or foreign model) is refused with
+:class:`~medpipe.errors.UntrustedModelError` before anything is built.
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+import re
+from datetime import UTC, datetime
+from typing import Any
+
+import skops.io as sio
+
+from medpipe import store as _store
+from medpipe.errors import ModelError, UntrustedModelError
+
+__all__ = [
+    "MODELS",
+    "TRUSTED_TYPES",
+    "parse_model_ref",
+    "list_models",
+    "list_versions",
+    "next_version",
+    "save_model",
+    "load_model",
+    "read_model_json",
+    "write_model_file",
+    "read_model_file",
+    "model_path",
+]
+
+#: Store group of the registry.
+MODELS = "models"
+_PIPELINE = "pipeline.skops"
+_META = "model.json"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+#: Every type a medpipe pipeline may contain; nothing else is ever loaded.
+TRUSTED_TYPES: tuple[str, ...] = (
+    "dask_ml.wrappers.ParallelPostFit",
+    "dask_ml.wrappers.Incremental",
+    "dask_ml.preprocessing.data.StandardScaler",
+    "dask_ml.linear_model.glm.LogisticRegression",
+    "sklearn.pipeline.Pipeline",
+    "sklearn.feature_selection._variance_threshold.VarianceThreshold",
+    "sklearn.calibration.CalibratedClassifierCV",
+    "sklearn.calibration._CalibratedClassifier",
+    "sklearn.calibration._SigmoidCalibration",
+    "sklearn.svm._classes.LinearSVC",
+    "sklearn.linear_model._stochastic_gradient.SGDClassifier",
+    "sklearn.linear_model._sgd_fast.Hinge",
+    "sklearn._loss._loss.CyHalfBinomialLoss",
+    "sklearn.ensemble._forest.RandomForestClassifier",
+    "sklearn.tree._classes.DecisionTreeClassifier",
+    "sklearn.tree._tree.Tree",
+    "sklearn.utils._bunch.Bunch",
+    "numpy.dtype",
+    "numpy.ndarray",
+    "numpy.float64",
+    "numpy.int64",
+    "numpy.bool_",
+    "numpy.random._generator.Generator",
+    "numpy.random._pcg64.PCG64",
+    "numpy.random.mtrand.RandomState",
+    "builtins.slice",
+    "collections.OrderedDict",
+)
+
+
+def parse_model_ref(ref: str) -> tuple[str, str | None]:
+    """``NAME`` or ``NAME:VERSION`` → ``(name, version or None)``."""
+    name, _, version = ref.partition(":")
+    check_name(name)
+    return name, (version or None)
+
+
+def check_name(name: str) -> str:
+    """A model name is 1-64 letters, digits, ``_ . -`` (it becomes a path)."""
+    if not _NAME.match(name):
+        raise ModelError(f"invalid model name {name!r}: use letters, digits, '_', '.', '-'")
+    return name
+
+
+def model_path(name: str, version: str) -> str:
+    """``models/<name>/<version>``."""
+    return f"{MODELS}/{check_name(name)}/{version}"
+
+
+def _version_number(v: str) -> int:
+    return int(v[1:]) if re.fullmatch(r"v\d+", v) else -1
+
+
+def list_versions(store: str, name: str) -> list[str]:
+    """Complete versions of a model, oldest first (``v1``, ``v2``…)."""
+    fs, root = _store.store_root(store)
+    base = f"{root}/{model_path(name, '')}".rstrip("/")
+    try:
+        entries = fs.ls(base, detail=False)
+    except (FileNotFoundError, OSError):
+        return []
+    out = []
+    for e in entries:
+        v = posixpath.basename(e.rstrip("/"))
+        if _version_number(v) > 0 and fs.exists(f"{base}/{v}/{_META}"):
+            out.append(v)
+    return sorted(out, key=_version_number)
+
+
+def list_models(store: str) -> list[dict[str, Any]]:
+    """``model.json`` of every version of every model, by name then version."""
+    fs, root = _store.store_root(store)
+    try:
+        names = sorted(posixpath.basename(p.rstrip("/")) for p in fs.ls(f"{root}/{MODELS}",
+                                                                          detail=False))
+    except (FileNotFoundError, OSError):
+        return []
+    out = []
+    for name in names:
+        if name.startswith(".") or not _NAME.match(name):
+            continue
+        out += [read_model_json(store, name, v) for v in list_versions(store, name)]
+    return out
+
+
+def next_version(store: str, name: str) -> str:
+    """The version the next :func:`save_model` of ``name`` gets."""
+    versions = list_versions(store, name)
+    return f"v{_version_number(versions[-1]) + 1 if versions else 1}"
+
+
+def resolve_version(store: str, name: str, version: str | None) -> str:
+    """``version``, or the latest one; :class:`ModelError` when there is none."""
+    versions = list_versions(store, name)
+    if version in (None, "latest"):
+        if not versions:
+            raise ModelError(f"no model {name!r} in store {store!r} (medpipe models list)")
+        return versions[-1]
+    if version not in versions:
+        raise ModelError(f"model {name!r} has no version {version!r}; versions: {versions}")
+    return version
+
+
+def save_model(
+    store: str,
+    name: str,
+    model: Any,
+    meta: dict[str, Any],
+    *,
+    files: dict[str, bytes] | None = None,
+) -> str:
+    """Save a fitted model as the next version of ``name`` (atomically).
+
+    Parameters
+    ----------
+    store
+        Store URL or path.
+    name
+        Model name.
+    model
+        The fitted estimator (every type in it must be in :data:`TRUSTED_TYPES`).
+    meta
+        Written to ``model.json`` with ``name``, ``version`` and ``created_at`` added.
+    files
+        Extra files (a ROC PNG…) to write in the version folder.
+
+    Returns
+    -------
+    str
+        The version (``v<N>``).
+    """
+    data = sio.dumps(model)
+    untrusted = sorted(set(sio.get_untrusted_types(data=data)) - set(TRUSTED_TYPES))
+    if untrusted:  # would be refused at load time: fail now, not at scoring
+        raise ModelError(f"model contains types outside the trusted list: {untrusted}")
+    version = next_version(store, name)
+    meta = {
+        "name": name,
+        "version": version,
+        "created_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        **meta,
+    }
+    fs, _ = _store.store_root(store)
+    with _store.atomic_group(store, model_path(name, version)) as tmp:
+        fs.makedirs(tmp, exist_ok=True)
+        with fs.open(f"{tmp}/{_PIPELINE}", "wb") as fh:
+            fh.write(data)
+        for fname, blob in (files or {}).items():
+            with fs.open(f"{tmp}/{fname}", "wb") as fh:
+                fh.write(blob)
+        with fs.open(f"{tmp}/{_META}", "w") as fh:
+            json.dump(meta, fh, indent=2, default=str)
+    return version
+
+
+def read_model_json(store: str, name: str, version: str | None = None) -> dict[str, Any]:
+    """The ``model.json`` of a model version (latest by default)."""
+    version = resolve_version(store, name, version)
+    fs, root = _store.store_root(store)
+    with fs.open(f"{root}/{model_path(name, version)}/{_META}") as fh:
+        return json.load(fh)
+
+
+def write_model_file(store: str, name: str, version: str, fname: str, blob: bytes) -> str:
+    """Add a report file (e.g. ``reports/val.json``) to a model version; returns its path."""
+    fs, root = _store.store_root(store)
+    path = f"{model_path(name, version)}/{fname}"
+    fs.makedirs(posixpath.dirname(f"{root}/{path}"), exist_ok=True)
+    with fs.open(f"{root}/{path}", "wb") as fh:
+        fh.write(blob)
+    return path
+
+
+def read_model_file(store: str, name: str, version: str, fname: str) -> bytes:
+    """Read a file of a model version."""
+    fs, root = _store.store_root(store)
+    with fs.open(f"{root}/{model_path(name, version)}/{fname}", "rb") as fh:
+        return fh.read()
+
+
+def load_model(store: str, name: str, version: str | None = None) -> tuple[Any, dict[str, Any]]:
+    """Load a model version (latest by default) and its ``model.json``.
+
+    Raises
+    ------
+    UntrustedModelError
+        The file names a type outside :data:`TRUSTED_TYPES`; nothing is instantiated.
+    ModelError
+        No such model, or an unreadable file.
+    """
+    meta = read_model_json(store, name, version)
+    data = read_model_file(store, name, meta["version"], _PIPELINE)
+    try:
+        untrusted = sorted(set(sio.get_untrusted_types(data=data)) - set(TRUSTED_TYPES))
+    except Exception as err:  # noqa: BLE001 - a corrupt archive is a model error
+        raise ModelError(f"model {name}:{meta['version']} is unreadable: {err}") from None
+    if untrusted:
+        raise UntrustedModelError(
+            f"model {name}:{meta['version']} contains untrusted types {untrusted}; "
+            "refusing to load it (it was not written by medpipe or has been altered)"
+        )
+    try:
+        model = sio.loads(data, trusted=list(TRUSTED_TYPES))
+    except Exception as err:  # noqa: BLE001
+        if type(err).__name__ == "UntrustedTypesFoundException":
+            raise UntrustedModelError(f"model {name}:{meta['version']}: {err}") from None
+        raise ModelError(f"model {name}:{meta['version']} cannot be loaded: {err}") from None
+    return model, meta
