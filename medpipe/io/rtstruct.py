@@ -8,6 +8,7 @@ combine with XOR (even-odd), so an inner contour cuts a hole.
 
 from __future__ import annotations
 
+import io
 import math
 import re
 import warnings
@@ -174,7 +175,9 @@ def rasterize_rtstruct(root: Path, rel: str, image: Series) -> dict[str, np.ndar
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            ds = pydicom.dcmread(path)
+            # One read of the file, then parsing from memory (pydicom's many small reads
+            # of a file cost more than the parse itself for structure sets).
+            ds = pydicom.dcmread(io.BytesIO(path.read_bytes()))
     except (InvalidDicomError, OSError, EOFError, ValueError) as exc:
         line = " ".join(str(exc).split())[:200]
         raise InvalidSourceError(f"unreadable RTSTRUCT: {line}", path=rel) from None
