@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DEMO_DIR ?= demo-output
 
-.PHONY: venv test lint demo bench clean
+.PHONY: venv test lint demo bench clean browser server
 
 venv: $(STAMP)
 
@@ -18,8 +18,23 @@ $(STAMP): pyproject.toml
 lint: $(STAMP)
 	$(BIN)/ruff check medpipe flows tests bench
 
-test: lint
+# the browser test drives Debian's chromium (Playwright's own download does not work here)
+CHROMIUM ?= /usr/bin/chromium
+
+test: lint browser
 	$(BIN)/python -m pytest
+
+browser:
+	@test -x $(CHROMIUM) || { \
+	  echo "installing chromium for the browser test"; \
+	  SUDO=$$(test "$$(id -u)" = 0 || echo sudo); \
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -q && \
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+	    chromium fonts-liberation; }
+
+# a local Prefect server with its embedded SQLite database (the UI at http://127.0.0.1:4200)
+server: $(STAMP)
+	PREFECT_SERVER_ANALYTICS_ENABLED=false $(BIN)/prefect server start --host 127.0.0.1 --port 4200
 
 demo: $(STAMP)
 	$(BIN)/medpipe demo --out $(DEMO_DIR)
