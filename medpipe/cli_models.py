@@ -2,10 +2,247 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Annotated
+
 import typer
 
 __all__ = ["register"]
 
+sample_app = typer.Typer(help="Build sample archives.", no_args_is_help=True)
+models_app = typer.Typer(help="The model registry of a store.", no_args_is_help=True)
+
+StoreArg = Annotated[str, typer.Argument(help="Store path or fsspec URL.")]
+ModelOpt = Annotated[str, typer.Option("--model", help="NAME or NAME:VERSION (default latest).")]
+ClusterOpt = Annotated[
+    str, typer.Option("--cluster", help="local | local:N | tcp://host:port | slurm | kubernetes")
+]
+
+
+def _cli():  # noqa: ANN202 - medpipe.cli imports this module: import it lazily
+    from medpipe import cli
+
+    return cli
+
+
+@sample_app.command("medmnist")
+def sample_medmnist(
+    name: Annotated[str, typer.Option(help="breastmnist or pneumoniamnist.")],
+    out: Annotated[Path, typer.Option(help="Archive folder to write.")],
+    npz: Annotated[
+        Path | None,
+        typer.Option(exists=True, dir_okay=False, help="Local MedMNIST .npz (default: download)."),
+    ] = None,
+    split: Annotated[
+        list[str] | None, typer.Option(help="Only these splits (repeatable): train, val, test.")
+    ] = None,
+    limit: Annotated[int | None, typer.Option(help="At most N images per split.")] = None,
+) -> None:
+    """Write a MedMNIST set as a DICOM archive (one secondary capture per image) + labels.csv."""
+    from medpipe.errors import MedpipeError
+    from medpipe.sample import build_medmnist_archive, download_medmnist
+
+    cli = _cli()
+    try:
+        if npz is None:
+            npz = download_medmnist(name, root=out / ".download")
+        archive = build_medmnist_archive(npz, out, name=name, splits=split or None, limit=limit)
+    except MedpipeError as err:
+        raise cli._fail(err) from None
+    import pandas as pd
+
+    counts = pd.read_csv(archive / "labels.csv").groupby("split").size().to_dict()
+    cli.console.print(f"archive: {archive} ({counts}); labels: {archive / 'labels.csv'}")
+
+
+def _feature_group(store: str, features: str | None, config: Path | None, source: str) -> str:
+    from medpipe import store as st
+    from medpipe.errors import ConfigError
+    from medpipe.features import FeatureConfig
+    from medpipe.features.dataset import features_group
+
+    if features:
+        return features
+    if config is not None:
+        return features_group(_cli()._load_config(FeatureConfig, config), source=source)
+    fs, root = st.store_root(store)
+    try:
+        tables = sorted(
+            f"features/{e['name'].rstrip('/').rsplit('/', 1)[-1]}"
+            for e in fs.ls(f"{root}/features", detail=True)
+            if e.get("type") == "directory"
+            and not e["name"].rstrip("/").rsplit("/", 1)[-1].startswith(".")
+        )
+    except (FileNotFoundError, OSError):
+        tables = []
+    if len(tables) == 1:
+        return tables[0]
+    if not tables:
+        raise _cli()._fail(ConfigError(f"no feature table in {store}: run medpipe features"))
+    raise _cli()._fail(
+        ConfigError(f"{store} has several feature tables {tables}: pass --features or --config")
+    )
+
+
+def train(
+    store: StoreArg,
+    labels: Annotated[Path, typer.Option(exists=True, dir_okay=False, help="Label CSV/Parquet.")],
+    model: Annotated[str, typer.Option("--model", help="Model name.")],
+    estimator: Annotated[str, typer.Option(help="svm | logreg | rf | all")] = "all",
+    features: Annotated[str | None, typer.Option(help="Feature table group.")] = None,
+    config: Annotated[
+        Path | None, typer.Option(exists=True, dir_okay=False, help="Feature config YAML.")
+    ] = None,
+    source: Annotated[str, typer.Option(help="images or preprocessed/<hash>")] = "images",
+    folds: Annotated[int, typer.Option(help="Patient-grouped CV folds.")] = 5,
+    evaluate_split: Annotated[
+        str, typer.Option("--evaluate", help="Held-out split to evaluate afterwards ('' = none).")
+    ] = "val",
+    cluster: ClusterOpt = "local",
+    demo_secret: Annotated[bool, typer.Option("--demo-secret")] = False,
+) -> None:
+    """Train on the 'train' rows (all rows without a split column) with grouped-CV selection."""
+    from flows.train import TrainParams, train_flow
+    from medpipe.models.metrics import METRICS, format_metric
+
+    cli = _cli()
+    if estimator not in ("svm", "logreg", "rf", "all"):
+        raise cli._fail(ValueError(f"--estimator must be svm, logreg, rf or all, not {estimator}"))
+    group = _feature_group(store, features, config, source)
+    params = TrainParams(
+        store=store, model=model, labels=str(labels), features=group, source=source,
+        estimator=estimator, n_splits=folds, evaluate_split=evaluate_split or None,
+        cluster=cluster, demo_secret=demo_secret,
+    )
+    out = cli._run_flow(train_flow, params=params)
+    res = out["train"]
+    cli.console.print(
+        f"model [bold]{res['name']}:{res['version']}[/] ({res['estimator']}, "
+        f"{res['n_train']} training samples); CV AUC by estimator: "
+        + ", ".join(f"{k} {v:.3f}" for k, v in res["search"].items())
+    )
+    cli.console.print("cross-validation (out-of-fold, patient-grouped):")
+    for k in METRICS:
+        cli.console.print("  " + format_metric(k, res["metrics"][k]))
+    ev = out.get("evaluation")
+    if ev:
+        cli.console.print(f"held-out {ev['split']} (n={ev['n']}):")
+        for line in ev["lines"]:
+            cli.console.print("  " + line)
+
+
+def evaluate(
+    store: StoreArg,
+    model: ModelOpt,
+    split: Annotated[str, typer.Option(help="val | test")] = "val",
+    labels: Annotated[
+        Path | None,
+        typer.Option(exists=True, dir_okay=False, help="Labels (default: those used to train)."),
+    ] = None,
+    n_boot: Annotated[int, typer.Option(help="Bootstrap resamples for the CIs.")] = 1000,
+    demo_secret: Annotated[bool, typer.Option("--demo-secret")] = False,
+) -> None:
+    """Print a model's metrics with 95% CIs on a split and write the report."""
+    from medpipe.config import resolve_secret
+    from medpipe.errors import MedpipeError
+    from medpipe.models.train import evaluate_model
+
+    cli = _cli()
+    try:
+        secret = resolve_secret(allow_demo=demo_secret) if labels is not None else None
+        out = evaluate_model(store, model=model, split=split, labels=labels, secret=secret,
+                             n_boot=n_boot)
+    except MedpipeError as err:
+        raise cli._fail(err) from None
+    cli.console.print(f"{out['model']} on {split} (n={out['n']}, {out['n_positive']} positive)")
+    for line in out["lines"]:
+        typer.echo(line)
+    c = out["confusion"]
+    cli.console.print(f"confusion: TP {c['tp']}  FP {c['fp']}  FN {c['fn']}  TN {c['tn']}")
+    cli.console.print(f"report: {store}/{out['report']}  ROC: {store}/{out['roc']}")
+
+
+def score(
+    store: StoreArg,
+    model: ModelOpt,
+    features: Annotated[str | None, typer.Option(help="Feature table (default: model's).")] = None,
+    limit: Annotated[int | None, typer.Option(help="Only the first N unscored samples.")] = None,
+    cluster: ClusterOpt = "local",
+) -> None:
+    """Score every sample that has features and no score yet for that model version."""
+    from flows.score import ScoreParams, score_flow
+
+    cli = _cli()
+    out = cli._run_flow(score_flow, params=ScoreParams(store=store, model=model,
+                                                       features=features, limit=limit,
+                                                       cluster=cluster))
+    cli.console.print(
+        f"scored {out['scored']} new samples; {out['total']} in {store}/{out['group']}"
+    )
+
+
+@models_app.command("list")
+def models_list(store: StoreArg) -> None:
+    """List the registered models with their estimator and metrics."""
+    from rich.table import Table
+
+    from medpipe.models.registry import list_models
+
+    cli = _cli()
+    table = Table(title=f"{store}: models")
+    for col in ("model", "estimator", "created", "n train", "CV AUC", "features"):
+        table.add_column(col)
+    for m in list_models(store):
+        auc = m.get("metrics", {}).get("cv", {}).get("auc", {})
+        table.add_row(
+            f"{m['name']}:{m['version']}", m.get("estimator", ""), m.get("created_at", ""),
+            str(m.get("labels", {}).get("n_train", "")),
+            f"{auc.get('value', float('nan')):.3f}" if auc else "",
+            m.get("features_group", ""),
+        )
+    cli.console.print(table)
+
+
+@models_app.command("show")
+def models_show(
+    store: StoreArg,
+    model: Annotated[str, typer.Argument(help="NAME or NAME:VERSION")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print model.json.")] = False,
+) -> None:
+    """Show a model's model.json summary (metrics with CIs, configs, versions)."""
+    from medpipe.errors import MedpipeError
+    from medpipe.models.metrics import METRICS, format_metric
+    from medpipe.models.registry import parse_model_ref, read_model_json
+
+    cli = _cli()
+    try:
+        meta = read_model_json(store, *parse_model_ref(model))
+    except MedpipeError as err:
+        raise cli._fail(err) from None
+    if as_json:
+        typer.echo(json.dumps(meta, indent=2))
+        return
+    c = cli.console
+    c.print(f"[bold]{meta['name']}:{meta['version']}[/]  {meta['estimator']} "
+            f"{meta.get('best_params')}  created {meta['created_at']}")
+    c.print(f"features: {meta['features_group']} (config {meta['feature_config_hash']}, "
+            f"{len(meta['feature_names'])} features, source {meta['source']})")
+    lb = meta["labels"]
+    c.print(f"labels: {lb['source']} -> {lb['path']} (by {lb['key']}; {lb['n_train']} train, "
+            f"{lb['n_positive']} positive, {lb['n_patients']} patients)")
+    c.print(f"catalog snapshot: {meta['catalog_hash']}")
+    for split, metrics in meta.get("metrics", {}).items():
+        c.print(f"{split}:")
+        for k in METRICS:
+            c.print("  " + format_metric(k, metrics[k]))
+    c.print("libraries: " + ", ".join(f"{k} {v}" for k, v in meta["libraries"].items()))
+
 
 def register(app: typer.Typer) -> None:
     """Add the model commands to the ``medpipe`` app."""
+    app.add_typer(sample_app, name="sample")
+    app.add_typer(models_app, name="models")
+    app.command()(train)
+    app.command()(evaluate)
+    app.command()(score)

@@ -30,7 +30,7 @@ import dask.array as da
 import numpy as np
 from dask_ml.linear_model import LogisticRegression
 from dask_ml.model_selection import GridSearchCV
-from dask_ml.preprocessing import StandardScaler
+from dask_ml.preprocessing import StandardScaler as _DaskStandardScaler
 from dask_ml.wrappers import Incremental, ParallelPostFit
 from sklearn.base import clone
 from sklearn.calibration import CalibratedClassifierCV
@@ -57,6 +57,39 @@ __all__ = [
     "fit_final",
     "out_of_fold",
 ]
+
+class StandardScaler(_DaskStandardScaler):
+    """dask-ml's :class:`~dask_ml.preprocessing.StandardScaler`, NumPy input kept in NumPy.
+
+    dask-ml 2025.1's scaler computes the statistics of a NumPy array through a Dask
+    graph — a nested compute on the cluster when it runs inside a search task (seconds
+    per fit, serialising a grid search) — and scales NumPy input *in place*.  Here NumPy
+    input is fitted with NumPy (same attributes and values) and transformed on a copy;
+    Dask arrays and data frames go to dask-ml unchanged.
+    """
+
+    def fit(self, X: Any, y: Any = None) -> StandardScaler:  # noqa: N803 - sklearn API
+        if not isinstance(X, np.ndarray):
+            return super().fit(X, y)
+        self._reset()
+        x = np.asarray(X, dtype=np.float64)
+        if self.with_mean:
+            self.mean_ = np.nanmean(x, axis=0)
+        if self.with_std:
+            var = np.nanvar(x, axis=0)
+            scale = var.copy()
+            scale[scale == 0] = 1
+            self.var_ = var
+            self.scale_ = np.sqrt(scale)
+        self.n_samples_seen_ = x.shape[0]
+        self.n_features_in_ = x.shape[1]
+        return self
+
+    def transform(self, X: Any, y: Any = None, copy: bool | None = None) -> Any:  # noqa: N803
+        if isinstance(X, np.ndarray):
+            X = X.astype(np.float64, copy=True)  # noqa: N806
+        return super().transform(X, y, copy)
+
 
 #: Estimator kinds; ``all`` in the CLI means each of them, best by CV AUC.
 ESTIMATORS = ("svm", "logreg", "rf")
@@ -158,16 +191,29 @@ def _final_step(model: Any) -> Any:
 
 
 def _proba_block(est: Any, x: np.ndarray) -> np.ndarray:
-    """P(class 1) of an in-memory block; logistic of the margin for hinge-loss models."""
+    """P(class 1) of an in-memory block (NaN for rows with a non-finite feature).
+
+    Hinge-loss models (the incremental SVM) have no probabilities: their score is the
+    logistic function of the margin, which ranks samples the same way.
+    """
+    # a copy: dask-ml's StandardScaler.transform scales NumPy input *in place*
+    x = np.array(x, dtype=np.float64, copy=True)
+    out = np.full(x.shape[0], np.nan)
+    ok = np.isfinite(x).all(axis=1)
+    if not ok.any():
+        return out
+    x = x[ok]
     clf = est[-1] if isinstance(est, Pipeline) else est
     base = getattr(clf, "estimator_", None) if isinstance(clf, Incremental) else clf
     if isinstance(base, SGDClassifier) and base.loss == "hinge":
         xt = est[:-1].transform(x) if isinstance(est, Pipeline) else x
         margin = np.asarray(base.decision_function(xt), dtype=float)
-        return 1.0 / (1.0 + np.exp(-margin))
+        out[ok] = 1.0 / (1.0 + np.exp(-np.clip(margin, -500, 500)))
+        return out
     proba = np.asarray(est.predict_proba(x), dtype=float)
     classes = list(getattr(clf, "classes_", [0, 1]))
-    return proba[:, classes.index(1)] if 1 in classes else proba[:, -1]
+    out[ok] = proba[:, classes.index(1)] if 1 in classes else proba[:, -1]
+    return out
 
 
 def positive_proba(model: Any, x: np.ndarray | da.Array) -> np.ndarray | da.Array:
@@ -247,7 +293,9 @@ def search(
         for p, m, s in zip(res["params"], res["mean_test_score"], res["std_test_score"],
                            strict=True)
     ]
-    return SearchResult(kind, _plain(gs.best_params_), float(gs.best_score_), candidates, large)
+    best = int(np.nanargmax(res["mean_test_score"]))
+    return SearchResult(kind, candidates[best]["params"], candidates[best]["mean_auc"],
+                        candidates, large)
 
 
 def _plain(params: dict[str, Any]) -> dict[str, Any]:
@@ -301,10 +349,20 @@ def _scheduler() -> Any:
 
 @contextlib.contextmanager
 def _joblib_dask() -> Iterator[bool]:
-    """joblib's Dask backend when a distributed client is reachable, else a no-op."""
-    try:
-        from distributed import get_client
+    """joblib's Dask backend when a distributed client is current, else a no-op.
 
+    Not from inside a worker task: joblib's backend cannot run from a seceded worker
+    thread (the caller should hold a client of its own, as the train flow does).
+    """
+    try:
+        from distributed import get_client, get_worker
+
+        try:
+            get_worker()
+            yield False
+            return
+        except ValueError:
+            pass
         get_client()
     except (ImportError, ValueError):
         yield False

@@ -8,7 +8,15 @@ from collections.abc import Mapping
 import numpy as np
 from sklearn.metrics import confusion_matrix, roc_auc_score, roc_curve
 
-__all__ = ["METRICS", "binary_metrics", "point_metrics", "confusion", "roc_png", "format_metric"]
+__all__ = [
+    "METRICS",
+    "binary_metrics",
+    "point_metrics",
+    "confusion",
+    "roc_png",
+    "format_metric",
+    "youden_threshold",
+]
 
 #: Reported metrics, in order.
 METRICS = ("auc", "accuracy", "sensitivity", "specificity", "balanced_accuracy")
@@ -96,9 +104,29 @@ def binary_metrics(
     return out
 
 
+def youden_threshold(y_true: np.ndarray, prob: np.ndarray) -> float:
+    """The probability threshold maximising Youden's J (sensitivity + specificity - 1).
+
+    Returns 0.5 when either class is absent.  Ties take the threshold closest to 0.5.
+    """
+    y = np.asarray(y_true).astype(int)
+    p = np.asarray(prob, dtype=float)
+    if not (y == 1).any() or not (y == 0).any():
+        return 0.5
+    fpr, tpr, thr = roc_curve(y, p)
+    j = tpr - fpr
+    best = np.flatnonzero(np.isclose(j, j.max()))
+    finite = [i for i in best if np.isfinite(thr[i])]
+    if not finite:
+        return 0.5
+    i = min(finite, key=lambda k: abs(thr[k] - 0.5))
+    return float(min(max(thr[i], 0.0), 1.0))
+
+
 def format_metric(name: str, m: Mapping[str, float]) -> str:
     """``AUC 0.912 (95% CI 0.87-0.95)``."""
-    return f"{_LABELS.get(name, name)} {m['value']:.3f} (95% CI {m['ci_low']:.2f}-{m['ci_high']:.2f})"
+    label = _LABELS.get(name, name)
+    return f"{label} {m['value']:.3f} (95% CI {m['ci_low']:.2f}-{m['ci_high']:.2f})"
 
 
 def confusion(y_true: np.ndarray, prob: np.ndarray, *, threshold: float = 0.5) -> dict:

@@ -46,6 +46,7 @@ TRUSTED_TYPES: tuple[str, ...] = (
     "dask_ml.wrappers.ParallelPostFit",
     "dask_ml.wrappers.Incremental",
     "dask_ml.preprocessing.data.StandardScaler",
+    "medpipe.models.estimators.StandardScaler",
     "dask_ml.linear_model.glm.LogisticRegression",
     "sklearn.pipeline.Pipeline",
     "sklearn.feature_selection._variance_threshold.VarianceThreshold",

@@ -1,0 +1,58 @@
+"""Score flow: probabilities for every sample a model version has not scored yet."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.logging import get_run_logger
+from pydantic import BaseModel, ConfigDict, Field
+
+from flows._runner import dask_runner, log_dashboard, on_cluster
+from medpipe.models.train import score_model
+
+__all__ = ["ScoreParams", "score_flow", "score_task"]
+
+
+class ScoreParams(BaseModel):
+    """What to score (rendered as a form in the Prefect UI)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    store: str = Field(description="Store path or fsspec URL")
+    model: str = Field(description="NAME or NAME:VERSION (default latest)")
+    features: str | None = Field(None, description="Feature table; default the model's")
+    limit: int | None = Field(None, description="Only the first N unscored samples (dev run)")
+    cluster: str = Field("local", description="local | local:N | tcp://host:port | slurm")
+
+
+@task(name="score-model")
+def score_task(params: ScoreParams) -> dict[str, Any]:
+    """Score the pending samples block-wise on the whole cluster."""
+    with on_cluster():
+        return score_model(params.store, model=params.model, features=params.features,
+                           limit=params.limit)
+
+
+@flow(name="score")
+def score_flow(params: ScoreParams) -> dict[str, Any]:
+    """Write ``scores/<name>/<version>`` for every sample with features and no score yet.
+
+    Returns
+    -------
+    dict
+        ``group``, ``scored`` (this run) and ``total``.
+    """
+    with dask_runner(params.cluster) as runner:
+        log_dashboard(runner)
+        result = runner.submit(score_task, parameters={"params": params}).result()
+    get_run_logger().info("scored %d new samples (%d in %s)", result["scored"],
+                          result["total"], result["group"])
+    create_markdown_artifact(
+        markdown=(f"### scores of {params.model}\n\n| new | total | group |\n|---|---|---|\n"
+                  f"| {result['scored']} | {result['total']} | `{result['group']}` |\n"),
+        key="score-summary",
+        description=f"medpipe score {params.model}",
+    )
+    return result

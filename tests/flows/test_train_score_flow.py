@@ -1,0 +1,66 @@
+"""Train and score flows on a real LocalCluster under the Prefect test server."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from flows.score import ScoreParams, score_flow
+from flows.train import TrainParams, train_flow
+from medpipe import ingest
+from medpipe.features import FeatureConfig
+from medpipe.features.dataset import feature_table, features_group, write_features
+from medpipe.models import registry as reg
+from medpipe.models.train import open_scores
+from medpipe.sample import build_medmnist_archive
+from tests.models.conftest import SECRET, write_npz
+
+
+@pytest.fixture(scope="module")
+def labelled_store(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    root = tmp_path_factory.mktemp("trainflow")
+    npz = write_npz(root / "tiny.npz", n_train=36, n_val=12)
+    archive = build_medmnist_archive(npz, root / "archive", name="breastmnist")
+    store = str(root / "store.zarr")
+    ingest.ingest_archive(str(archive), store, secret=SECRET)
+    cfg = FeatureConfig(families=("pixels", "histogram"), pixels_size=8)
+    write_features(feature_table(store, config=cfg), store=store, path=features_group(cfg))
+    return {"store": store, "archive": archive, "config": cfg}
+
+
+@pytest.mark.timeout(600)
+def test_train_then_score_flow(labelled_store: dict) -> None:
+    store = labelled_store["store"]
+    params = TrainParams(
+        store=store, model="flowmodel", labels=str(labelled_store["archive"] / "labels.csv"),
+        feature_config=labelled_store["config"], estimator="rf", n_splits=3, cluster="local:2",
+    )
+    out = train_flow(params=params)
+    assert out["train"]["estimator"] == "rf"
+    assert out["evaluation"]["split"] == "val" and out["evaluation"]["n"] == 12
+    assert reg.list_versions(store, "flowmodel") == [out["train"]["version"]]
+    model, _ = reg.load_model(store, "flowmodel")  # RF refitted under joblib's Dask backend
+    assert len(model.estimator[-1].estimators_) == 300
+
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        keys = {a.key for a in client.read_artifacts()}
+    assert {"flowmodel-cv-metrics", "flowmodel-cv-roc", "flowmodel-val-metrics",
+            "flowmodel-val-roc"} <= keys
+
+    res = score_flow(params=ScoreParams(store=store, model="flowmodel", cluster="local:2"))
+    assert res["scored"] == res["total"] == 48
+    scores = open_scores(store, res["group"]).load()
+    assert np.isfinite(scores["probability"].values).all()
+    again = score_flow(params=ScoreParams(store=store, model="flowmodel:v1", cluster="local:1"))
+    assert again["scored"] == 0
+
+
+def test_params_are_a_form() -> None:
+    """Pydantic parameters: Prefect renders them as a form from their JSON schema."""
+    schema = TrainParams.model_json_schema()
+    assert {"store", "model", "labels", "estimator", "feature_config"} <= set(
+        schema["properties"])
+    assert schema["properties"]["estimator"]["enum"] == ["svm", "logreg", "rf", "all"]
+    assert "model" in ScoreParams.model_json_schema()["properties"]

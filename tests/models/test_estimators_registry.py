@@ -1,0 +1,129 @@
+"""Grid search against scikit-learn's, grouped folds, skops registry and tampering."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import skops.io as sio
+from sklearn.model_selection import GridSearchCV as SkGridSearchCV
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import FunctionTransformer
+
+from medpipe.errors import ModelError, UntrustedModelError
+from medpipe.models import estimators as est
+from medpipe.models import registry as reg
+
+
+def _data(n: int = 120, d: int = 6, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, d))
+    y = (x[:, 0] + 0.8 * rng.normal(size=n) > 0).astype(int)
+    groups = np.arange(n) // 3
+    return x, y, groups
+
+
+def test_grouped_folds_never_split_a_group() -> None:
+    x, y, groups = _data()
+    folds = est.grouped_folds(y, groups, n_splits=5)
+    assert len(folds) == 5
+    seen = np.zeros(len(y), int)
+    for tr, te in folds:
+        assert not set(groups[tr]) & set(groups[te])
+        seen[te] += 1
+    assert (seen == 1).all()
+    with pytest.raises(ModelError):
+        est.grouped_folds(np.array([0, 0, 1, 1]), np.array([0, 0, 1, 1]))
+
+
+@pytest.mark.parametrize("kind", ["svm", "rf"])
+def test_search_equals_sklearn_gridsearch(kind: str) -> None:
+    """dask-ml's GridSearchCV on the same folds gives scikit-learn's fold scores."""
+    x, y, groups = _data()
+    folds = est.grouped_folds(y, groups, n_splits=4)
+    grid = est.param_grid(kind)
+    if kind == "rf":
+        grid = {k: v[:1] if k.endswith("leaf") else v for k, v in grid.items()}
+    got = est.search(kind, x, y, groups, folds=folds)
+    ref = SkGridSearchCV(est.make_pipeline(kind), grid, cv=folds, scoring=est.auc_scorer)
+    ref.fit(x, y)
+    ref_scores = {json.dumps(p, sort_keys=True, default=str): s for p, s in
+                  zip(ref.cv_results_["params"], ref.cv_results_["mean_test_score"],
+                      strict=True)}
+    mine = {json.dumps(c["params"], sort_keys=True, default=str): c["mean_auc"]
+            for c in got.candidates}
+    assert set(ref_scores) <= set(mine)
+    for key, score in ref_scores.items():
+        assert mine[key] == pytest.approx(score, abs=1e-9)
+    assert got.best_score == pytest.approx(max(mine.values()))
+
+
+def test_logreg_and_incremental_svm_fit_and_predict() -> None:
+    x, y, groups = _data(200)
+    folds = est.grouped_folds(y, groups, n_splits=3)
+    for kind, large in (("logreg", False), ("svm", True)):
+        res = est.search(kind, x, y, groups, folds=folds, large=large)
+        assert res.best_score > 0.7  # the signal is strong: both must find it
+        model = est.fit_final(res, x, y)
+        p = est.positive_proba(model, x)
+        assert p.shape == (200,) and np.all((p >= 0) & (p <= 1))
+        import dask.array as da
+
+        lazy = est.positive_proba(model, da.from_array(x, chunks=(50, -1)))
+        np.testing.assert_allclose(lazy.compute(), p)
+
+
+def test_registry_round_trip_and_versions(tmp_path: Path) -> None:
+    store = str(tmp_path / "s.zarr")
+    x, y, groups = _data()
+    folds = est.grouped_folds(y, groups, n_splits=3)
+    model = est.fit_final(est.search("svm", x, y, groups, folds=folds), x, y)
+    v1 = reg.save_model(store, "m", model, {"feature_names": ["a"]})
+    v2 = reg.save_model(store, "m", model, {"feature_names": ["a"]})
+    assert (v1, v2) == ("v1", "v2")
+    loaded, meta = reg.load_model(store, "m")
+    assert meta["version"] == "v2"
+    np.testing.assert_array_equal(est.positive_proba(loaded, x), est.positive_proba(model, x))
+    assert [m["version"] for m in reg.list_models(store)] == ["v1", "v2"]
+    assert reg.parse_model_ref("m:v1") == ("m", "v1")
+    with pytest.raises(ModelError):
+        reg.load_model(store, "m", "v9")
+    with pytest.raises(ModelError):
+        reg.parse_model_ref("../etc")
+
+
+def test_tampered_model_is_refused(tmp_path: Path) -> None:
+    store = str(tmp_path / "s.zarr")
+    x, y, groups = _data()
+    folds = est.grouped_folds(y, groups, n_splits=3)
+    model = est.fit_final(est.search("svm", x, y, groups, folds=folds), x, y)
+    version = reg.save_model(store, "m", model, {"feature_names": ["a"]})
+    path = tmp_path / "s.zarr" / reg.model_path("m", version) / "pipeline.skops"
+
+    # 1. the file swapped for one that would call os.system on load/predict
+    evil = Pipeline([("run", FunctionTransformer(os.system))])
+    path.write_bytes(sio.dumps(evil))
+    with pytest.raises(UntrustedModelError, match="os.system|posix.system"):
+        reg.load_model(store, "m", version)
+
+    # 2. the original file edited in place: a class renamed to an arbitrary importable type
+    data = sio.dumps(model)
+    src = zipfile.ZipFile(io.BytesIO(data))
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as dst:
+        for item in src.infolist():
+            blob = src.read(item.filename)
+            if item.filename == "schema.json":
+                blob = blob.replace(b'"sklearn.svm._classes"', b'"subprocess"').replace(
+                    b'"LinearSVC"', b'"Popen"')
+            dst.writestr(item, blob)
+    path.write_bytes(buf.getvalue())
+    with pytest.raises(UntrustedModelError, match="subprocess.Popen"):
+        reg.load_model(store, "m", version)
+    # a caller may catch it as a ValueError too
+    assert issubclass(UntrustedModelError, ValueError)
