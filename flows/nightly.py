@@ -30,8 +30,11 @@ from medpipe.store import store_lock, store_root
 
 __all__ = ["nightly_flow", "NIGHTLY_FEATURES"]
 
-#: Feature families of the nightly run (2D/3D texture and intensity, shape of ROIs).
-NIGHTLY_FEATURES = FeatureConfig(families=("firstorder", "histogram", "glcm", "texture"))
+#: Feature families of the nightly run: intensity, texture, and the appearance families
+#: (resampled pixels, HOG) that carry most of the signal on small 2D images.
+NIGHTLY_FEATURES = FeatureConfig(
+    families=("firstorder", "histogram", "glcm", "texture", "pixels", "hog")
+)
 
 
 @contextmanager
@@ -128,6 +131,7 @@ def nightly_flow(
                 retrain=retrain,
                 features_group=out["features"]["group"],
                 cluster=cluster_address,
+                demo_secret=demo_secret,
             )
     out["report"] = _report(store, run_id, out, stages)
     _artifacts(store, out, stages)

@@ -31,8 +31,9 @@ class ScoreParams(BaseModel):
 def score_task(params: ScoreParams) -> dict[str, Any]:
     """Score the pending samples block-wise on the whole cluster."""
     with on_cluster():
-        return score_model(params.store, model=params.model, features=params.features,
-                           limit=params.limit)
+        return score_model(
+            params.store, model=params.model, features=params.features, limit=params.limit
+        )
 
 
 @flow(name="score")
@@ -47,11 +48,14 @@ def score_flow(params: ScoreParams) -> dict[str, Any]:
     with dask_runner(params.cluster) as runner:
         log_dashboard(runner)
         result = runner.submit(score_task, parameters={"params": params}).result()
-    get_run_logger().info("scored %d new samples (%d in %s)", result["scored"],
-                          result["total"], result["group"])
+    get_run_logger().info(
+        "scored %d new samples (%d in %s)", result["scored"], result["total"], result["group"]
+    )
     create_markdown_artifact(
-        markdown=(f"### scores of {params.model}\n\n| new | total | group |\n|---|---|---|\n"
-                  f"| {result['scored']} | {result['total']} | `{result['group']}` |\n"),
+        markdown=(
+            f"### scores of {params.model}\n\n| new | total | group |\n|---|---|---|\n"
+            f"| {result['scored']} | {result['total']} | `{result['group']}` |\n"
+        ),
         key="score-summary",
         description=f"medpipe score {params.model}",
     )

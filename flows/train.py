@@ -86,12 +86,24 @@ def evaluate_task(store: str, model: str, split: str) -> dict[str, Any]:
     return out
 
 
-def metrics_artifacts(store: str, name: str, version: str, metrics: dict, *, title: str,
-                      png_file: str | None, key: str) -> None:
+def metrics_artifacts(
+    store: str,
+    name: str,
+    version: str,
+    metrics: dict,
+    *,
+    title: str,
+    png_file: str | None,
+    key: str,
+) -> None:
     """Publish a metrics table and the ROC plot (embedded PNG) as Prefect artifacts."""
     rows = [
-        {"metric": k, "value": round(metrics[k]["value"], 4),
-         "ci_low": round(metrics[k]["ci_low"], 4), "ci_high": round(metrics[k]["ci_high"], 4)}
+        {
+            "metric": k,
+            "value": round(metrics[k]["value"], 4),
+            "ci_low": round(metrics[k]["ci_low"], 4),
+            "ci_high": round(metrics[k]["ci_high"], 4),
+        }
         for k in METRICS
     ]
     create_table_artifact(table=rows, key=f"{key}-metrics", description=title)
@@ -99,8 +111,10 @@ def metrics_artifacts(store: str, name: str, version: str, metrics: dict, *, tit
     md = f"### {title}\n\n{lines}\n"
     if png_file:
         png = reg.read_model_file(store, name, version, png_file)
-        md += (f"\n![ROC](data:image/png;base64,{base64.b64encode(png).decode()})\n\n"
-               f"`{reg.model_path(name, version)}/{png_file}`\n")
+        md += (
+            f"\n![ROC](data:image/png;base64,{base64.b64encode(png).decode()})\n\n"
+            f"`{reg.model_path(name, version)}/{png_file}`\n"
+        )
     create_markdown_artifact(markdown=md, key=f"{key}-roc", description=title)
 
 
@@ -128,31 +142,40 @@ def train_flow(params: TrainParams) -> dict[str, Any]:
     source = params.labels.replace("\\", "/").rsplit("/", 1)[-1]
     with dask_runner(params.cluster) as runner:
         log_dashboard(runner)
-        result = train_task(
-            params, labels_path, source, scheduler=runner.client.scheduler.address
-        )
+        result = train_task(params, labels_path, source, scheduler=runner.client.scheduler.address)
         ref = f"{result['name']}:{result['version']}"
-        logger.info("registered %s (%s, CV AUC %.3f)", ref, result["estimator"],
-                    result["cv_auc"])
+        logger.info("registered %s (%s, CV AUC %.3f)", ref, result["estimator"], result["cv_auc"])
         evaluation = None
         if params.evaluate_split:
             try:
                 evaluation = runner.submit(
                     evaluate_task,
-                    parameters={"store": params.store, "model": ref,
-                                "split": params.evaluate_split},
+                    parameters={
+                        "store": params.store,
+                        "model": ref,
+                        "split": params.evaluate_split,
+                    },
                 ).result()
             except ModelError as err:
                 logger.info("no evaluation on %s: %s", params.evaluate_split, err)
     key = _key(params.model)
-    metrics_artifacts(params.store, result["name"], result["version"], result["metrics"],
-                      title=f"{ref}: patient-grouped cross-validation ({result['estimator']})",
-                      png_file="roc_cv.png", key=f"{key}-cv")
+    metrics_artifacts(
+        params.store,
+        result["name"],
+        result["version"],
+        result["metrics"],
+        title=f"{ref}: patient-grouped cross-validation ({result['estimator']})",
+        png_file="roc_cv.png",
+        key=f"{key}-cv",
+    )
     if evaluation is not None:
         for line in evaluation["lines"]:
             logger.info("%s %s", params.evaluate_split, line)
         metrics_artifacts(
-            params.store, result["name"], result["version"], evaluation["metrics"],
+            params.store,
+            result["name"],
+            result["version"],
+            evaluation["metrics"],
             title=f"{ref}: held-out {params.evaluate_split} (n={evaluation['n']})",
             png_file=(evaluation["roc"] or "").split(f"{result['version']}/", 1)[-1] or None,
             key=f"{key}-{_key(params.evaluate_split)}",

@@ -279,34 +279,74 @@ def demo(
         "demo-output"
     ),
     cluster: ClusterOpt = "local",
+    name: Annotated[str, typer.Option(help="MedMNIST set for the labelled part.")] = (
+        "breastmnist"
+    ),
 ) -> None:
-    """Build the bundled real sample archive and run the main job on it."""
+    """Build the real sample archive and run the nightly job on it (incremental on reruns)."""
+    from flows.nightly import nightly_flow
     from medpipe.sample import build_bundled_archive
 
-    archive = build_bundled_archive(out / "archive")
+    archive = out / "archive"
+    build_bundled_archive(archive / "bundled")
+    labels = _demo_medmnist(archive / "medmnist", name)
     store = str(out / "store.zarr")
     console.print(f"sample archive: {archive}")
-    _print_summary(_run_ingest(archive, store, None, cluster, True))
-
-    from flows.features import features_flow
-    from flows.preprocess import preprocess_flow
-    from medpipe.features import FeatureConfig
-    from medpipe.preprocess import PreprocessConfig
-
-    pre = _run_flow(
-        preprocess_flow, store=store, config=PreprocessConfig.default(), cluster=cluster
+    result = _run_flow(
+        nightly_flow,
+        archive=str(archive),
+        store=store,
+        labels=str(labels) if labels else None,
+        cluster=cluster,
+        demo_secret=True,
+        model=name,
     )
-    console.print(
-        f"preprocessed {pre['done']} series ({pre['skipped']} skipped): {store}/{pre['group']}"
-    )
-    feats = _run_flow(features_flow, store=store, config=FeatureConfig(), cluster=cluster)
+    _print_summary(result["ingest"])
+    for stage, secs in result["stages"].items():
+        console.print(f"  {stage:<11} {secs:6.1f} s")
+    model = result.get("model") or {}
+    if model.get("metrics"):
+        console.print(f"model {model['name']}:{model['version']} (cross-validated on train):")
+        for line in model["metrics"].values():
+            console.print(f"  {line}")
+    elif model.get("note"):
+        console.print(f"model: {model['note']}")
     console.print(
         f"\n[bold]store[/]: {store}\n"
+        f"[bold]QA report[/]: {store}/{result['report']}\n"
         f"  medpipe info {store}\n  medpipe quarantine {store}\n"
-        f"  feature table: xarray.open_zarr('{store}/{feats['group']}', consolidated=False)\n"
-        f"  an image: medpipe.store.open_image('{store}', 'images/<series>'), or in napari\n"
-        f"    with the napari-ome-zarr plugin: napari {store}/images/<series>"
+        f"  medpipe models list {store}\n"
+        f"  an image: medpipe.store.open_image('{store}', 'images/<series>'), or napari "
+        f"with napari-ome-zarr: napari {store}/images/<series>\n"
+        f"  features: xarray.open_zarr('{store}/{result['features']['group']}', "
+        "consolidated=False)\n"
+        "  the runs in the Prefect UI: run `make server`, set "
+        "PREFECT_API_URL=http://127.0.0.1:4200/api and run `make demo` again"
     )
+
+
+def _demo_medmnist(folder: Path, name: str) -> Path | None:
+    """Build the labelled MedMNIST archive once: $MEDPIPE_SAMPLE_NPZ, ../shared/data, download."""
+    from medpipe.errors import MedpipeError
+    from medpipe.sample import build_medmnist_archive, download_medmnist
+
+    labels = folder / "labels.csv"
+    if labels.exists():
+        return labels
+    shared = Path(__file__).resolve().parents[2] / "shared" / "data" / "labeled"
+    candidates = [os.environ.get("MEDPIPE_SAMPLE_NPZ"), *sorted(shared.glob(f"{name}*.npz"))]
+    npz = next((Path(c) for c in candidates if c and Path(c).is_file()), None)
+    try:
+        npz = npz or download_medmnist(name, root=folder.parent / ".medmnist")
+    except MedpipeError as err:
+        console.print(
+            f"no MedMNIST file found and no download possible ({err}); "
+            "the demo runs without the labelled part"
+        )
+        return None
+    console.print(f"labelled sample: {npz}")
+    build_medmnist_archive(npz, folder, name=name)
+    return labels
 
 
 def _register_extensions() -> None:
