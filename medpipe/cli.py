@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -37,6 +38,12 @@ def _prefect_defaults() -> None:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
     os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")  # dask's own INFO chatter
+    # dask-ml's searches set the deprecated 'fuse_ave_width' key: one FutureWarning per fit
+    quiet = "ignore::FutureWarning:dask.config"
+    current = os.environ.get("PYTHONWARNINGS", "")
+    if quiet not in current:  # for the worker processes
+        os.environ["PYTHONWARNINGS"] = f"{current},{quiet}" if current else quiet
+    warnings.filterwarnings("ignore", category=FutureWarning, module="dask.config")
 
 
 @app.callback()
