@@ -18,7 +18,8 @@ What bounds the memory, found while writing this test (dask/distributed 2026.8, 
   chain (scipy, zarr, allocator), so a 300 MB limit would leave the worker above the
   default spill (70 %) and pause (80 %) thresholds while idle.  At 400 MB the chain
   completed without deaths (peak RSS ~310 MB) but kept crossing the spill threshold and
-  pausing; the limit here is 450 MB (pause at 360 MB) and the volume is > 3× the limit.
+  pausing, and at 450 MB a run in CI once stalled with both workers paused near 350 MB;
+  the limit here is 600 MB (pause at 480 MB) and the volume is > 3× the limit.
 """
 
 from __future__ import annotations
@@ -36,9 +37,9 @@ import medpipe.preprocess as pp
 from medpipe.store import open_image, write_image
 
 SPACING = (2.0, 0.8, 0.8)
-SHAPE = (1296, 512, 512)  # float32: 1.36 GB = 3.02 × the 450 MB worker limit
+SHAPE = (1760, 512, 512)  # float32: 1.85 GB = 3.08 × the 600 MB worker limit
 CHUNKS = (16, 256, 256)  # 4 MB per block; halos on every axis
-LIMIT = 450e6
+LIMIT = 600e6
 SIGMA_MM, MEDIAN_MM, CLOSING_MM = 1.0, 1.0, 1.6
 
 
