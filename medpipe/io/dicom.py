@@ -438,6 +438,40 @@ def probe_dicom(root: Path, rel: str, *, max_bytes: int = DEFAULT_MAX_BYTES) -> 
         return _probe(Path(root), rel, max_bytes=max_bytes)
 
 
+def _image_probe(
+    rel: str,
+    uid: Any,
+    sop_uid: Any,
+    positioned: bool,
+    size: tuple[int, int, int, int, int],
+    modality: str,
+    sop: str,
+    ts: UID,
+) -> Probe:
+    """The probe of an image file: grouped by series, or alone where it cannot be stacked."""
+    rows, cols, frames, samples, _ = size
+    group = str(uid) if uid else rel
+    if uid and (frames > 1 or not positioned):
+        # A multi-frame object is a volume of its own, and images without a position
+        # (secondary capture, ultrasound, photos) cannot be stacked: each is one series.
+        group = f"{uid}/{sop_uid or rel}"
+    return Probe(
+        path=rel,
+        kind="dicom",
+        group=group,
+        role="image",
+        detail={
+            "modality": modality or "OT",
+            "sop_class_uid": sop,
+            "n_frames": frames,
+            "transfer_syntax": str(ts),
+            "rows": rows,
+            "cols": cols,
+            "samples": samples,
+        },
+    )
+
+
 def _probe(root: Path, rel: str, *, max_bytes: int) -> Probe:
     path = root / rel
     with _open_part10(path, rel) as fp:
@@ -511,28 +545,9 @@ def _probe(root: Path, rel: str, *, max_bytes: int) -> Probe:
             _check_pixel_element(fp, ts, expected, rel)
 
     uid = _get(ds, "SeriesInstanceUID", rel)
-    rows, cols, frames, samples, _ = size
-    group = str(uid) if uid else rel
     positioned = "ImagePositionPatient" in ds and "ImageOrientationPatient" in ds
-    if uid and (frames > 1 or not positioned):
-        # A multi-frame object is a volume of its own, and images without a position
-        # (secondary capture, ultrasound, photos) cannot be stacked: each is one series.
-        group = f"{uid}/{_get(ds, 'SOPInstanceUID', rel, '') or rel}"
-    return Probe(
-        path=rel,
-        kind="dicom",
-        group=group,
-        role="image",
-        detail={
-            "modality": modality or "OT",
-            "sop_class_uid": sop,
-            "n_frames": frames,
-            "transfer_syntax": str(ts),
-            "rows": rows,
-            "cols": cols,
-            "samples": samples,
-        },
-    )
+    sop_uid = _get(ds, "SOPInstanceUID", rel, "")
+    return _image_probe(rel, uid, sop_uid, positioned, size, modality, sop, ts)
 
 
 # --------------------------------------------------------------------------- fast probe
@@ -784,25 +799,8 @@ def _fast_probe(data: bytes, fp: BinaryIO, rel: str, max_bytes: int) -> Probe | 
         expected = expected * 2 // 3  # chroma subsampled 2:1 horizontally
     fp.seek(header.end)
     _check_pixel_element(fp, header.ts, expected, rel)
-    group = str(uid) if uid else rel
     positioned = 0x00200032 in header.elements and 0x00200037 in header.elements
-    if uid and (frames > 1 or not positioned):
-        group = f"{uid}/{sop_uid or rel}"
-    return Probe(
-        path=rel,
-        kind="dicom",
-        group=group,
-        role="image",
-        detail={
-            "modality": modality or "OT",
-            "sop_class_uid": sop,
-            "n_frames": frames,
-            "transfer_syntax": str(header.ts),
-            "rows": rows,
-            "cols": cols,
-            "samples": samples,
-        },
-    )
+    return _image_probe(rel, uid, sop_uid, positioned, size, modality, sop, header.ts)
 
 
 # --------------------------------------------------------------------------- DICOMDIR
