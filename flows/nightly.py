@@ -23,7 +23,7 @@ from flows.ingest import ingest_flow, summary_markdown
 from flows.preprocess import preprocess_flow
 from medpipe import catalog, report
 from medpipe.features import FeatureConfig
-from medpipe.features.dataset import features_group, open_features, stale_series
+from medpipe.features.dataset import features_group, stale_series
 from medpipe.preprocess import PreprocessConfig
 from medpipe.preprocess.apply import pending_series, preprocessed_group
 from medpipe.store import store_lock, store_root
@@ -167,51 +167,20 @@ def _unchanged_summary(run_id: str, delta: catalog.Diff) -> dict[str, Any]:
 
 def _report(store: str, run_id: str, out: dict[str, Any], stages: dict[str, float]) -> str:
     group = out["preprocess"]["group"]
-    thumbs = {
-        key: report.thumbnail_pair(store, key, preprocessed=group)
-        for key in out["preprocess"]["keys"][:4]
-    }
-    new = set(out["features"]["keys"])
-    if not new:
-        return _write(store, run_id, out, stages, thumbs, None)
-    table = open_features(store, out["features"]["group"])
-    series = [str(s) for s in table["series"].values.tolist()]
-    is_new = [s in new for s in series]
-    names = [str(n) for n in table["feature"].values[:6].tolist()]
-    values = table["features"].sel(feature=names).values  # a few columns of a small table
-    cur = {n: values[is_new, i] for i, n in enumerate(names)}
-    ref = {n: values[[not x for x in is_new], i] for i, n in enumerate(names)}
-    return _write(
-        store, run_id, out, stages, thumbs, report.drift_figure(cur, ref) if any(is_new) else None
-    )
-
-
-def _write(
-    store: str,
-    run_id: str,
-    out: dict[str, Any],
-    stages: dict[str, float],
-    thumbs: dict[str, str],
-    drift: str | None,
-) -> str:
-    cat = catalog.current(store)
-    bad = (
-        cat[cat["status"] == "quarantined"][["path", "reason"]].to_dict("records")
-        if not cat.empty
-        else []
-    )
     model = out.get("model") or {}
-    summary = {k: v for k, v in out["ingest"].items() if k != "reasons"}
     return report.write_report(
         store,
         run_id,
-        summary=summary,
+        summary={k: v for k, v in out["ingest"].items() if k != "reasons"},
         stages=stages,
-        thumbnails=thumbs,
-        drift=drift,
+        thumbnails={
+            key: report.thumbnail_pair(store, key, preprocessed=group)
+            for key in out["preprocess"]["keys"][:4]
+        },
+        drift=report.feature_drift(store, out["features"]["group"], out["features"]["keys"]),
         roc=model.get("roc_uri"),
         metrics=model.get("metrics"),
-        quarantine=bad,
+        quarantine=report.quarantine_rows(store),
     )
 
 

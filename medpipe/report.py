@@ -18,7 +18,15 @@ import numpy as np
 
 from medpipe import store as _store
 
-__all__ = ["REPORTS", "png_data_uri", "thumbnail_pair", "drift_figure", "write_report"]
+__all__ = [
+    "REPORTS",
+    "png_data_uri",
+    "thumbnail_pair",
+    "drift_figure",
+    "feature_drift",
+    "quarantine_rows",
+    "write_report",
+]
 
 #: Store folder of the QA reports.
 REPORTS = "reports"
@@ -183,3 +191,38 @@ def write_report(
     fs.makedirs(f"{root}/{REPORTS}/{run_id}", exist_ok=True)
     fs.pipe_file(f"{root}/{path}", page.encode())
     return path
+
+
+def feature_drift(
+    store: str, features_group: str, new_series: Sequence[str], *, n_features: int = 6
+) -> str | None:
+    """Drift figure of a few features: the new series' samples against all the others.
+
+    Returns ``None`` when there are no new samples.  Only ``n_features`` columns of the
+    (small) feature table are read.
+    """
+    from medpipe.features.dataset import open_features
+
+    new = set(new_series)
+    if not new:
+        return None
+    table = open_features(store, features_group)
+    is_new = np.array([str(s) in new for s in table["series"].values.tolist()])
+    if not is_new.any():
+        return None
+    names = [str(n) for n in table["feature"].values[:n_features].tolist()]
+    values = table["features"].sel(feature=names).values
+    return drift_figure(
+        {n: values[is_new, i] for i, n in enumerate(names)},
+        {n: values[~is_new, i] for i, n in enumerate(names)},
+    )
+
+
+def quarantine_rows(store: str) -> list[dict[str, Any]]:
+    """``path`` and ``reason`` of every currently quarantined file (for the report)."""
+    from medpipe import catalog
+
+    cat = catalog.current(store)
+    if cat.empty:
+        return []
+    return cat[cat["status"] == "quarantined"][["path", "reason"]].to_dict("records")
