@@ -145,14 +145,11 @@ def main() -> int:
             )
             from distributed import Client, LocalCluster
 
+            from medpipe.cluster import local_cluster_kwargs
+
             times: dict[str, list[float]] = {"baseline": [], "medpipe": [], "flow": []}
             with (
-                LocalCluster(
-                    n_workers=args.workers,
-                    threads_per_worker=1,
-                    processes=True,
-                    dashboard_address=":0",
-                ) as cluster,
+                LocalCluster(**local_cluster_kwargs(args.workers)) as cluster,
                 Client(cluster) as client,
             ):
                 print(f"dask dashboard: {client.dashboard_link}")

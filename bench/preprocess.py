@@ -6,7 +6,8 @@ The chain is gaussian (sigma 1 mm) -> median (radius 1 mm) -> closing (radius 1.
 * baseline: one thread (``threadpoolctl`` limits BLAS/OpenMP pools to 1), the volume already
   in memory, the same chain with ``scipy.ndimage`` and the same footprints
   (:func:`medpipe.preprocess.footprint`); I/O is not timed;
-* medpipe: ``LocalCluster(n_workers=2, threads_per_worker=1)``; the workers read the source
+* medpipe: its local cluster with 2 single-threaded workers (``--cluster local:2``,
+  :func:`medpipe.cluster.local_cluster_kwargs`); the workers read the source
   Zarr array (``da.from_zarr``), run the lazy medpipe chain and ``da.store`` into another
   Zarr array whose chunks equal the dask chunks (no rechunk-merge before the write).
   Read and write are timed.
@@ -118,6 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     from distributed import Client, LocalCluster
     from threadpoolctl import threadpool_limits
 
+    from medpipe.cluster import local_cluster_kwargs
+
     vol, origin = source_volume()
     mb = vol.nbytes / 1e6
     print(f"volume {vol.shape} float32 ({mb:.0f} MB) from {origin}; chunks {chunks}")
@@ -133,8 +136,8 @@ def main(argv: list[str] | None = None) -> int:
         dask_cpu: list[float] = []
         with (
             LocalCluster(
-                n_workers=args.workers, threads_per_worker=1, processes=True,
-                dashboard_address=None, silence_logs=logging.CRITICAL,
+                **local_cluster_kwargs(args.workers) | {"dashboard_address": None},
+                silence_logs=logging.CRITICAL,
             ) as cluster,
             Client(cluster) as client,
         ):
