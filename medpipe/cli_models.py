@@ -160,7 +160,8 @@ def evaluate(
         typer.echo(line)
     c = out["confusion"]
     cli.console.print(f"confusion: TP {c['tp']}  FP {c['fp']}  FN {c['fn']}  TN {c['tn']}")
-    cli.console.print(f"report: {store}/{out['report']}  ROC: {store}/{out['roc']}")
+    roc = f"{store}/{out['roc']}" if out["roc"] else "not drawn (one class)"
+    cli.console.print(f"report: {store}/{out['report']}  ROC: {roc}")
 
 
 def score(

@@ -344,6 +344,13 @@ def evaluate_model(
         "confusion": met.confusion(y, prob, threshold=thr),
         "catalog_hash": catalog_hash(store),
     }
+    if len(set(y)) < 2:
+        report["note"] = (
+            f"only one class among the {len(y)} labelled {split} samples "
+            f"({int(y.sum())} positive): AUC, specificity or sensitivity and the balanced "
+            "accuracy are undefined (nan) and no ROC is drawn"
+        )
+        log.warning("%s: %s", ref, report["note"])
     rep_path = reg.write_model_file(
         store, meta["name"], meta["version"], f"reports/{split}.json",
         json.dumps(report, indent=2).encode(),
