@@ -54,6 +54,11 @@ def sample_medmnist(
 
     counts = pd.read_csv(archive / "labels.csv").groupby("split").size().to_dict()
     cli.console.print(f"archive: {archive} ({counts}); labels: {archive / 'labels.csv'}")
+    cli.console.print(
+        f"next: medpipe ingest {archive} STORE; medpipe features STORE --config "
+        f"{archive / 'features.yaml'}; medpipe train STORE --labels {archive / 'labels.csv'} "
+        f"--model {name}"
+    )
 
 
 def _feature_group(store: str, features: str | None, config: Path | None, source: str) -> str:

@@ -20,7 +20,10 @@ _NIFTI = (".nii", ".nii.gz")
 _RASTER = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
 _NPZ = (".npz",)
 #: Files that are never images and are recorded as skipped without being opened.
-_SIDECARS = (".csv", ".tsv", ".json", ".txt", ".md", ".bval", ".bvec", ".parquet")
+_SIDECARS = (
+    ".csv", ".tsv", ".json", ".yaml", ".yml", ".xml", ".txt", ".md", ".bval", ".bvec",
+    ".parquet",
+)
 
 
 def kind_of(rel: str) -> str:

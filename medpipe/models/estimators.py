@@ -286,7 +286,8 @@ def search(
                               "std_auc": float(np.std(scores))}], large=True)
     gs = GridSearchCV(pipe, grid, cv=list(folds), scoring=auc_scorer, refit=False,
                       error_score="raise")
-    gs.fit(x, y, groups=groups)
+    with _data_in_graph(x, y):
+        gs.fit(x, y, groups=groups)
     res = gs.cv_results_
     candidates = [
         {"params": _plain(p), "mean_auc": float(m), "std_auc": float(s)}
@@ -328,14 +329,30 @@ def out_of_fold(
 
     The fold fits run in parallel as tasks on the current Dask scheduler.
     """
-    with dask.config.set({"scheduler": _scheduler()}):
+    # one graph key per array, shared by the fold tasks (not a copy in each task)
+    xd, yd = dask.delayed(x, pure=True), dask.delayed(y, pure=True)
+    with dask.config.set({"scheduler": _scheduler()}), _data_in_graph(x, y):
         parts = dask.compute(
-            *[dask.delayed(_fit_score, pure=False)(pipe, x, y, tr, te) for tr, te in folds]
+            *[dask.delayed(_fit_score, pure=False)(pipe, xd, yd, tr, te) for tr, te in folds]
         )
     oof = np.full(len(y), np.nan)
     for (_, te), p in zip(folds, parts, strict=True):
         oof[te] = p
     return oof
+
+
+@contextlib.contextmanager
+def _data_in_graph(*arrays: np.ndarray) -> Iterator[None]:
+    """The training matrix travels in the task graph, once: no "large graph" warning.
+
+    It is samples x features (tens of MB at most, see :data:`LARGE_SAMPLES`); larger
+    data take the incremental path, which reads Dask arrays.
+    """
+    size = sum(a.nbytes for a in arrays) + 2**24
+    key = "distributed.admin.large-graph-warning-threshold"
+    limit = max(size, dask.utils.parse_bytes(dask.config.get(key, "10MB")))
+    with dask.config.set({key: f"{limit}B"}):
+        yield
 
 
 def _scheduler() -> Any:

@@ -50,7 +50,7 @@ def test_sample_train_evaluate_val_then_a_test_archive(
     medpipe("sample", "medmnist", "--name", "breastmnist", "--npz", "trainval.npz",
             "--out", "A")
     medpipe("ingest", "A", "S", "--cluster", "local:2")
-    medpipe("features", "S", "--cluster", "local:2")
+    medpipe("features", "S", "--config", "A/features.yaml", "--cluster", "local:2")
     out = medpipe("train", "S", "--labels", "A/labels.csv", "--model", "m",
                   "--estimator", "logreg", "--folds", "3", "--evaluate", "",
                   "--cluster", "local:2")
@@ -70,7 +70,7 @@ def test_sample_train_evaluate_val_then_a_test_archive(
     # a second export holding only a test split joins the same store
     medpipe("sample", "medmnist", "--name", "breastmnist", "--npz", "test.npz", "--out", "B")
     medpipe("ingest", "B", "S", "--cluster", "local:2")
-    medpipe("features", "S", "--cluster", "local:2")
+    medpipe("features", "S", "--config", "B/features.yaml", "--cluster", "local:2")
     test = medpipe("evaluate", "S", "--model", "m:v1", "--split", "test",
                    "--labels", "B/labels.csv", "--n-boot", "200")
     assert "m:v1 on test (n=20," in test

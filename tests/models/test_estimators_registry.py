@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import skops.io as sio
+from sklearn.base import clone
 from sklearn.model_selection import GridSearchCV as SkGridSearchCV
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer
@@ -61,6 +62,31 @@ def test_search_equals_sklearn_gridsearch(kind: str) -> None:
     for key, score in ref_scores.items():
         assert mine[key] == pytest.approx(score, abs=1e-9)
     assert got.best_score == pytest.approx(max(mine.values()))
+
+
+def test_training_matrix_is_sent_once_without_a_large_graph_warning() -> None:
+    """12 MB of features on a cluster: one graph key each, no "Sending large graph"."""
+    import warnings
+
+    from distributed import Client, LocalCluster
+
+    x, y, groups = _data(1500, 1000)
+    folds = est.grouped_folds(y, groups, n_splits=3)
+    pipe = est.make_pipeline("svm").set_params(clf__estimator__C=1e-2)
+    with (
+        LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
+                     dashboard_address=None) as cluster,
+        Client(cluster),
+        warnings.catch_warnings(record=True) as caught,
+    ):
+        warnings.simplefilter("always")
+        oof = est.out_of_fold(pipe, x, y, folds=folds)
+    assert not [w for w in caught if "large graph" in str(w.message)]
+    assert np.isfinite(oof).all()
+    # the same out-of-fold probabilities as fitting each fold here
+    tr, te = folds[0]
+    ref = est.positive_proba(clone(pipe).fit(x[tr], y[tr]), x[te])
+    np.testing.assert_allclose(oof[te], ref)
 
 
 def test_logreg_and_incremental_svm_fit_and_predict() -> None:

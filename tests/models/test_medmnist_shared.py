@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from medpipe import ingest
+from medpipe.cli import _load_config
 from medpipe.features import FeatureConfig
 from medpipe.features.dataset import feature_table, features_group, write_features
 from medpipe.models.train import evaluate_model, train_model
@@ -24,13 +25,15 @@ def test_breastmnist_beats_raw_pixel_logistic_regression(shared_data: Path,
     store = str(tmp_path / "store.zarr")
     summary = ingest.ingest_archive(str(archive), store, secret=SECRET)
     assert summary.series_ingested == 546 + 78
-    cfg = FeatureConfig(families=("pixels", "hog", "texture", "histogram", "firstorder"))
+    cfg = _load_config(FeatureConfig, archive / "features.yaml")  # as the CLI reads it
     group = features_group(cfg)
     write_features(feature_table(store, config=cfg), store=store, path=group)
     out = train_model(store, name="breast", features=group, labels=archive / "labels.csv",
-                      secret=SECRET, estimator="svm", n_boot=200)
+                      secret=SECRET, estimator="logreg", n_boot=200)
     assert out["n_train"] == 546
     ev = evaluate_model(store, model="breast", split="val", n_boot=500)
     assert ev["n"] == 78
-    # published: logistic regression on raw pixels ~0.79 test AUC
-    assert ev["metrics"]["auc"]["value"] > 0.80, ev["lines"]
+    # published: logistic regression on raw pixels ~0.79 test AUC, ResNet-18 0.901;
+    # these features and classifier reached 0.882 on val here (patient-grouped CV 0.847)
+    assert out["cv_auc"] > 0.82
+    assert ev["metrics"]["auc"]["value"] > 0.85, ev["lines"]

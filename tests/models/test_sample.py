@@ -42,6 +42,13 @@ def test_archive_matches_npz(tiny_npz: Path, tmp_path: Path) -> None:
         patients.add(ds.PatientID)
     assert len(patients) == len(files)  # one patient per image
     assert labels["SeriesInstanceUID"].is_unique
+    # a feature config for these images; the CLI loads it with --config
+    from medpipe.cli import _load_config
+    from medpipe.features import FeatureConfig
+    from medpipe.sample import MEDMNIST_FEATURE_FAMILIES
+
+    cfg = _load_config(FeatureConfig, archive / "features.yaml")
+    assert cfg == FeatureConfig(families=MEDMNIST_FEATURE_FAMILIES)
     # a rebuild gives the same UIDs (and store keys)
     again = build_medmnist_archive(tiny_npz, tmp_path / "b", name="pneumoniamnist")
     pd.testing.assert_frame_equal(labels, pd.read_csv(again / "labels.csv",
@@ -68,9 +75,10 @@ def test_several_images_per_patient(tiny_npz: Path, tmp_path: Path) -> None:
 def test_ingested_without_phi(tiny_npz: Path, tmp_path: Path) -> None:
     archive = build_medmnist_archive(tiny_npz, tmp_path / "a", name="breastmnist", limit=6)
     out = str(tmp_path / "store.zarr")
-    ingest.ingest_archive(str(archive), out, secret=SECRET)
+    summary = ingest.ingest_archive(str(archive), out, secret=SECRET)
     groups = store.list_groups(out, "images")
     assert len(groups) == 12
+    assert summary.quarantined == 0  # labels.csv and features.yaml are not images: skipped
     phi = set()
     uid_keys = set()
     for f in _files(archive):
