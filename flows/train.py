@@ -38,7 +38,9 @@ class TrainParams(BaseModel):
     )
     feature_config: FeatureConfig = Field(default_factory=FeatureConfig)
     source: str = Field("images", description="images or preprocessed/<hash>")
-    estimator: Literal["svm", "logreg", "rf", "all"] = "all"
+    estimator: Literal["svm", "logreg", "rf", "all"] = Field(
+        "all", description="all: each, and their soft vote; the best CV AUC wins"
+    )
     n_splits: int = Field(5, ge=2, description="Patient-grouped CV folds")
     seed: int = 0
     evaluate_split: str | None = Field(

@@ -94,7 +94,9 @@ def train(
     store: StoreArg,
     labels: Annotated[Path, typer.Option(exists=True, dir_okay=False, help="Label CSV/Parquet.")],
     model: Annotated[str, typer.Option("--model", help="Model name.")],
-    estimator: Annotated[str, typer.Option(help="svm | logreg | rf | all")] = "all",
+    estimator: Annotated[
+        str, typer.Option(help="svm | logreg | rf | all (each, and their soft vote)")
+    ] = "all",
     features: Annotated[str | None, typer.Option(help="Feature table group.")] = None,
     config: Annotated[
         Path | None, typer.Option(exists=True, dir_okay=False, help="Feature config YAML.")

@@ -10,7 +10,9 @@ the first step, so that its data stay Dask arrays):
   block by block;
 * ``logreg``: :class:`dask_ml.linear_model.LogisticRegression`;
 * ``rf``: scikit-learn's :class:`~sklearn.ensemble.RandomForestClassifier`, refitted
-  under the joblib Dask backend.
+  under the joblib Dask backend;
+* ``ensemble`` (only with ``--estimator all``): :class:`SoftVote`, the mean probability of
+  the three tuned pipelines, kept when its cross-validated AUC beats each of them.
 
 The search is :class:`dask_ml.model_selection.GridSearchCV` (candidates × folds run
 as tasks on the current Dask scheduler) with patient-grouped stratified folds, scored
@@ -32,7 +34,7 @@ from dask_ml.linear_model import LogisticRegression
 from dask_ml.model_selection import GridSearchCV
 from dask_ml.preprocessing import StandardScaler as _DaskStandardScaler
 from dask_ml.wrappers import Incremental, ParallelPostFit
-from sklearn.base import clone
+from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.feature_selection import VarianceThreshold
@@ -48,6 +50,8 @@ __all__ = [
     "ESTIMATORS",
     "LARGE_SAMPLES",
     "SearchResult",
+    "SoftVote",
+    "ensemble_result",
     "make_pipeline",
     "param_grid",
     "grouped_folds",
@@ -91,8 +95,40 @@ class StandardScaler(_DaskStandardScaler):
         return super().transform(X, y, copy)
 
 
-#: Estimator kinds; ``all`` in the CLI means each of them, best by CV AUC.
+#: Estimator kinds; ``all`` in the CLI means each of them (and their soft vote), best by
+#: CV AUC.
 ESTIMATORS = ("svm", "logreg", "rf")
+
+#: Kind name of the soft vote of the tuned estimators.
+ENSEMBLE = "ensemble"
+
+
+class SoftVote(ClassifierMixin, BaseEstimator):
+    """Mean class-1 probability of several binary pipelines (soft voting).
+
+    scikit-learn's :class:`~sklearn.ensemble.VotingClassifier` refuses dask-ml's
+    logistic regression (it carries no classifier tag); this is the same average.
+
+    Parameters
+    ----------
+    estimators
+        ``(name, pipeline)`` pairs; each is cloned and fitted on the same data.
+    """
+
+    def __init__(self, estimators: list[tuple[str, Any]]) -> None:
+        self.estimators = estimators
+
+    def fit(self, X: Any, y: Any) -> SoftVote:  # noqa: N803 - sklearn API
+        self.estimators_ = [_fit(clone(p), X, y) for _, p in self.estimators]
+        self.classes_ = np.array([0, 1])
+        return self
+
+    def predict_proba(self, X: Any) -> np.ndarray:  # noqa: N803 - sklearn API
+        p1 = np.mean([_proba_block(e, X) for e in self.estimators_], axis=0)
+        return np.column_stack([1 - p1, p1])
+
+    def predict(self, X: Any) -> np.ndarray:  # noqa: N803 - sklearn API
+        return (self.predict_proba(X)[:, 1] >= 0.5).astype(int)
 
 #: From this many training samples the SVM is trained incrementally (SGD, hinge loss).
 LARGE_SAMPLES = 200_000
@@ -242,18 +278,50 @@ def auc_scorer(estimator: Any, x: np.ndarray, y: np.ndarray) -> float:
 
 @dataclass
 class SearchResult:
-    """Outcome of :func:`search` for one estimator kind."""
+    """Outcome of :func:`search` for one estimator kind (or of :func:`ensemble_result`)."""
 
     kind: str
     best_params: dict[str, Any]
     best_score: float
     candidates: list[dict[str, Any]] = field(default_factory=list)
     large: bool = False
+    members: list[SearchResult] = field(default_factory=list)
+    #: out-of-fold P(class 1) on the search's folds, where already computed
+    oof: np.ndarray | None = None
 
-    def pipeline(self, *, random_state: int = 0) -> Pipeline:
+    def pipeline(self, *, random_state: int = 0) -> Any:
         """The unfitted pipeline with the best parameters."""
+        if self.kind == ENSEMBLE:
+            return SoftVote([(m.kind, m.pipeline(random_state=random_state))
+                             for m in self.members])
         pipe = make_pipeline(self.kind, large=self.large, random_state=random_state)
         return pipe.set_params(**self.best_params)
+
+
+def ensemble_result(
+    results: Sequence[SearchResult],
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    folds: Sequence[tuple[np.ndarray, np.ndarray]],
+    random_state: int = 0,
+) -> SearchResult:
+    """Score the soft vote of the tuned pipelines on the same folds as their search.
+
+    Its ``best_score`` is the mean fold AUC, as :func:`search` reports for each member.
+    Hinge-loss (incremental) SVMs have no probabilities and are left out.
+    """
+    members = [r for r in results if not r.large and r.kind != ENSEMBLE]
+    if len(members) < 2:
+        raise ModelError("a soft vote needs at least two tuned estimators with probabilities")
+    res = SearchResult(ENSEMBLE, {m.kind: m.best_params for m in members}, float("nan"),
+                       members=list(members))
+    res.oof = out_of_fold(res.pipeline(random_state=random_state), x, y, folds=folds)
+    scores = [float(roc_auc_score(y[te], res.oof[te])) for _, te in folds]
+    res.best_score = float(np.mean(scores))
+    res.candidates = [{"params": res.best_params, "mean_auc": res.best_score,
+                       "std_auc": float(np.std(scores))}]
+    return res
 
 
 def search(
@@ -303,8 +371,8 @@ def _plain(params: dict[str, Any]) -> dict[str, Any]:
     return {k: (v.item() if isinstance(v, np.generic) else v) for k, v in params.items()}
 
 
-def _fit(pipe: Pipeline, x: Any, y: Any) -> Pipeline:
-    if isinstance(pipe[-1], Incremental):
+def _fit(pipe: Any, x: Any, y: Any) -> Any:
+    if isinstance(pipe, Pipeline) and isinstance(pipe[-1], Incremental):
         xd = x if isinstance(x, da.Array) else da.from_array(np.asarray(x), chunks=(10_000, -1))
         yd = y if isinstance(y, da.Array) else da.from_array(np.asarray(y), chunks=xd.chunks[0])
         return pipe.fit(xd, yd, clf__classes=[0, 1])
@@ -398,10 +466,18 @@ def fit_final(result: SearchResult, x: np.ndarray, y: np.ndarray, *,
     backend, so they spread over the cluster's workers.
     """
     pipe = result.pipeline(random_state=random_state)
-    if result.kind == "rf":
-        pipe.set_params(clf__n_jobs=-1)
+    _forest_jobs(pipe, -1)
     with _joblib_dask():
         fitted = _fit(pipe, x, y)
-    if result.kind == "rf":
-        fitted.set_params(clf__n_jobs=1)  # scoring is parallel block-wise already
+    _forest_jobs(fitted, 1)  # scoring is parallel block-wise already
     return ParallelPostFit(estimator=fitted)
+
+
+def _forest_jobs(model: Any, n_jobs: int) -> None:
+    """Set ``n_jobs`` of the random forests in a pipeline or soft vote."""
+    pipes = [model]
+    if isinstance(model, SoftVote):
+        pipes = getattr(model, "estimators_", [p for _, p in model.estimators])
+    for p in pipes:
+        if isinstance(p, Pipeline) and isinstance(p[-1], RandomForestClassifier):
+            p.set_params(clf__n_jobs=n_jobs)

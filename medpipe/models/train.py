@@ -127,7 +127,8 @@ def train_model(
     secret
         Pseudonymisation secret (needed for a label file).
     estimator
-        ``svm``, ``logreg``, ``rf`` or ``all`` (each searched; best CV AUC wins).
+        ``svm``, ``logreg``, ``rf`` or ``all`` (each searched, plus the soft vote of the
+        tuned three scored on the same folds; the best CV AUC wins).
     n_splits
         Patient-grouped stratified folds.
     seed
@@ -185,9 +186,14 @@ def train_model(
     for k in kinds:
         log.info("grid search %s on %d samples x %d features", k, *x.shape)
         results.append(est.search(k, x, y, groups, folds=folds, random_state=seed, large=large))
+    if estimator == "all" and sum(not r.large for r in results) >= 2:
+        log.info("soft vote of %s on the same folds", ", ".join(r.kind for r in results))
+        results.append(est.ensemble_result(results, x, y, folds=folds, random_state=seed))
     best = max(results, key=lambda r: r.best_score)
     model = est.fit_final(best, x, y, random_state=seed)
-    oof = est.out_of_fold(best.pipeline(random_state=seed), x, y, folds=folds)
+    oof = best.oof
+    if oof is None:
+        oof = est.out_of_fold(best.pipeline(random_state=seed), x, y, folds=folds)
     # the decision threshold is chosen on the training rows' out-of-fold probabilities
     # (Youden's J = max balanced accuracy), never on a held-out split
     threshold = met.youden_threshold(y, oof)

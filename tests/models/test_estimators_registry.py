@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import skops.io as sio
 from sklearn.base import clone
+from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import GridSearchCV as SkGridSearchCV
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer
@@ -121,6 +122,31 @@ def test_registry_round_trip_and_versions(tmp_path: Path) -> None:
         reg.load_model(store, "m", "v9")
     with pytest.raises(ModelError):
         reg.parse_model_ref("../etc")
+
+
+def test_soft_vote_is_the_mean_of_its_tuned_members(tmp_path: Path) -> None:
+    x, y, groups = _data(150)
+    folds = est.grouped_folds(y, groups, n_splits=3)
+    results = [est.search(k, x, y, groups, folds=folds) for k in ("logreg", "rf")]
+    ens = est.ensemble_result(results, x, y, folds=folds)
+    # scored on the same folds as the members: the mean fold AUC of the mean OOF proba
+    oofs = [est.out_of_fold(r.pipeline(), x, y, folds=folds) for r in results]
+    mean = np.mean(oofs, axis=0)
+    np.testing.assert_allclose(ens.oof, mean)
+    assert ens.best_score == pytest.approx(
+        np.mean([roc_auc_score(y[te], mean[te]) for _, te in folds]))
+    assert ens.best_params == {r.kind: r.best_params for r in results}
+
+    model = est.fit_final(ens, x, y)
+    singles = [est.positive_proba(est.fit_final(r, x, y), x) for r in results]
+    np.testing.assert_allclose(est.positive_proba(model, x), np.mean(singles, axis=0))
+    # the registry saves and loads it with the trusted types only
+    store = str(tmp_path / "s.zarr")
+    reg.save_model(store, "vote", model, {"feature_names": ["a"]})
+    loaded, _ = reg.load_model(store, "vote")
+    np.testing.assert_allclose(est.positive_proba(loaded, x), est.positive_proba(model, x))
+    with pytest.raises(ModelError, match="two"):
+        est.ensemble_result(results[:1], x, y, folds=folds)
 
 
 def test_tampered_model_is_refused(tmp_path: Path) -> None:

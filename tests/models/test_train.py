@@ -56,7 +56,7 @@ def test_train_evaluate_score(grouped_store: dict, tmp_path: Path) -> None:
                       labels=archive / "labels.csv", secret=SECRET, estimator="all",
                       n_splits=3, n_boot=100)
     assert out["version"] == reg.list_versions(store, "tiny")[-1]
-    assert set(out["search"]) == {"svm", "logreg", "rf"}
+    assert set(out["search"]) == {"svm", "logreg", "rf", "ensemble"}
     assert out["estimator"] == max(out["search"], key=out["search"].get)
     meta = reg.read_model_json(store, "tiny", out["version"])
     assert meta["labels"]["split_used"] == "train"
