@@ -76,8 +76,6 @@ def _copy_if_missing(src: str, dst: str) -> str:
 
 # --------------------------------------------------------------------------- MedMNIST
 
-#: MedMNIST sets that :func:`build_medmnist_archive` knows, with the modality and body
-#: part written into the DICOM headers.
 #: Feature families for MedMNIST's 28x28 grey images, written to the archive's
 #: ``features.yaml``: the radiomics families plus the raw pixels, HOG and LBP texture that
 #: carry most of the signal at this size (BreastMNIST, patient-grouped CV AUC of the
@@ -87,6 +85,8 @@ MEDMNIST_FEATURE_FAMILIES: tuple[str, ...] = (
     "pixels", "hog",
 )
 
+#: MedMNIST sets that :func:`build_medmnist_archive` knows, with the modality and body
+#: part written into the DICOM headers.
 MEDMNIST_SETS: dict[str, tuple[str, str]] = {
     "breastmnist": ("US", "BREAST"),
     "pneumoniamnist": ("CR", "CHEST"),
