@@ -87,7 +87,7 @@ def test_training_matrix_is_sent_once_without_a_large_graph_warning() -> None:
     # the same out-of-fold probabilities as fitting each fold here
     tr, te = folds[0]
     ref = est.positive_proba(clone(pipe).fit(x[tr], y[tr]), x[te])
-    np.testing.assert_allclose(oof[te], ref)
+    np.testing.assert_allclose(oof[te], ref, rtol=1e-5)  # float noise across threads
 
 
 def test_logreg_and_incremental_svm_fit_and_predict() -> None:
