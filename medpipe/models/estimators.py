@@ -48,6 +48,7 @@ from medpipe.errors import ConfigError, ModelError
 
 __all__ = [
     "ESTIMATORS",
+    "ENSEMBLE",
     "LARGE_SAMPLES",
     "SearchResult",
     "SoftVote",
@@ -129,6 +130,7 @@ class SoftVote(ClassifierMixin, BaseEstimator):
 
     def predict(self, X: Any) -> np.ndarray:  # noqa: N803 - sklearn API
         return (self.predict_proba(X)[:, 1] >= 0.5).astype(int)
+
 
 #: From this many training samples the SVM is trained incrementally (SGD, hinge loss).
 LARGE_SAMPLES = 200_000
