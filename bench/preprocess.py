@@ -8,7 +8,9 @@ The chain is gaussian (sigma 1 mm) -> median (radius 1 mm) -> closing (radius 1.
   (:func:`medpipe.preprocess.footprint`); I/O is not timed;
 * medpipe: its local cluster with 2 single-threaded workers (``--cluster local:2``,
   :func:`medpipe.cluster.local_cluster_kwargs`); the workers read the source
-  Zarr array (``da.from_zarr``), run the lazy medpipe chain and ``da.store`` into another
+  Zarr array (``da.from_zarr``), run the chain as a ``PreprocessConfig``
+  (:func:`medpipe.preprocess.run` fuses the three filters into one ``map_overlap``) and
+  ``da.store`` into another
   Zarr array whose chunks equal the dask chunks (no rechunk-merge before the write).
   Read and write are timed.
 
@@ -85,9 +87,12 @@ def medpipe_chain(src: str, dst: str, chunks: tuple[int, ...]) -> None:
 
     data = da.from_zarr(src)
     image = xr.DataArray(data, dims=("z", "y", "x"), attrs={"spacing": list(SPACING)})
-    image = pp.gaussian(image, sigma_mm=SIGMA_MM)
-    image = pp.median(image, radius_mm=MEDIAN_MM)
-    out = pp.closing(image, radius_mm=CLOSING_MM).data
+    cfg = pp.PreprocessConfig(steps=(  # what `medpipe preprocess --config` runs
+        pp.GaussianStep(sigma_mm=SIGMA_MM),
+        pp.MedianStep(radius_mm=MEDIAN_MM),
+        pp.ClosingStep(radius_mm=CLOSING_MM),
+    ))
+    out = pp.run(image, cfg).data
     target = zarr.create_array(
         store=dst, shape=out.shape, chunks=chunks, dtype=out.dtype, zarr_format=3,
         overwrite=True,

@@ -17,6 +17,8 @@ import xarray as xr
 from medpipe.errors import ConfigError
 from medpipe.preprocess import _kernels
 from medpipe.preprocess._core import (
+    BlockOp,
+    apply_ops,
     as_dask,
     check_image,
     check_mode,
@@ -29,7 +31,9 @@ from medpipe.preprocess._kernels import ellipsoid_footprint
 
 __all__ = [
     "gaussian",
+    "gaussian_op",
     "median",
+    "median_op",
     "difference_of_gaussians",
     "laplacian_of_gaussian",
     "sigma_voxels",
@@ -83,23 +87,28 @@ def gaussian(
         Lazy result, equal to ``scipy.ndimage.gaussian_filter(x, sigma_mm / spacing, ...)``
         on the whole array (float32 for integer input).
     """
+    op = gaussian_op(image, image.dtype, sigma_mm=sigma_mm, truncate=truncate, mode=mode,
+                     cval=cval)
+    return rewrap(image, apply_ops(as_dask(image), [op]))
+
+
+def gaussian_op(
+    image: xr.DataArray,
+    dtype: np.dtype,
+    *,
+    sigma_mm: float | Sequence[float],
+    truncate: float = 4.0,
+    mode: str = "reflect",
+    cval: float = 0.0,
+) -> BlockOp:
+    """The block-wise form of :func:`gaussian` for input of ``dtype`` (for chaining)."""
     spacing = check_image(image)
     sigma = sigma_voxels(sigma_mm, spacing)
     truncate = _check_truncate(truncate)
     check_mode(mode)
-    dtype = float_dtype(image.dtype)
-    arr = as_dask(image).astype(dtype)
-    out = overlap_apply(
-        arr,
-        _kernels.gaussian_block,
-        gaussian_radius(sigma, truncate),
-        dtype=dtype,
-        sigma=sigma,
-        truncate=truncate,
-        mode=mode,
-        cval=cval,
-    )
-    return rewrap(image, out)
+    out = float_dtype(dtype)
+    return BlockOp(_kernels.gaussian_block, gaussian_radius(sigma, truncate), out, out,
+                   {"sigma": sigma, "truncate": truncate, "mode": mode, "cval": cval})
 
 
 def difference_of_gaussians(
@@ -233,13 +242,23 @@ def median(
         Lazy result with the input dtype, equal to
         ``scipy.ndimage.median_filter(x, footprint=footprint(radius_mm, spacing), mode=mode)``.
     """
+    op = median_op(image, image.dtype, radius_mm=radius_mm, mode=mode, cval=cval)
+    return rewrap(image, apply_ops(as_dask(image), [op]))
+
+
+def median_op(
+    image: xr.DataArray,
+    dtype: np.dtype,
+    *,
+    radius_mm: float,
+    mode: str = "reflect",
+    cval: float = 0.0,
+) -> BlockOp:
+    """The block-wise form of :func:`median` for input of ``dtype`` (for chaining)."""
     spacing = check_image(image)
     (radius,) = per_axis_mm(radius_mm, 1, "radius_mm")
     check_mode(mode)
     fp = ellipsoid_footprint(radius, spacing)
-    depth = [s // 2 for s in fp.shape]
-    arr = as_dask(image)
-    out = overlap_apply(
-        arr, _kernels.median_block, depth, dtype=arr.dtype, footprint=fp, mode=mode, cval=cval
-    )
-    return rewrap(image, out)
+    dtype = np.dtype(dtype)
+    return BlockOp(_kernels.median_block, tuple(s // 2 for s in fp.shape), dtype, dtype,
+                   {"footprint": fp, "mode": mode, "cval": cval})

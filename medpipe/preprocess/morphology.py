@@ -20,7 +20,15 @@ import xarray as xr
 
 from medpipe.errors import ConfigError
 from medpipe.preprocess import _kernels
-from medpipe.preprocess._core import as_dask, check_image, check_mode, overlap_apply, rewrap
+from medpipe.preprocess._core import (
+    BlockOp,
+    apply_ops,
+    as_dask,
+    check_image,
+    check_mode,
+    overlap_apply,
+    rewrap,
+)
 from medpipe.preprocess._kernels import ellipsoid_footprint
 
 __all__ = [
@@ -29,6 +37,7 @@ __all__ = [
     "closing",
     "white_tophat",
     "black_tophat",
+    "grey_op",
     "binary_opening",
     "binary_closing",
 ]
@@ -62,16 +71,28 @@ def footprint(radius_mm: float, spacing: Sequence[float]) -> np.ndarray:
 
 
 def _grey(op: str, image: xr.DataArray, radius_mm: float, mode: str, cval: float) -> xr.DataArray:
+    block_op = grey_op(op, image, image.dtype, radius_mm=radius_mm, mode=mode, cval=cval)
+    return rewrap(image, apply_ops(as_dask(image), [block_op]))
+
+
+def grey_op(
+    op: str,
+    image: xr.DataArray,
+    dtype: np.dtype,
+    *,
+    radius_mm: float,
+    mode: str = "reflect",
+    cval: float = 0.0,
+) -> BlockOp:
+    """The block-wise form of a grey morphology ``op`` (``opening``, ``closing``,
+    ``white_tophat``, ``black_tophat``) for input of ``dtype`` (for chaining)."""
     spacing = check_image(image)
     check_mode(mode)
     fp = footprint(radius_mm, spacing)
-    depth = [2 * (s // 2) for s in fp.shape]
-    arr = as_dask(image)
-    out = overlap_apply(
-        arr, _kernels.grey_block, depth, dtype=arr.dtype, op=op, footprint=fp, mode=mode,
-        cval=cval,
-    )
-    return rewrap(image, out)
+    dtype = np.dtype(dtype)
+    # two passes (erosion and dilation): twice the footprint's half-extent
+    return BlockOp(_kernels.grey_block, tuple(2 * (s // 2) for s in fp.shape), dtype, dtype,
+                   {"op": op, "footprint": fp, "mode": mode, "cval": cval})
 
 
 def opening(
