@@ -160,6 +160,11 @@ def apply_ops(arr: da.Array, ops: Sequence[BlockOp]) -> da.Array:
     return overlap_apply(arr, chain_block, depth, dtype=ops[-1].dtype, ops=tuple(ops))
 
 
+def run_op(image: xr.DataArray, op: BlockOp) -> xr.DataArray:
+    """One block-wise filter on ``image`` (lazy), re-wrapped like ``image``."""
+    return rewrap(image, apply_ops(as_dask(image), [op]))
+
+
 def float_dtype(dtype: np.dtype) -> np.dtype:
     """Float32 for integer/bool input, the input's own dtype for float input."""
     dtype = np.dtype(dtype)

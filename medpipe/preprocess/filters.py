@@ -18,7 +18,6 @@ from medpipe.errors import ConfigError
 from medpipe.preprocess import _kernels
 from medpipe.preprocess._core import (
     BlockOp,
-    apply_ops,
     as_dask,
     check_image,
     check_mode,
@@ -26,6 +25,7 @@ from medpipe.preprocess._core import (
     overlap_apply,
     per_axis_mm,
     rewrap,
+    run_op,
 )
 from medpipe.preprocess._kernels import ellipsoid_footprint
 
@@ -87,9 +87,8 @@ def gaussian(
         Lazy result, equal to ``scipy.ndimage.gaussian_filter(x, sigma_mm / spacing, ...)``
         on the whole array (float32 for integer input).
     """
-    op = gaussian_op(image, image.dtype, sigma_mm=sigma_mm, truncate=truncate, mode=mode,
-                     cval=cval)
-    return rewrap(image, apply_ops(as_dask(image), [op]))
+    return run_op(image, gaussian_op(image, image.dtype, sigma_mm=sigma_mm,
+                                     truncate=truncate, mode=mode, cval=cval))
 
 
 def gaussian_op(
@@ -242,8 +241,8 @@ def median(
         Lazy result with the input dtype, equal to
         ``scipy.ndimage.median_filter(x, footprint=footprint(radius_mm, spacing), mode=mode)``.
     """
-    op = median_op(image, image.dtype, radius_mm=radius_mm, mode=mode, cval=cval)
-    return rewrap(image, apply_ops(as_dask(image), [op]))
+    return run_op(image, median_op(image, image.dtype, radius_mm=radius_mm, mode=mode,
+                                   cval=cval))
 
 
 def median_op(

@@ -22,12 +22,12 @@ from medpipe.errors import ConfigError
 from medpipe.preprocess import _kernels
 from medpipe.preprocess._core import (
     BlockOp,
-    apply_ops,
     as_dask,
     check_image,
     check_mode,
     overlap_apply,
     rewrap,
+    run_op,
 )
 from medpipe.preprocess._kernels import ellipsoid_footprint
 
@@ -71,8 +71,8 @@ def footprint(radius_mm: float, spacing: Sequence[float]) -> np.ndarray:
 
 
 def _grey(op: str, image: xr.DataArray, radius_mm: float, mode: str, cval: float) -> xr.DataArray:
-    block_op = grey_op(op, image, image.dtype, radius_mm=radius_mm, mode=mode, cval=cval)
-    return rewrap(image, apply_ops(as_dask(image), [block_op]))
+    return run_op(image, grey_op(op, image, image.dtype, radius_mm=radius_mm, mode=mode,
+                                 cval=cval))
 
 
 def grey_op(
