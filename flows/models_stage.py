@@ -9,7 +9,6 @@ nothing new starts no cluster.
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Callable
 from typing import Any
 
@@ -21,6 +20,7 @@ from medpipe.models import labels as lab
 from medpipe.models import registry as reg
 from medpipe.models.metrics import METRICS, format_metric
 from medpipe.models.promotion import current_version, labels_changed, promote, unscored_count
+from medpipe.report import png_bytes_uri
 
 __all__ = ["train_and_score"]
 
@@ -91,5 +91,5 @@ def train_and_score(
     cv = meta["metrics"]["cv"]
     out["metrics"] = {k: format_metric(k, cv[k]) for k in METRICS if k in cv}
     png = reg.read_model_file(store, model, version, "roc_cv.png")
-    out["roc_uri"] = "data:image/png;base64," + base64.b64encode(png).decode()
+    out["roc_uri"] = png_bytes_uri(png)
     return out

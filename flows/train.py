@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 from typing import Any, Literal
 
 from prefect import flow, task
@@ -18,6 +17,7 @@ from medpipe.models import labels as lab
 from medpipe.models import registry as reg
 from medpipe.models.metrics import METRICS, format_metric
 from medpipe.models.train import evaluate_model, train_model
+from medpipe.report import png_bytes_uri
 
 __all__ = ["TrainParams", "train_flow", "train_task", "evaluate_task", "metrics_artifacts"]
 
@@ -114,7 +114,7 @@ def metrics_artifacts(
     if png_file:
         png = reg.read_model_file(store, name, version, png_file)
         md += (
-            f"\n![ROC](data:image/png;base64,{base64.b64encode(png).decode()})\n\n"
+            f"\n![ROC]({png_bytes_uri(png)})\n\n"
             f"`{reg.model_path(name, version)}/{png_file}`\n"
         )
     create_markdown_artifact(markdown=md, key=f"{key}-roc", description=title)
@@ -179,7 +179,7 @@ def train_flow(params: TrainParams) -> dict[str, Any]:
             result["version"],
             evaluation["metrics"],
             title=f"{ref}: held-out {params.evaluate_split} (n={evaluation['n']})",
-            png_file=(evaluation["roc"] or "").split(f"{result['version']}/", 1)[-1] or None,
+            png_file=f"reports/roc_{params.evaluate_split}.png" if evaluation["roc"] else None,
             key=f"{key}-{_key(params.evaluate_split)}",
         )
     return {"train": result, "evaluation": evaluation}

@@ -21,6 +21,7 @@ from medpipe import store as _store
 __all__ = [
     "REPORTS",
     "png_data_uri",
+    "png_bytes_uri",
     "thumbnail_pair",
     "drift_figure",
     "feature_drift",
@@ -32,6 +33,11 @@ __all__ = [
 REPORTS = "reports"
 
 
+def png_bytes_uri(png: bytes) -> str:
+    """A PNG file's bytes as a ``data:image/png;base64,…`` URI (for HTML and Markdown)."""
+    return "data:image/png;base64," + base64.b64encode(png).decode()
+
+
 def png_data_uri(fig: Any) -> str:
     """Render a matplotlib figure to a ``data:image/png;base64,…`` URI and close it."""
     import matplotlib.pyplot as plt
@@ -39,7 +45,7 @@ def png_data_uri(fig: Any) -> str:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=80, bbox_inches="tight")
     plt.close(fig)
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+    return png_bytes_uri(buf.getvalue())
 
 
 def _mid_plane(store: str, path: str) -> np.ndarray:

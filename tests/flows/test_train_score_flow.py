@@ -45,9 +45,11 @@ def test_train_then_score_flow(labelled_store: dict) -> None:
     from prefect.client.orchestration import get_client
 
     with get_client(sync_client=True) as client:
-        keys = {a.key for a in client.read_artifacts()}
+        arts = {a.key: a for a in client.read_artifacts()}
     assert {"flowmodel-cv-metrics", "flowmodel-cv-roc", "flowmodel-val-metrics",
-            "flowmodel-val-roc"} <= keys
+            "flowmodel-val-roc"} <= set(arts)
+    val_roc = arts["flowmodel-val-roc"].data
+    assert "data:image/png;base64,iVBOR" in val_roc and "reports/roc_val.png" in val_roc
 
     res = score_flow(params=ScoreParams(store=store, model="flowmodel", cluster="local:2"))
     assert res["scored"] == res["total"] == 48
