@@ -318,7 +318,13 @@ def ensemble_result(
         raise ModelError("a soft vote needs at least two tuned estimators with probabilities")
     res = SearchResult(ENSEMBLE, {m.kind: m.best_params for m in members}, float("nan"),
                        members=list(members))
-    res.oof = out_of_fold(res.pipeline(random_state=random_state), x, y, folds=folds)
+    return _scored(res, res.pipeline(random_state=random_state), x, y, folds)
+
+
+def _scored(res: SearchResult, pipe: Any, x: np.ndarray, y: np.ndarray,
+            folds: Sequence[tuple[np.ndarray, np.ndarray]]) -> SearchResult:
+    """``res`` as its single candidate ``pipe``: out-of-fold probabilities and fold AUCs."""
+    res.oof = out_of_fold(pipe, x, y, folds=folds)
     scores = [float(roc_auc_score(y[te], res.oof[te])) for _, te in folds]
     res.best_score = float(np.mean(scores))
     res.candidates = [{"params": res.best_params, "mean_auc": res.best_score,
@@ -350,10 +356,7 @@ def search(
     pipe = make_pipeline(kind, large=large, random_state=random_state)
     grid = param_grid(kind, large=large)
     if not grid:  # incremental SVM: one candidate, scored on the same folds
-        scores = _fold_scores(pipe, x, y, folds)
-        return SearchResult(kind, {}, float(np.mean(scores)),
-                            [{"params": {}, "mean_auc": float(np.mean(scores)),
-                              "std_auc": float(np.std(scores))}], large=True)
+        return _scored(SearchResult(kind, {}, float("nan"), large=True), pipe, x, y, folds)
     gs = GridSearchCV(pipe, grid, cv=list(folds), scoring=auc_scorer, refit=False,
                       error_score="raise")
     with _data_in_graph(x, y):
@@ -385,11 +388,6 @@ def _fit_score(pipe: Pipeline, x: np.ndarray, y: np.ndarray, tr: np.ndarray,
                te: np.ndarray) -> np.ndarray:
     fitted = _fit(clone(pipe), x[tr], y[tr])
     return _proba_block(fitted, x[te])
-
-
-def _fold_scores(pipe: Pipeline, x: np.ndarray, y: np.ndarray, folds: Sequence) -> list[float]:
-    oof = out_of_fold(pipe, x, y, folds=folds)
-    return [float(roc_auc_score(y[te], oof[te])) for _, te in folds]
 
 
 def out_of_fold(

@@ -96,6 +96,9 @@ def test_logreg_and_incremental_svm_fit_and_predict() -> None:
     for kind, large in (("logreg", False), ("svm", True)):
         res = est.search(kind, x, y, groups, folds=folds, large=large)
         assert res.best_score > 0.7  # the signal is strong: both must find it
+        if large:  # scored from its out-of-fold probabilities, kept for train_model
+            assert res.best_score == pytest.approx(
+                np.mean([roc_auc_score(y[te], res.oof[te]) for _, te in folds]))
         model = est.fit_final(res, x, y)
         p = est.positive_proba(model, x)
         assert p.shape == (200,) and np.all((p >= 0) & (p <= 1))
