@@ -71,16 +71,7 @@ def _feature_group(store: str, features: str | None, config: Path | None, source
         return features
     if config is not None:
         return features_group(_cli()._load_config(FeatureConfig, config), source=source)
-    fs, root = st.store_root(store)
-    try:
-        tables = sorted(
-            f"features/{e['name'].rstrip('/').rsplit('/', 1)[-1]}"
-            for e in fs.ls(f"{root}/features", detail=True)
-            if e.get("type") == "directory"
-            and not e["name"].rstrip("/").rsplit("/", 1)[-1].startswith(".")
-        )
-    except (FileNotFoundError, OSError):
-        tables = []
+    tables = st.subgroups(store, "features")
     if len(tables) == 1:
         return tables[0]
     if not tables:

@@ -66,6 +66,7 @@ __all__ = [
     "open_labels",
     "read_attrs",
     "list_groups",
+    "subgroups",
     "exists",
     "remove",
     "store_root",
@@ -896,8 +897,8 @@ def open_labels(store: str, path: str, *, level: int = 0) -> dict[str, xr.DataAr
     return out
 
 
-def list_groups(store: str, parent: str) -> list[str]:
-    """Paths (``parent/<name>``) of the completely written series under ``parent``, sorted."""
+def subgroups(store: str, parent: str) -> list[str]:
+    """Paths (``parent/<name>``) of the folders under ``parent`` (not temporaries), sorted."""
     fs, root = store_root(store)
     full = _join(root, parent)
     try:
@@ -909,10 +910,13 @@ def list_groups(store: str, parent: str) -> list[str]:
         name = posixpath.basename(e["name"].rstrip("/"))
         if e.get("type") != "directory" or name.startswith("."):
             continue
-        rel = posixpath.join(parent.strip("/"), name) if parent.strip("/") else name
-        if exists(store, rel):
-            out.append(rel)
+        out.append(posixpath.join(parent.strip("/"), name) if parent.strip("/") else name)
     return sorted(out)
+
+
+def list_groups(store: str, parent: str) -> list[str]:
+    """Paths (``parent/<name>``) of the completely written series under ``parent``, sorted."""
+    return [rel for rel in subgroups(store, parent) if exists(store, rel)]
 
 
 def remove(store: str, path: str) -> None:

@@ -452,3 +452,13 @@ def test_bad_arguments(tmp_path: Path) -> None:
             labels={"m": np.zeros((2, 8, 7), np.uint8)},
         )
     assert not S.exists(store, "i")
+
+
+def test_subgroups_lists_folders_but_not_temporaries(tmp_path: Path) -> None:
+    out = str(tmp_path / "s.zarr")
+    for name in ("b", "a", ".tmp-c"):
+        (tmp_path / "s.zarr" / "features" / name).mkdir(parents=True)
+    (tmp_path / "s.zarr" / "features" / "note.txt").write_text("x")
+    assert S.subgroups(out, "features") == ["features/a", "features/b"]
+    assert S.subgroups(out, "missing") == []
+    assert S.list_groups(out, "features") == []  # no complete series among them
