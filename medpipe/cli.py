@@ -260,10 +260,15 @@ def nightly(
         cluster=cluster,
         demo_secret=demo_secret,
     )
-    _print_summary(out["ingest"])
-    for stage, secs in out["stages"].items():
-        console.print(f"  {stage:<11} {secs:6.1f} s")
+    _print_nightly(out)
     console.print(f"QA report: {store}/{out['report']}")
+
+
+def _print_nightly(result: dict) -> None:
+    """The ingest summary and the time of each stage of a nightly run."""
+    _print_summary(result["ingest"])
+    for stage, secs in result["stages"].items():
+        console.print(f"  {stage:<11} {secs:6.1f} s")
 
 
 @app.command()
@@ -308,9 +313,7 @@ def demo(
         demo_secret=True,
         model=name,
     )
-    _print_summary(result["ingest"])
-    for stage, secs in result["stages"].items():
-        console.print(f"  {stage:<11} {secs:6.1f} s")
+    _print_nightly(result)
     model = result.get("model") or {}
     if model.get("metrics"):
         console.print(f"model {model['name']}:{model['version']} (cross-validated on train):")

@@ -108,11 +108,16 @@ def test_logreg_and_incremental_svm_fit_and_predict() -> None:
         np.testing.assert_allclose(lazy.compute(), p)
 
 
-def test_registry_round_trip_and_versions(tmp_path: Path) -> None:
-    store = str(tmp_path / "s.zarr")
+def _svm() -> tuple[np.ndarray, object]:
+    """Data and a fitted, searched SVM pipeline."""
     x, y, groups = _data()
     folds = est.grouped_folds(y, groups, n_splits=3)
-    model = est.fit_final(est.search("svm", x, y, groups, folds=folds), x, y)
+    return x, est.fit_final(est.search("svm", x, y, groups, folds=folds), x, y)
+
+
+def test_registry_round_trip_and_versions(tmp_path: Path) -> None:
+    store = str(tmp_path / "s.zarr")
+    x, model = _svm()
     v1 = reg.save_model(store, "m", model, {"feature_names": ["a"]})
     v2 = reg.save_model(store, "m", model, {"feature_names": ["a"]})
     assert (v1, v2) == ("v1", "v2")
@@ -154,9 +159,7 @@ def test_soft_vote_is_the_mean_of_its_tuned_members(tmp_path: Path) -> None:
 
 def test_tampered_model_is_refused(tmp_path: Path) -> None:
     store = str(tmp_path / "s.zarr")
-    x, y, groups = _data()
-    folds = est.grouped_folds(y, groups, n_splits=3)
-    model = est.fit_final(est.search("svm", x, y, groups, folds=folds), x, y)
+    x, model = _svm()
     version = reg.save_model(store, "m", model, {"feature_names": ["a"]})
     path = tmp_path / "s.zarr" / reg.model_path("m", version) / "pipeline.skops"
 
