@@ -187,17 +187,13 @@ def _run_flow(fn, **params):  # noqa: ANN001, ANN202 - thin front door
 
 
 def _load_config(cls, path: Path | None):  # noqa: ANN001, ANN202
-    import yaml
-    from pydantic import ValidationError
+    from medpipe.config import load_config
+    from medpipe.errors import ConfigError
 
-    if path is None:
-        return cls.default() if hasattr(cls, "default") else cls()
     try:
-        if hasattr(cls, "from_yaml"):
-            return cls.from_yaml(path)
-        return cls.model_validate(yaml.safe_load(path.read_text()) or {})
-    except (ValidationError, ValueError) as err:
-        raise _fail(ValueError(f"{path}: {err}")) from None
+        return load_config(cls, path)
+    except ConfigError as err:
+        raise _fail(err) from None
 
 
 @app.command()

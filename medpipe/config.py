@@ -8,10 +8,14 @@ from __future__ import annotations
 
 import logging
 import os
+from pathlib import Path
+from typing import Any, TypeVar
 
 from medpipe.errors import ConfigError
 
-__all__ = ["SECRET_ENV", "DEMO_SECRET", "resolve_secret"]
+__all__ = ["SECRET_ENV", "DEMO_SECRET", "resolve_secret", "load_config"]
+
+C = TypeVar("C")
 
 log = logging.getLogger(__name__)
 
@@ -67,3 +71,42 @@ def resolve_secret(secret: str | None = None, *, allow_demo: bool = False) -> by
         "create a Prefect Secret block named 'medpipe-secret', or pass --demo-secret "
         "for a throw-away run."
     )
+
+
+def load_config(cls: type[C], path: str | Path | None) -> C:
+    """Read a stage config from a YAML file, or the stage's default without one.
+
+    Parameters
+    ----------
+    cls
+        The config class (``PreprocessConfig``, ``FeatureConfig`` …).  Its ``from_yaml``
+        and ``default`` class methods are used where it has them.
+    path
+        The YAML file, or ``None`` for the default config.
+
+    Returns
+    -------
+    C
+        The validated, frozen config.
+
+    Raises
+    ------
+    ConfigError
+        The file is missing or its content is not a valid config; the message names
+        the file and the reason.
+    """
+    import yaml
+    from pydantic import ValidationError
+
+    if path is None:
+        return cls.default() if hasattr(cls, "default") else cls()  # type: ignore[attr-defined]
+    path = Path(path)
+    try:
+        if hasattr(cls, "from_yaml"):
+            return cls.from_yaml(path)  # type: ignore[attr-defined]
+        data: Any = yaml.safe_load(path.read_text()) or {}
+        return cls.model_validate(data)  # type: ignore[attr-defined]
+    except (ValidationError, ValueError, OSError, yaml.YAMLError) as err:
+        if isinstance(err, ConfigError) and str(path) in str(err):
+            raise
+        raise ConfigError(f"{path}: {err}") from None

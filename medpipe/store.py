@@ -58,7 +58,7 @@ from zarr.codecs import BloscCodec, BloscShuffle
 
 from medpipe import __version__
 from medpipe.errors import SeriesNotFoundError, StoreError, StoreLockedError
-from medpipe.io.base import identity_direction
+from medpipe.geometry import identity_direction
 
 __all__ = [
     "write_image",

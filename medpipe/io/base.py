@@ -5,17 +5,7 @@ the raw identifiers (``uid``, ``study_uid``, ``patient_id``) so ingest can make
 pseudonymous keys from them; those identifiers are never written anywhere.
 ``header`` holds only values that survive the DICOM PS3.15 Basic Profile.
 
-Geometry convention (used by every reader and by the store)
------------------------------------------------------------
-* ``axes`` names the array's axes, ``("z", "y", "x")`` for grey-level images and
-  ``("c", "y", "x")`` / ``("c", "z", "y", "x")`` for colour.  2D grey images are
-  stored with a single ``z`` plane.
-* ``spacing`` has one entry per *spatial* axis (``z, y, x`` order), in millimetres.
-* ``origin`` is the patient-space position (DICOM LPS, mm) of voxel ``[0, 0, 0]``.
-* ``direction`` is a 3×3 matrix whose row ``a`` is the LPS unit vector along
-  spatial array axis ``a`` (rows for ``z``, ``y``, ``x``).  The position of voxel
-  index ``(k, j, i)`` is ``origin + k*sz*direction[0] + j*sy*direction[1] + i*sx*direction[2]``.
-  NIfTI (RAS) readers convert to LPS.
+The geometry convention is documented in :mod:`medpipe.geometry`.
 """
 
 from __future__ import annotations
@@ -25,12 +15,9 @@ from typing import Any
 
 import numpy as np
 
+from medpipe.geometry import identity_direction
+
 __all__ = ["Probe", "Series", "identity_direction"]
-
-
-def identity_direction() -> tuple[tuple[float, float, float], ...]:
-    """Direction matrix of an image whose axes are (z, y, x) = LPS (S, P, L) aligned."""
-    return ((0.0, 0.0, 1.0), (0.0, 1.0, 0.0), (1.0, 0.0, 0.0))
 
 
 @dataclass

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from medpipe import ingest
-from medpipe.cli import _load_config
+from medpipe.config import load_config
 from medpipe.features import FeatureConfig
 from medpipe.features.dataset import feature_table, features_group, write_features
 from medpipe.models.train import evaluate_model, train_model
@@ -25,7 +25,7 @@ def test_breastmnist_beats_raw_pixel_logistic_regression(shared_data: Path,
     store = str(tmp_path / "store.zarr")
     summary = ingest.ingest_archive(str(archive), store, secret=SECRET)
     assert summary.series_ingested == 546 + 78
-    cfg = _load_config(FeatureConfig, archive / "features.yaml")  # as the CLI reads it
+    cfg = load_config(FeatureConfig, archive / "features.yaml")  # as the CLI reads it
     group = features_group(cfg)
     write_features(feature_table(store, config=cfg), store=store, path=group)
     out = train_model(store, name="breast", features=group, labels=archive / "labels.csv",

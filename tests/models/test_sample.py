@@ -43,11 +43,11 @@ def test_archive_matches_npz(tiny_npz: Path, tmp_path: Path) -> None:
     assert len(patients) == len(files)  # one patient per image
     assert labels["SeriesInstanceUID"].is_unique
     # a feature config for these images; the CLI loads it with --config
-    from medpipe.cli import _load_config
+    from medpipe.config import load_config
     from medpipe.features import FeatureConfig
     from medpipe.sample import MEDMNIST_FEATURE_FAMILIES
 
-    cfg = _load_config(FeatureConfig, archive / "features.yaml")
+    cfg = load_config(FeatureConfig, archive / "features.yaml")
     assert cfg == FeatureConfig(families=MEDMNIST_FEATURE_FAMILIES)
     # a rebuild gives the same UIDs (and store keys)
     again = build_medmnist_archive(tiny_npz, tmp_path / "b", name="pneumoniamnist")
