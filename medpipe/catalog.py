@@ -13,6 +13,7 @@ read (hashed, probed, decoded) only for those.
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -23,6 +24,7 @@ from pathlib import Path
 import pandas as pd
 
 from medpipe import store as _store
+from medpipe.store import layout
 
 __all__ = [
     "COLUMNS",
@@ -55,7 +57,7 @@ COLUMNS = (
 #: Values of the ``status`` column.
 STATUSES = ("ingested", "quarantined", "skipped", "missing")
 
-_CATALOG = "catalog"
+_CATALOG = layout.CATALOG
 _HASH_BLOCK = 1 << 20
 
 
@@ -251,14 +253,10 @@ def append(store: str, rows: Iterable[Mapping[str, object]], *, run_id: str) -> 
     frame["run_id"] = run_id
     frame["written_at"] = pd.Timestamp.now(tz="UTC")
     frame = _typed(frame[list(COLUMNS)])
-    fs, root = _store.store_root(store)
-    base = f"{root}/{_CATALOG}"
-    fs.makedirs(base, exist_ok=True)
+    buf = io.BytesIO()
+    frame.to_parquet(buf, index=False)
     name = f"part-{run_id}-{uuid.uuid4().hex[:8]}.parquet"
-    tmp = f"{base}/.tmp-{name}"
-    with fs.open(tmp, "wb") as fh:
-        frame.to_parquet(fh, index=False)
-    fs.mv(tmp, f"{base}/{name}")
+    _store.atomic_write(store, layout.catalog_part(name), buf.getvalue())
     return len(frame)
 
 

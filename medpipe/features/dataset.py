@@ -10,7 +10,8 @@ import xarray as xr
 
 from medpipe import store as _store
 from medpipe.features.extract import FeatureConfig, extract
-from medpipe.preprocess.apply import image_version
+from medpipe.store import image_version, layout
+from medpipe.store import tables as _tables
 
 __all__ = [
     "FEATURES",
@@ -26,7 +27,9 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 #: Store group of feature tables: ``features/<cfg-hash>``.
-FEATURES = "features"
+FEATURES = layout.FEATURES
+#: Samples per chunk of a feature table.
+_ROWS = 4096
 
 
 def features_group(config: FeatureConfig, *, source: str = "images") -> str:
@@ -35,8 +38,7 @@ def features_group(config: FeatureConfig, *, source: str = "images") -> str:
     Tables from raw images live at ``features/<cfg-hash>``; from a preprocessed group
     ``preprocessed/<p>`` at ``features/<cfg-hash>-<p>`` so they never overwrite each other.
     """
-    suffix = "" if source == "images" else "-" + source.rsplit("/", 1)[-1]
-    return f"{FEATURES}/{config.hash()}{suffix}"
+    return layout.features(config.hash(), source=source)
 
 
 def store_samples(
@@ -62,10 +64,10 @@ def store_samples(
         Time series (a ``t`` axis) are left out.
     """
     if keys is None:
-        keys = [p.rsplit("/", 1)[-1] for p in _store.list_groups(store, source)]
+        keys = [layout.key_of(p) for p in _store.list_groups(store, source)]
     out = []
     for key in keys:
-        path = f"{source}/{key}"
+        path = layout.source_image(source, key)
         image = _store.open_image(store, path)
         if "t" in image.dims:
             log.info("series %s: time series (%s) have no features yet; skipped", key, image.dims)
@@ -80,7 +82,7 @@ def feature_table(
     """The lazy feature table of the store's series (one sample per series and ROI).
 
     Adds per-sample coords ``modality``; ``version`` (of the image the sample was
-    computed from, see :func:`medpipe.preprocess.apply.image_version`); the pseudonymous
+    computed from, see :func:`medpipe.store.image_version`); the pseudonymous
     keys ``series_uid`` (of the SeriesInstanceUID), ``study`` and ``patient``; and
     ``label`` and ``split`` (from the series attributes where the source carried them,
     else NaN / "").
@@ -124,17 +126,18 @@ def write_features(table: xr.Dataset, *, store: str, path: str) -> str:
         ``path``.
     """
     # one task per sample in the graph, but a few large chunks on disk
-    rows = min(max(1, table.sizes["sample"]), 4096)
-    table = table.assign(features=table["features"].chunk({"sample": rows}))
-    with _store.atomic_group(store, path) as tmp:
-        table.to_zarr(tmp, mode="w", consolidated=False, zarr_format=3)
-    return path
+    return _tables.write_table(table, store=store, path=path, rows=_ROWS)
 
 
 def open_features(store: str, path: str) -> xr.Dataset:
-    """Open a stored feature table lazily."""
-    fs, root = _store.store_root(store)
-    return xr.open_zarr(fs.get_mapper(f"{root}/{path}"), consolidated=False)
+    """Open a stored feature table lazily.
+
+    Raises
+    ------
+    SeriesNotFoundError
+        No table at ``path``.
+    """
+    return _tables.open_table(store, path)
 
 
 def _strings(values: xr.DataArray) -> list[str]:
@@ -143,8 +146,7 @@ def _strings(values: xr.DataArray) -> list[str]:
 
 
 def _has_table(store: str, path: str) -> bool:
-    fs, root = _store.store_root(store)
-    return fs.exists(f"{root}/{path}/zarr.json")
+    return _tables.has_table(store, path)
 
 
 def _versions(store: str, source: str) -> dict[str, str]:
@@ -153,7 +155,7 @@ def _versions(store: str, source: str) -> dict[str, str]:
     for p in _store.list_groups(store, source):
         attrs = _store.read_attrs(store, p).get("medpipe", {})
         if "t" not in attrs.get("axes", ()):  # time series: no features (yet)
-            out[p.rsplit("/", 1)[-1]] = image_version(attrs)
+            out[layout.key_of(p)] = image_version(attrs)
     return out
 
 
@@ -190,8 +192,11 @@ def update_features(store: str, *, config: FeatureConfig, source: str = "images"
     """Bring ``features/<cfg-hash>`` up to date: compute only new or re-ingested series.
 
     Samples of series whose image version is unchanged are kept as stored; the others
-    are computed (on the current Dask scheduler) and the table is rewritten atomically.
-    When nothing changed, nothing is computed or written.
+    are computed (on the current Dask scheduler) and appended to the table
+    (:func:`medpipe.store.append_samples`: the stored rows are not rewritten).  Samples
+    of re-ingested or vanished series are dropped first (one atomic rewrite of the kept
+    rows, :func:`medpipe.store.drop_samples`).  A table with no sample to keep is
+    written afresh, atomically.  When nothing changed, nothing is computed or written.
 
     Parameters
     ----------
@@ -210,30 +215,24 @@ def update_features(store: str, *, config: FeatureConfig, source: str = "images"
     """
     path = features_group(config, source=source)
     current = _versions(store, source)
-    old = open_features(store, path).load() if _has_table(store, path) else None
+    old = open_features(store, path) if _has_table(store, path) else None
     stale = _stale(current, old)
     samples = store_samples(store, source=source, keys=stale)
-    kept = 0
     if not samples:
         return {"group": path, "computed": 0, "kept": len(current) - len(stale), "keys": []}
     new = feature_table(store, config=config, source=source, keys=[k for k, _, _ in samples])
+    kept = 0
     if old is not None:
         series = np.array(_strings(old["series"]), dtype=object)
         keep = np.isin(series, list(current)) & ~np.isin(series, stale)
         kept = int(keep.sum())
-        old = old.isel(sample=np.flatnonzero(keep))
-        old = old.assign_coords(
-            {
-                n: ("sample", old[n].values.astype(object))
-                for n in old.coords
-                if old[n].dtype.kind in "OTU" and old[n].dims == ("sample",)
-            }
-        )
-        old = old.assign_coords(
-            sample=old["sample"].values.astype(object), feature=new["feature"].values
-        )
-        new = xr.concat([old, new], dim="sample") if kept else new
-    write_features(new, store=store, path=path)
+        gone = np.array(_strings(old["sample"]), dtype=object)[~keep]
+        if kept and len(gone):
+            _tables.drop_samples(store, path, gone.tolist())
+    if kept:
+        _tables.append_samples(new, store=store, path=path, rows=_ROWS)
+    else:
+        write_features(new, store=store, path=path)
     return {
         "group": path,
         "computed": len(samples),

@@ -20,6 +20,7 @@ import xarray as xr
 from medpipe import store as _store
 from medpipe.deid import pseudonym
 from medpipe.errors import ConfigError
+from medpipe.store import layout
 
 __all__ = [
     "KEY_KINDS",
@@ -32,7 +33,7 @@ __all__ = [
 ]
 
 #: Store group of the pseudonymised label tables: ``labels/<hash>.parquet``.
-LABELS = "labels"
+LABELS = layout.LABELS
 
 #: key kind -> (accepted column names, lower-cased; feature-table coord, pseudonym kind)
 KEY_KINDS: dict[str, tuple[tuple[str, ...], str]] = {
@@ -140,17 +141,12 @@ def write_labels(store: str, labels: pd.DataFrame) -> str:
     str
         Its path, ``labels/<hash>.parquet``.
     """
-    path = f"{LABELS}/{labels_hash(labels)}.parquet"
+    path = layout.label_table(labels_hash(labels))
     fs, root = _store.store_root(store)
-    full = f"{root}/{path}"
-    if not fs.exists(full):
-        fs.makedirs(f"{root}/{LABELS}", exist_ok=True)
+    if not fs.exists(f"{root}/{path}"):
         buf = io.BytesIO()
         labels[["kind", "key", "label", "split"]].to_parquet(buf, index=False)
-        tmp = f"{root}/{LABELS}/.tmp-{labels_hash(labels)}"
-        with fs.open(tmp, "wb") as fh:
-            fh.write(buf.getvalue())
-        fs.mv(tmp, full)
+        _store.atomic_write(store, path, buf.getvalue(), overwrite=False)
     return path
 
 

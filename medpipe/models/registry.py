@@ -19,6 +19,7 @@ import skops.io as sio
 
 from medpipe import store as _store
 from medpipe.errors import ModelError, UntrustedModelError
+from medpipe.store import layout
 
 __all__ = [
     "MODELS",
@@ -36,7 +37,7 @@ __all__ = [
 ]
 
 #: Store group of the registry.
-MODELS = "models"
+MODELS = layout.MODELS
 _PIPELINE = "pipeline.skops"
 _META = "model.json"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -91,7 +92,7 @@ def check_name(name: str) -> str:
 
 def model_path(name: str, version: str) -> str:
     """``models/<name>/<version>``."""
-    return f"{MODELS}/{check_name(name)}/{version}"
+    return layout.model(check_name(name), version)
 
 
 def _version_number(v: str) -> int:
@@ -101,7 +102,7 @@ def _version_number(v: str) -> int:
 def list_versions(store: str, name: str) -> list[str]:
     """Complete versions of a model, oldest first (``v1``, ``v2``…)."""
     fs, root = _store.store_root(store)
-    base = f"{root}/{model_path(name, '')}".rstrip("/")
+    base = f"{root}/{layout.model(check_name(name))}"
     try:
         entries = fs.ls(base, detail=False)
     except (FileNotFoundError, OSError):
@@ -118,8 +119,9 @@ def list_models(store: str) -> list[dict[str, Any]]:
     """``model.json`` of every version of every model, by name then version."""
     fs, root = _store.store_root(store)
     try:
-        names = sorted(posixpath.basename(p.rstrip("/")) for p in fs.ls(f"{root}/{MODELS}",
-                                                                          detail=False))
+        names = sorted(
+            posixpath.basename(p.rstrip("/")) for p in fs.ls(f"{root}/{MODELS}", detail=False)
+        )
     except (FileNotFoundError, OSError):
         return []
     out = []
@@ -210,12 +212,7 @@ def read_model_json(store: str, name: str, version: str | None = None) -> dict[s
 
 def write_model_file(store: str, name: str, version: str, fname: str, blob: bytes) -> str:
     """Add a report file (e.g. ``reports/val.json``) to a model version; returns its path."""
-    fs, root = _store.store_root(store)
-    path = f"{model_path(name, version)}/{fname}"
-    fs.makedirs(posixpath.dirname(f"{root}/{path}"), exist_ok=True)
-    with fs.open(f"{root}/{path}", "wb") as fh:
-        fh.write(blob)
-    return path
+    return _store.atomic_write(store, f"{model_path(name, version)}/{fname}", blob)
 
 
 def read_model_file(store: str, name: str, version: str, fname: str) -> bytes:

@@ -9,12 +9,12 @@
   version, computed block-wise on the current Dask scheduler.
 
 All three compute on the current Dask scheduler (the flows run them inside
-:func:`flows._runner.on_cluster`).
+:func:`flows._runner.on_cluster`).  Evaluation lives in :mod:`medpipe.models.evaluation`
+and scoring in :mod:`medpipe.models.scoring`; both are importable from here.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from pathlib import Path
@@ -24,14 +24,17 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from medpipe import catalog
-from medpipe import store as _store
-from medpipe.errors import ConfigError, ModelError, ModelMismatchError
-from medpipe.features.dataset import open_features
+from medpipe.errors import ConfigError, ModelError
 from medpipe.models import estimators as est
 from medpipe.models import labels as lab
 from medpipe.models import metrics as met
 from medpipe.models import registry as reg
+from medpipe.models.common import catalog_hash, library_versions
+from medpipe.models.common import feature_table as _table
+from medpipe.models.common import strings as _strings
+from medpipe.models.evaluation import check_compatible, evaluate_model
+from medpipe.models.scoring import SCORES, open_scores, score_model, scores_group
+from medpipe.store import layout
 
 __all__ = [
     "SCORES",
@@ -47,53 +50,12 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: Store group of the scores: ``scores/<name>/<version>``.
-SCORES = "scores"
-
-
-def catalog_hash(store: str) -> str:
-    """Digest of the catalog's current view (path, content hash, series, status)."""
-    cur = catalog.current(store)
-    if cur.empty:
-        return hashlib.sha256(b"").hexdigest()[:16]
-    rows = cur[["path", "sha256", "series", "status"]].astype(str).reset_index(drop=True)
-    rows = rows.sort_values("path")
-    return hashlib.sha256(rows.to_csv(index=False).encode()).hexdigest()[:16]
-
-
-def library_versions() -> dict[str, str]:
-    """Versions of the libraries a model depends on."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {}
-    for pkg in ("medpipe", "numpy", "scikit-learn", "dask", "dask-ml", "xarray", "skops"):
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:  # pragma: no cover
-            out[pkg] = "unknown"
-    return out
-
-
-def _table(store: str, group: str) -> xr.Dataset:
-    fs, root = _store.store_root(store)
-    if not fs.exists(f"{root}/{group}/zarr.json"):
-        raise ConfigError(f"no feature table {group!r} in store {store!r}; run medpipe features")
-    return open_features(store, group)
-
-
-def _strings(a: xr.DataArray) -> np.ndarray:
-    return np.array([str(v) for v in a.values], dtype=object)
-
 
 def _groups(table: xr.Dataset) -> np.ndarray:
     """Patient key per sample (series key where the patient is unknown)."""
     patient = _strings(table["patient"])
     series = _strings(table["series_uid"]) if "series_uid" in table.coords else patient
     return np.where(patient != "", patient, series)
-
-
-def _preprocessing_hash(source: str) -> str | None:
-    return source.rsplit("/", 1)[-1] if source.startswith("preprocessed/") else None
 
 
 def train_model(
@@ -219,7 +181,7 @@ def train_model(
         "feature_config_hash": attrs.get("config_hash"),
         "feature_config": json.loads(attrs["config"]) if "config" in attrs else None,
         "source": source,
-        "preprocessing_hash": _preprocessing_hash(source),
+        "preprocessing_hash": layout.preprocessing_hash(source),
         "catalog_hash": catalog_hash(store),
         "labels": {
             "path": labels_path,
@@ -246,201 +208,3 @@ def train_model(
         "n_train": int(len(y)),
         "search": {r.kind: r.best_score for r in results},
     }
-
-
-def check_compatible(meta: dict[str, Any], table: xr.Dataset) -> None:
-    """Refuse a feature table that was not computed with the model's feature config.
-
-    Raises
-    ------
-    ModelMismatchError
-        Different feature-config hash, or feature names the model needs are missing.
-    """
-    ref = f"{meta.get('name')}:{meta.get('version')}"
-    have = table.attrs.get("config_hash")
-    want = meta.get("feature_config_hash")
-    if want is not None and have != want:
-        raise ModelMismatchError(
-            f"model {ref} was trained on features with config {want} "
-            f"({meta.get('features_group')}), but these features have config {have}; "
-            f"compute features with the model's config (medpipe models show {ref}) "
-            "or train a model on these features"
-        )
-    missing = sorted(set(meta["feature_names"]) - {str(f) for f in table["feature"].values})
-    if missing:
-        raise ModelMismatchError(
-            f"model {ref} needs {len(missing)} feature(s) this table lacks, e.g. {missing[:3]}"
-        )
-
-
-def _load(store: str, model: str) -> tuple[Any, dict[str, Any]]:
-    name, version = reg.parse_model_ref(model)
-    return reg.load_model(store, name, version)
-
-
-def evaluate_model(
-    store: str,
-    *,
-    model: str,
-    split: str = "val",
-    labels: str | Path | None = None,
-    secret: bytes | None = None,
-    features: str | None = None,
-    n_boot: int = 1000,
-    seed: int = 0,
-) -> dict[str, Any]:
-    """Metrics with 95% bootstrap CIs of a registered model on one split.
-
-    Parameters
-    ----------
-    store
-        Store URL or path.
-    model
-        ``NAME`` or ``NAME:VERSION``.
-    split
-        ``val`` or ``test`` (``train`` is allowed but is not a held-out estimate).
-    labels
-        A label file; default the labels recorded at training time.
-    secret
-        Pseudonymisation secret (needed with ``labels``).
-    features
-        Feature-table group; default the model's.
-    n_boot, seed
-        Bootstrap settings.
-
-    Returns
-    -------
-    dict
-        ``metrics``, ``confusion``, ``lines`` (printable), ``n``, and ``report`` /
-        ``roc`` (paths of the files written into the model folder).
-    """
-    fitted, meta = _load(store, model)
-    ref = f"{meta['name']}:{meta['version']}"
-    table = _table(store, features or meta["features_group"])
-    check_compatible(meta, table)
-    if labels is not None:
-        if secret is None:
-            raise ConfigError("a secret is needed to pseudonymise the label keys")
-        table_labels = lab.read_labels(labels, secret=secret)
-        label_source = Path(labels).name
-    else:
-        table_labels = lab.read_stored_labels(store, meta["labels"]["path"])
-        label_source = meta["labels"]["path"]
-    table = lab.join_labels(table, table_labels)
-    y_all = table["label"].values
-    rows = np.isfinite(y_all) & (_strings(table["split"]) == split)
-    if not rows.any():
-        raise ModelError(f"no labelled samples in split {split!r} for model {ref}")
-    idx = np.flatnonzero(rows)
-    x = table["features"].isel(sample=idx).sel(feature=meta["feature_names"]).values
-    prob = np.asarray(est.positive_proba(fitted, x))
-    ok = np.isfinite(prob)
-    y = y_all[idx][ok].astype(int)
-    prob = prob[ok]
-    thr = float(meta.get("threshold", 0.5))
-    metrics = met.binary_metrics(y, prob, threshold=thr, n_boot=n_boot, seed=seed)
-    report = {
-        "model": ref,
-        "split": split,
-        "labels": label_source,
-        "n": int(len(y)),
-        "n_positive": int(y.sum()),
-        "n_unscorable": int((~ok).sum()),
-        "metrics": metrics,
-        "confusion": met.confusion(y, prob, threshold=thr),
-        "catalog_hash": catalog_hash(store),
-    }
-    if len(set(y)) < 2:
-        report["note"] = (
-            f"only one class among the {len(y)} labelled {split} samples "
-            f"({int(y.sum())} positive): AUC, specificity or sensitivity and the balanced "
-            "accuracy are undefined (nan) and no ROC is drawn"
-        )
-        log.warning("%s: %s", ref, report["note"])
-    rep_path = reg.write_model_file(
-        store, meta["name"], meta["version"], f"reports/{split}.json",
-        json.dumps(report, indent=2).encode(),
-    )
-    png = met.roc_png(y, prob, title=f"{ref}: ROC on {split}") if len(set(y)) == 2 else b""
-    roc_path = (
-        reg.write_model_file(store, meta["name"], meta["version"], f"reports/roc_{split}.png",
-                             png)
-        if png
-        else None
-    )
-    lines = [met.format_metric(k, metrics[k]) for k in met.METRICS]
-    return {**report, "lines": lines, "report": rep_path, "roc": roc_path, "roc_png": png}
-
-
-def scores_group(name: str, version: str) -> str:
-    """``scores/<name>/<version>``."""
-    return f"{SCORES}/{reg.check_name(name)}/{version}"
-
-
-def open_scores(store: str, group: str) -> xr.Dataset | None:
-    """A stored score table, or ``None``."""
-    fs, root = _store.store_root(store)
-    if not fs.exists(f"{root}/{group}/zarr.json"):
-        return None
-    return xr.open_zarr(fs.get_mapper(f"{root}/{group}"), consolidated=False)
-
-
-def score_model(
-    store: str, *, model: str, features: str | None = None, limit: int | None = None
-) -> dict[str, Any]:
-    """Score every sample that has features and no score yet for this model version.
-
-    Probabilities are computed block-wise on the current Dask scheduler (a lazy
-    ``map_blocks`` over the feature array, as :class:`~dask_ml.wrappers.ParallelPostFit`
-    does) in the write of ``scores/<name>/<version>``: variables ``probability``
-    (float, NaN where a needed feature is missing) and ``predicted`` (0/1, -1 when
-    unscorable), coords ``sample``, ``series``, ``series_uid``, ``study``, ``patient``.
-
-    Returns
-    -------
-    dict
-        ``group``, ``scored`` (new this run), ``total``.
-    """
-    fitted, meta = _load(store, model)
-    group = scores_group(meta["name"], meta["version"])
-    table = _table(store, features or meta["features_group"])
-    check_compatible(meta, table)
-    old = open_scores(store, group)
-    done = set() if old is None else set(_strings(old["sample"]))
-    samples = _strings(table["sample"])
-    todo = [i for i, s in enumerate(samples) if s not in done]
-    if limit is not None:
-        todo = todo[:limit]
-    if not todo:
-        return {"group": group, "scored": 0, "total": len(done)}
-    sub = table.isel(sample=todo).sel(feature=meta["feature_names"])
-    prob = est.positive_proba(fitted, sub["features"].data)
-    thr = float(meta.get("threshold", 0.5))
-    import dask.array as da
-
-    pred = da.where(da.isnan(prob), -1, (prob >= thr).astype(np.int8)).astype(np.int8)
-    coords = {
-        c: ("sample", _strings(sub[c]).astype(str))
-        for c in ("series", "series_uid", "study", "patient")
-        if c in sub.coords
-    }
-    new = xr.Dataset(
-        {"probability": ("sample", prob), "predicted": ("sample", pred)},
-        coords={"sample": _strings(sub["sample"]).astype(str), **coords},
-        attrs={"model": meta["name"], "version": meta["version"], "threshold": thr,
-               "features_group": meta["features_group"]},
-    )
-    out = new if old is None else xr.concat([old.load(), new], dim="sample")
-    rows = min(max(out.sizes["sample"], 1), 65_536)
-    out = out.assign(
-        probability=out["probability"].chunk({"sample": rows}),
-        predicted=out["predicted"].chunk({"sample": rows}),
-    )
-    for c in out.coords:  # fixed-width strings (object arrays cannot be encoded)
-        if out[c].dtype == object:
-            out = out.assign_coords({c: out[c].astype(str)})
-    with _store.atomic_group(store, group) as tmp:
-        out.to_zarr(tmp, mode="w", consolidated=False, zarr_format=3)
-    return {"group": group, "scored": len(todo), "total": int(out.sizes["sample"])}
-
-

@@ -10,6 +10,7 @@ from medpipe import store as _store
 from medpipe.errors import UnsupportedSourceError
 from medpipe.preprocess.pipeline import PreprocessConfig, ResampleStep, run
 from medpipe.preprocess.resample import resample_isotropic
+from medpipe.store import image_version, layout
 
 __all__ = [
     "PREPROCESSED",
@@ -20,7 +21,7 @@ __all__ = [
 ]
 
 #: Store group of preprocessed images: ``preprocessed/<cfg-hash>/<series>``.
-PREPROCESSED = "preprocessed"
+PREPROCESSED = layout.PREPROCESSED
 
 #: Series attributes carried from the source image to its preprocessed version.
 _CARRIED = (
@@ -38,12 +39,7 @@ _CARRIED = (
 
 def preprocessed_group(config: PreprocessConfig) -> str:
     """The store group holding the images preprocessed with ``config``."""
-    return f"{PREPROCESSED}/{config.hash()}"
-
-
-def image_version(attrs: dict[str, Any]) -> str:
-    """Identity of one written version of a series (its ingest run and write time)."""
-    return f"{attrs.get('ingest_run', '')}@{attrs.get('written_at', '')}"
+    return layout.preprocessed(config.hash())
 
 
 def pending_series(store: str, *, config: PreprocessConfig, source: str = "images") -> list[str]:
@@ -67,12 +63,12 @@ def pending_series(store: str, *, config: PreprocessConfig, source: str = "image
         Series keys, sorted.
     """
     group = preprocessed_group(config)
-    done = {p.rsplit("/", 1)[-1] for p in _store.list_groups(store, group)}
+    done = {layout.key_of(p) for p in _store.list_groups(store, group)}
     pending = []
     for path in _store.list_groups(store, source):
-        key = path.rsplit("/", 1)[-1]
+        key = layout.key_of(path)
         if key in done:
-            made_from = _store.read_attrs(store, f"{group}/{key}").get("medpipe", {})
+            made_from = _store.read_attrs(store, layout.source_image(group, key)).get("medpipe", {})
             current = image_version(_store.read_attrs(store, path).get("medpipe", {}))
             if made_from.get("preprocess", {}).get("source_version") == current:
                 continue
@@ -117,7 +113,8 @@ def preprocess_series(
     UnsupportedSourceError
         For images that are not grey-level ``(z, y, x)`` volumes (colour, 4D).
     """
-    image = _store.open_image(store, f"{source}/{key}")
+    src = layout.source_image(source, key)
+    image = _store.open_image(store, src)
     if tuple(image.dims) != ("z", "y", "x"):
         raise UnsupportedSourceError(
             f"preprocessing needs a grey-level (z, y, x) image, series {key} has {image.dims}"
@@ -125,24 +122,14 @@ def preprocess_series(
     out = run(image, config)
     labels = {
         roi: _regrid_label(mask, config).data
-        for roi, mask in _store.open_labels(store, f"{source}/{key}").items()
+        for roi, mask in _store.open_labels(store, src).items()
     }
     attrs: dict[str, Any] = {k: image.attrs[k] for k in _CARRIED if k in image.attrs}
     attrs["preprocess"] = {
         "config": config.model_dump(mode="json"),
         "hash": config.hash(),
-        "source": f"{source}/{key}",
+        "source": src,
         "source_version": image_version(image.attrs),
     }
-    path = f"{preprocessed_group(config)}/{key}"
-    return _store.write_image(
-        out.data,
-        store=store,
-        path=path,
-        axes=out.dims,
-        spacing=out.attrs["spacing"],
-        origin=out.attrs.get("origin", (0.0, 0.0, 0.0)),
-        direction=out.attrs.get("direction"),
-        attrs=attrs,
-        labels=labels,
-    )
+    path = layout.preprocessed_image(config.hash(), key)
+    return _store.write_image(out, store=store, path=path, attrs=attrs, labels=labels)

@@ -1,0 +1,228 @@
+"""The one table API: xarray Datasets with a ``sample`` dimension, stored as Zarr v3 groups.
+
+Feature tables (``features/…``) and score tables (``scores/…``) are read and written only
+through here.
+
+* :func:`write_table` writes a whole table atomically (temporary sibling, then moved).
+* :func:`append_samples` adds rows with ``to_zarr(append_dim="sample")``: the chunks that
+  hold only existing rows are never rewritten (the last, partial chunk is completed).
+* :func:`drop_samples` removes rows (rewriting the table atomically).
+* :func:`open_table` opens one lazily.
+
+Every string array is stored with Zarr's variable-length ``string`` data type, which has
+a Zarr v3 specification (numpy ``<U`` arrays would become ``fixed_length_utf32``, which
+has none).  Arrays along ``sample`` are chunked in blocks of ``rows`` samples (fixed when
+the table is created, so appends keep filling whole chunks).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+import xarray as xr
+import zarr
+
+from medpipe.errors import SeriesNotFoundError
+from medpipe.store.atomic import atomic_group
+from medpipe.store.fs import has_group, join, store_root, zarr_store
+
+__all__ = [
+    "SAMPLE",
+    "STRING_DTYPE",
+    "DEFAULT_ROWS",
+    "has_table",
+    "open_table",
+    "write_table",
+    "append_samples",
+    "drop_samples",
+    "string_values",
+]
+
+#: The row dimension of every table.
+SAMPLE = "sample"
+#: The Zarr v3 data type of every stored string array.
+STRING_DTYPE = "string"
+#: Default samples per chunk along ``sample``.
+DEFAULT_ROWS = 4096
+
+
+def has_table(store: str, path: str) -> bool:
+    """True when a table (any Zarr group) exists at ``path``."""
+    return has_group(store, path)
+
+
+def open_table(store: str, path: str) -> xr.Dataset:
+    """Open a stored table lazily (dask-backed).
+
+    Raises
+    ------
+    SeriesNotFoundError
+        No table at ``path``.
+    """
+    if not has_table(store, path):
+        raise SeriesNotFoundError(f"no table {path!r} in store {store!r}")
+    fs, root = store_root(store)
+    return xr.open_zarr(fs.get_mapper(join(root, path)), consolidated=False)
+
+
+def string_values(values: Any) -> np.ndarray:
+    """Plain ``str`` values (object array) of a string array (object, ``<U`` or StringDType)."""
+    arr = np.asarray(getattr(values, "values", values))
+    out = np.empty(arr.shape, dtype=object)
+    out.ravel()[:] = [str(v) for v in arr.ravel().tolist()]
+    return out
+
+
+def _spec_strings(table: xr.Dataset) -> xr.Dataset:
+    """Every string variable as an object array of ``str`` (stored as Zarr ``string``)."""
+    fixed = {
+        name: (var.dims, string_values(var), var.attrs)
+        for name, var in table.variables.items()
+        if var.dtype.kind in "OUT"
+    }
+    coords = {k: v for k, v in fixed.items() if k in table.coords}
+    data = {k: v for k, v in fixed.items() if k not in table.coords}
+    return table.assign_coords(coords).assign(data)
+
+
+def _encoding(table: xr.Dataset, rows: int) -> dict[str, dict[str, Any]]:
+    enc = {}
+    for name, var in table.variables.items():
+        if SAMPLE in var.dims:
+            enc[name] = {
+                "chunks": tuple(
+                    rows if d == SAMPLE else max(1, n)
+                    for d, n in zip(var.dims, var.shape, strict=True)
+                )
+            }
+    return enc
+
+
+def write_table(table: xr.Dataset, *, store: str, path: str, rows: int = DEFAULT_ROWS) -> str:
+    """Write (or replace) a whole table atomically.
+
+    Dask-backed variables are computed in the write, on the current Dask scheduler.
+
+    Parameters
+    ----------
+    table
+        A Dataset with a ``sample`` dimension.
+    store
+        Store URL or path.
+    path
+        Group path, e.g. ``features/<hash>``.
+    rows
+        Samples per chunk along ``sample``.
+
+    Returns
+    -------
+    str
+        ``path``.
+    """
+    table = _spec_strings(table.drop_encoding())
+    table = table.assign(
+        {
+            name: var.chunk({SAMPLE: rows})
+            for name, var in table.data_vars.items()
+            if SAMPLE in var.dims and var.chunks is not None
+        }
+    )
+    with atomic_group(store, path) as tmp:
+        table.to_zarr(
+            tmp, mode="w", consolidated=False, zarr_format=3, encoding=_encoding(table, rows)
+        )
+    return path
+
+
+def _sample_arrays(group: zarr.Group) -> dict[str, tuple[int, ...]]:
+    out = {}
+    for name, arr in group.arrays():
+        if SAMPLE in (arr.metadata.dimension_names or ()):
+            out[name] = tuple(arr.shape)
+    return out
+
+
+def append_samples(
+    table: xr.Dataset, *, store: str, path: str, rows: int = DEFAULT_ROWS
+) -> int:
+    """Append ``table``'s samples to the stored table (created when absent).
+
+    The new rows are computed first (on the current Dask scheduler), then appended with
+    ``to_zarr(append_dim="sample")``: existing rows are not rewritten, except that the
+    stored table's last, partially filled chunk is completed.  Should the append fail,
+    the arrays are cut back to their previous length.  Variables without a ``sample``
+    dimension (the ``feature`` coord) must equal the stored ones and are not rewritten.
+
+    Parameters
+    ----------
+    table
+        New samples, with the stored table's variables and attributes.
+    store
+        Store URL or path.
+    path
+        Group path of the table.
+    rows
+        Samples per chunk, used only when the table is created.
+
+    Returns
+    -------
+    int
+        The number of samples appended.
+    """
+    n = int(table.sizes.get(SAMPLE, 0))
+    if not has_table(store, path):
+        write_table(table, store=store, path=path, rows=rows)
+        return n
+    if n == 0:
+        return 0
+    table = _spec_strings(table.drop_encoding()).compute()
+    table = table.drop_vars([k for k, v in table.variables.items() if SAMPLE not in v.dims])
+    fs, root = store_root(store)
+    full = join(root, path)
+    group = zarr.open_group(zarr_store(fs, full), mode="r+", zarr_format=3)
+    before = _sample_arrays(group)
+    try:
+        table.to_zarr(
+            fs.get_mapper(full), mode="a", append_dim=SAMPLE, consolidated=False, zarr_format=3
+        )
+    except BaseException:
+        for name, shape in before.items():
+            group[name].resize(shape)
+        raise
+    return n
+
+
+def drop_samples(store: str, path: str, samples: Iterable[str]) -> int:
+    """Remove the rows whose ``sample`` coord is in ``samples`` (rewrites the table atomically).
+
+    Parameters
+    ----------
+    store
+        Store URL or path.
+    path
+        Group path of the table.
+    samples
+        Sample names to drop (absent ones are ignored).
+
+    Returns
+    -------
+    int
+        The number of rows dropped (0: nothing was written).
+    """
+    table = open_table(store, path)
+    names = string_values(table[SAMPLE])
+    drop = np.isin(names, np.array(list(samples), dtype=object))
+    if not drop.any():
+        return 0
+    first = next(
+        (v for v in table.variables.values() if SAMPLE in v.dims and "chunks" in v.encoding),
+        None,
+    )
+    rows = DEFAULT_ROWS
+    if first is not None:
+        rows = int(first.encoding["chunks"][first.dims.index(SAMPLE)])
+    kept = table.isel({SAMPLE: np.flatnonzero(~drop)}).load()
+    write_table(kept, store=store, path=path, rows=rows)
+    return int(drop.sum())
