@@ -23,6 +23,9 @@ __all__ = ["check_compatible", "evaluate_model"]
 
 log = logging.getLogger(__name__)
 
+#: Folder of a model version that holds its evaluation reports.
+_REPORTS = "reports"
+
 
 def check_compatible(meta: dict[str, Any], table: xr.Dataset) -> None:
     """Refuse a feature table that was not computed with the model's feature config.
@@ -129,12 +132,12 @@ def evaluate_model(
         )
         log.warning("%s: %s", ref, report["note"])
     rep_path = reg.write_model_file(
-        store, meta["name"], meta["version"], f"reports/{split}.json",
+        store, meta["name"], meta["version"], f"{_REPORTS}/{split}.json",
         json.dumps(report, indent=2).encode(),
     )
     png = met.roc_png(y, prob, title=f"{ref}: ROC on {split}") if len(set(y)) == 2 else b""
     roc_path = (
-        reg.write_model_file(store, meta["name"], meta["version"], f"reports/roc_{split}.png",
+        reg.write_model_file(store, meta["name"], meta["version"], f"{_REPORTS}/roc_{split}.png",
                              png)
         if png
         else None

@@ -124,7 +124,7 @@ def write_table(table: xr.Dataset, *, store: str, path: str, rows: int = DEFAULT
     table = _spec_strings(table.drop_encoding())
     table = table.assign(
         {
-            name: var.chunk({SAMPLE: rows})
+            name: var.chunk({d: rows if d == SAMPLE else -1 for d in var.dims})
             for name, var in table.data_vars.items()
             if SAMPLE in var.dims and var.chunks is not None
         }
@@ -181,12 +181,11 @@ def append_samples(
     table = table.drop_vars([k for k, v in table.variables.items() if SAMPLE not in v.dims])
     fs, root = store_root(store)
     full = join(root, path)
-    group = zarr.open_group(zarr_store(fs, full), mode="r+", zarr_format=3)
+    zstore = zarr_store(fs, full)
+    group = zarr.open_group(zstore, mode="r+", zarr_format=3)
     before = _sample_arrays(group)
     try:
-        table.to_zarr(
-            fs.get_mapper(full), mode="a", append_dim=SAMPLE, consolidated=False, zarr_format=3
-        )
+        table.to_zarr(zstore, mode="a", append_dim=SAMPLE, consolidated=False, zarr_format=3)
     except BaseException:
         for name, shape in before.items():
             group[name].resize(shape)

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
+import xarray as xr
 
 from medpipe.deid import pseudonym
 from medpipe.errors import ModelError, ModelMismatchError
@@ -27,6 +28,7 @@ from medpipe.models.train import (
     train_model,
 )
 
+from ..store.test_tables import assert_spec_strings
 from .conftest import SECRET
 
 
@@ -97,6 +99,37 @@ def test_train_evaluate_score(grouped_store: dict, tmp_path: Path) -> None:
     np.testing.assert_allclose(scores["probability"].values, est.positive_proba(model, x))
     np.testing.assert_array_equal(scores["predicted"].values,
                                   (scores["probability"].values >= meta["threshold"]).astype(int))
+    # every table of the store stores its strings with a Zarr v3 spec'd data type
+    for group in (grouped_store["features"], res["group"]):
+        assert_spec_strings(Path(store) / group)
+    assert {"sample", "series", "series_uid"} <= set(scores.coords)
+
+
+def test_scores_are_appended_in_order_and_match_a_single_run(grouped_store: dict,
+                                                              tmp_path: Path) -> None:
+    """Scoring in two runs (--limit) appends; the table equals scoring all at once."""
+    import shutil
+
+    store, archive = grouped_store["store"], grouped_store["archive"]
+    if not reg.list_versions(store, "tiny"):
+        train_model(store, name="tiny", features=grouped_store["features"],
+                    labels=archive / "labels.csv", secret=SECRET, estimator="svm",
+                    n_splits=3, n_boot=10)
+    copy = str(tmp_path / "copy.zarr")
+    shutil.copytree(store, copy, ignore=shutil.ignore_patterns("scores"))
+    first = score_model(copy, model="tiny", limit=5)
+    assert first["scored"] == first["total"] == 5
+    rest = score_model(copy, model="tiny")
+    assert rest["total"] == rest["scored"] + 5
+    once = str(tmp_path / "once.zarr")
+    shutil.copytree(store, once, ignore=shutil.ignore_patterns("scores"))
+    score_model(once, model="tiny")
+    a = open_scores(copy, rest["group"]).load()
+    b = open_scores(once, rest["group"]).load()
+    # probabilities of differently blocked batches agree to rounding; all else is identical
+    xr.testing.assert_allclose(a, b, rtol=1e-12)
+    xr.testing.assert_identical(a.drop_vars("probability"), b.drop_vars("probability"))
+    assert_spec_strings(Path(copy) / rest["group"])
 
 
 def test_feature_config_mismatch_is_refused(grouped_store: dict) -> None:

@@ -462,3 +462,23 @@ def test_subgroups_lists_folders_but_not_temporaries(tmp_path: Path) -> None:
     assert S.subgroups(out, "features") == ["features/a", "features/b"]
     assert S.subgroups(out, "missing") == []
     assert S.list_groups(out, "features") == []  # no complete series among them
+
+
+def test_write_image_takes_a_dataarray_with_its_geometry(tmp_path: Path) -> None:
+    """An opened image is written back as is: dims, spacing, origin, direction travel along."""
+    s = read_nifti(NIB, ["anatomical.nii"])
+    store = str(tmp_path / "s")
+    _write_series(s, store, "images/a")
+    image = S.open_image(store, "images/a")
+    other = str(tmp_path / "o")
+    S.write_image(image, store=store, path="images/b", attrs={"modality": s.modality})
+    S.write_image(image.data, store=other, path="images/b", axes=image.dims,
+                  spacing=image.attrs["spacing"], origin=image.attrs["origin"],
+                  direction=image.attrs["direction"], attrs={"modality": s.modality})
+    b, c = S.read_attrs(store, "images/b"), S.read_attrs(other, "images/b")
+    assert b["ome"] == c["ome"]
+    for k in ("axes", "spacing", "origin", "direction", "shape", "dtype", "levels"):
+        assert b["medpipe"][k] == c["medpipe"][k], k
+    np.testing.assert_array_equal(S.open_image(store, "images/b").values, s.data)
+    with pytest.raises(ValueError, match="axes and spacing"):
+        S.write_image(image.data, store=store, path="images/d")
