@@ -47,7 +47,16 @@ __all__ = [
 
 #: Files that are never images and are recorded as skipped without being opened.
 SIDECARS: tuple[str, ...] = (
-    ".csv", ".tsv", ".json", ".yaml", ".yml", ".xml", ".txt", ".md", ".bval", ".bvec",
+    ".csv",
+    ".tsv",
+    ".json",
+    ".yaml",
+    ".yml",
+    ".xml",
+    ".txt",
+    ".md",
+    ".bval",
+    ".bvec",
     ".parquet",
 )
 

@@ -6,9 +6,7 @@ from pathlib import Path
 
 from pydicom.dataset import Dataset
 
-from medpipe.errors import (
-    InvalidSourceError,
-)
+from medpipe.errors import InvalidSourceError
 from medpipe.io.dicom.part10 import _dcmread, _is_part10
 
 
@@ -20,9 +18,6 @@ def _dicomdir_files(ds: Dataset) -> list[tuple[str, ...]]:
             parts = (fid,) if isinstance(fid, str) else tuple(str(p) for p in fid)
             out.append(parts)
     return out
-
-
-# --------------------------------------------------------------------------- DICOMDIR
 
 
 def read_dicomdir(root: Path, rel: str) -> list[str]:

@@ -6,9 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from medpipe.errors import (
-    SeriesGeometryError,
-)
+from medpipe.errors import SeriesGeometryError
 from medpipe.io.dicom.frames import _Frame
 
 

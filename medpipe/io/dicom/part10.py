@@ -19,9 +19,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.tag import BaseTag
 from pydicom.uid import UID
 
-from medpipe.errors import (
-    InvalidSourceError,
-)
+from medpipe.errors import InvalidSourceError
 
 DEFAULT_MAX_BYTES = 8 << 30
 

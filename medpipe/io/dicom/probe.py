@@ -9,10 +9,7 @@ from pathlib import Path
 from pydicom.dataset import Dataset
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 
-from medpipe.errors import (
-    InvalidSourceError,
-    UnsupportedSourceError,
-)
+from medpipe.errors import InvalidSourceError, UnsupportedSourceError
 from medpipe.io.base import Probe
 from medpipe.io.dicom.dicomdir import _dicomdir_files
 from medpipe.io.dicom.part10 import (
@@ -45,9 +42,6 @@ def _referenced_series(ds: Dataset) -> str | None:
                 if uid:
                     return str(uid)
     return None
-
-
-# --------------------------------------------------------------------------- probe
 
 
 def probe_dicom(root: Path, rel: str, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Probe:

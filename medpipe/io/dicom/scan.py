@@ -24,7 +24,7 @@ from medpipe.io.dicom.part10 import (
 )
 from medpipe.io.dicom.values import _check_size, _declared_bytes, _dictionary_vr
 
-# --------------------------------------------------------------------------- fast probe
+# The fast header scan.
 #
 # pydicom builds a Dataset for every item of every sequence of a header; for the
 # common file (an uncompressed little-endian image slice) the probe needs a dozen

@@ -11,10 +11,7 @@ from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.tag import BaseTag
 
-from medpipe.errors import (
-    InvalidSourceError,
-    SourceTooLargeError,
-)
+from medpipe.errors import InvalidSourceError, SourceTooLargeError
 from medpipe.io.dicom.part10 import _PLAIN_DS, _PLAIN_IS, _one_line
 
 
