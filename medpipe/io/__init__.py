@@ -4,6 +4,9 @@
 it and which files belong together; :func:`read_group` reads one such group.
 Both raise :class:`~medpipe.errors.SourceError` subclasses for files that cannot
 be ingested, and ingest quarantines (or skips) them with the error's reason.
+
+Which reader handles a file is decided by :mod:`medpipe.io.registry` from the file's
+name; the built-in readers (DICOM, NIfTI, raster, npz) register themselves there.
 """
 
 from __future__ import annotations
@@ -12,46 +15,58 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from medpipe.errors import InvalidSourceError, UnsupportedSourceError
+
+# The built-in readers register themselves on import.
+from medpipe.io import dicom, nifti, npz, raster  # noqa: E402, F401, I001
 from medpipe.io.base import Probe, Series
-
-__all__ = ["Probe", "Series", "probe_file", "read_group", "kind_of"]
-
-_NIFTI = (".nii", ".nii.gz")
-_RASTER = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
-_NPZ = (".npz",)
-#: Files that are never images and are recorded as skipped without being opened.
-_SIDECARS = (
-    ".csv", ".tsv", ".json", ".yaml", ".yml", ".xml", ".txt", ".md", ".bval", ".bvec",
-    ".parquet",
+from medpipe.io.registry import (
+    REGISTRY,
+    SIDECARS,
+    Reader,
+    ReaderRegistry,
+    get_reader,
+    reader_for,
+    register_reader,
+    unregister_reader,
 )
 
+__all__ = [
+    "Probe",
+    "Series",
+    "Reader",
+    "ReaderRegistry",
+    "REGISTRY",
+    "SIDECARS",
+    "register_reader",
+    "unregister_reader",
+    "reader_for",
+    "get_reader",
+    "probe_file",
+    "read_group",
+    "kind_of",
+]
 
-def kind_of(rel: str) -> str:
+
+def kind_of(rel: str, *, registry: ReaderRegistry | None = None) -> str:
     """Which reader a path goes to, from its name alone (``"dicom"`` when in doubt).
 
     Parameters
     ----------
     rel
         Relative path of the file.
+    registry
+        Readers to choose from (default: the process-wide registry).
 
     Returns
     -------
     str
-        ``"nifti"``, ``"raster"``, ``"npz"``, ``"sidecar"`` or ``"dicom"``.
+        A reader's name (``"nifti"``, ``"raster"``, ``"npz"``, ``"dicom"`` …) or
+        ``"sidecar"``.
     """
-    name = rel.lower()
-    if name.endswith(_NIFTI):
-        return "nifti"
-    if name.endswith(_RASTER):
-        return "raster"
-    if name.endswith(_NPZ):
-        return "npz"
-    if name.endswith(_SIDECARS):
-        return "sidecar"
-    return "dicom"
+    return (registry or REGISTRY).kind_of(rel)
 
 
-def probe_file(root: str | Path, rel: str) -> Probe:
+def probe_file(root: str | Path, rel: str, *, registry: ReaderRegistry | None = None) -> Probe:
     """Look at one file's header and say how to read it.
 
     Parameters
@@ -60,6 +75,8 @@ def probe_file(root: str | Path, rel: str) -> Probe:
         Archive root.
     rel
         The file's path relative to ``root`` (POSIX separators).
+    registry
+        Readers to choose from (default: the process-wide registry).
 
     Returns
     -------
@@ -72,28 +89,19 @@ def probe_file(root: str | Path, rel: str) -> Probe:
     UnsupportedSourceError
         The file is valid but holds no image medpipe ingests; it is skipped.
     """
-    root = Path(root)
-    kind = kind_of(rel)
-    if kind == "sidecar":
+    reader = (registry or REGISTRY).for_path(rel)
+    if reader is None:
         raise UnsupportedSourceError("sidecar file (not an image)", path=rel)
-    if kind == "nifti":
-        from medpipe.io.nifti import probe_nifti
-
-        return probe_nifti(root, rel)
-    if kind == "raster":
-        from medpipe.io.raster import probe_raster
-
-        return probe_raster(root, rel)
-    if kind == "npz":
-        from medpipe.io.npz import probe_npz
-
-        return probe_npz(root, rel)
-    from medpipe.io.dicom import probe_dicom
-
-    return probe_dicom(root, rel)
+    return reader.probe(Path(root), rel)
 
 
-def read_group(root: str | Path, kind: str, members: Sequence[tuple[str, str]]) -> list[Series]:
+def read_group(
+    root: str | Path,
+    kind: str,
+    members: Sequence[tuple[str, str]],
+    *,
+    reader: Reader | None = None,
+) -> list[Series]:
     """Read one group of files into series.
 
     Parameters
@@ -101,21 +109,25 @@ def read_group(root: str | Path, kind: str, members: Sequence[tuple[str, str]]) 
     root
         Archive root.
     kind
-        The group's reader (``Probe.kind``).
+        The group's reader (``Probe.kind``), looked up in the process-wide registry
+        unless ``reader`` is given.
     members
         ``(relative path, role)`` pairs: the images and masks of the group.
+    reader
+        The reader object itself (work sent to another process carries it, since that
+        process's registry may not hold it).
 
     Returns
     -------
     list of Series
-        One series, except for ``npz`` files, which hold many images.
+        One series, except for readers with ``series_per_image`` (npz), whose files
+        hold many images.
 
     Raises
     ------
     SourceError
         The group cannot be read; ``error.path`` names the offending file where known.
     """
-    root = Path(root)
     images = sorted(p for p, role in members if role == "image")
     masks = sorted(p for p, role in members if role == "mask")
     if not images:
@@ -123,26 +135,8 @@ def read_group(root: str | Path, kind: str, members: Sequence[tuple[str, str]]) 
             "mask without its image (referenced series not found in the archive)",
             path=masks[0] if masks else None,
         )
-    if kind == "dicom":
-        from medpipe.io.dicom import read_dicom_series
-        from medpipe.io.rtstruct import rasterize_rtstruct
-
-        series = read_dicom_series(root, images)
-        for rel in masks:
-            for roi, mask in rasterize_rtstruct(root, rel, series).items():
-                series.labels[roi] = mask
-            series.sources.append(rel)
-        return [series]
-    if kind == "nifti":
-        from medpipe.io.nifti import read_nifti
-
-        return [read_nifti(root, images + masks)]
-    if kind == "raster":
-        from medpipe.io.raster import read_raster
-
-        return [read_raster(root, r) for r in images]
-    if kind == "npz":
-        from medpipe.io.npz import read_npz
-
-        return [s for r in images for s in read_npz(root, [r])]
-    raise InvalidSourceError(f"no reader for kind {kind!r}", path=images[0])
+    try:
+        reader = reader or get_reader(kind)
+    except InvalidSourceError as err:
+        raise InvalidSourceError(err.reason, path=images[0]) from None
+    return reader.read(Path(root), images, masks)

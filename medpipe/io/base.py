@@ -79,7 +79,8 @@ class Probe:
     path
         Relative path of the file (POSIX separators) under the archive root.
     kind
-        Reader that handles it: ``"dicom"``, ``"nifti"``, ``"raster"`` or ``"npz"``.
+        Name of the reader that handles it (:mod:`medpipe.io.registry`): ``"dicom"``,
+        ``"nifti"``, ``"raster"``, ``"npz"`` or a registered reader's name.
     group
         Raw grouping identifier: files with equal ``(kind, group)`` are read together
         into one or more :class:`Series`.  SeriesInstanceUID for DICOM images, the

@@ -36,15 +36,11 @@ from medpipe.errors import (
     UnsupportedSourceError,
 )
 from medpipe.io.base import Probe, Series
+from medpipe.io.nifti_names import _mask_name, _stem, mask_image_of
+from medpipe.io.registry import register_reader
 
 __all__ = ["probe_nifti", "read_nifti", "mask_image_of", "nifti_geometry"]
 
-_EXTS = (".nii.gz", ".nii")
-_IMAGE_SUFFIXES = ("_image", "")
-#: ``<prefix><sep>mask``, ``<prefix><sep>seg…``, ``<prefix>…label…`` (case-insensitive)
-_MASK_RE = re.compile(
-    r"^(?P<prefix>.+?)(?:[_\-.](?P<kind>mask|seg)|(?P<label>[_\-.]?labels?))", re.IGNORECASE
-)
 _RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0])
 #: xyzt_units spatial code -> millimetres per unit (0 = unknown, taken as mm)
 _SPACE_UNIT_MM = {0: 1.0, 1: 1000.0, 2: 1.0, 3: 1e-3}
@@ -63,58 +59,6 @@ _MODALITY_TOKENS = (
 )
 #: Refuse to decode images whose header declares more than this many bytes.
 MAX_BYTES = 8 * 1024**3
-
-
-def _stem(name: str) -> str:
-    low = name.lower()
-    for ext in _EXTS:
-        if low.endswith(ext):
-            return name[: -len(ext)]
-    return name
-
-
-def _split(rel: str) -> tuple[str, str]:
-    parent, _, name = rel.rpartition("/")
-    return parent, name
-
-
-def mask_image_of(root: Path, rel: str) -> str | None:
-    """Relative path of the image a mask file belongs to, or ``None`` when it is no mask.
-
-    Parameters
-    ----------
-    root
-        Archive root.
-    rel
-        The file's relative path.
-
-    Returns
-    -------
-    str or None
-        ``<dir>/<prefix>_image.nii[.gz]`` or ``<dir>/<prefix>.nii[.gz]`` when the name
-        marks a mask and that sibling exists; ``None`` otherwise.
-    """
-    parent, name = _split(rel)
-    m = _MASK_RE.match(_stem(name))
-    if not m:
-        return None
-    prefix = m.group("prefix")
-    for suffix in _IMAGE_SUFFIXES:
-        for ext in _EXTS:
-            cand = f"{prefix}{suffix}{ext}"
-            cand_rel = f"{parent}/{cand}" if parent else cand
-            if cand_rel != rel and (Path(root) / cand_rel).is_file():
-                return cand_rel
-    return None
-
-
-def _mask_name(rel: str) -> str:
-    """ROI name of a mask file: the part of its name after the image prefix (``mask``…)."""
-    stem = _stem(_split(rel)[1])
-    m = _MASK_RE.match(stem)
-    name = stem[m.end("prefix") :] if m else stem
-    name = re.sub(r"[^A-Za-z0-9_\-]+", "_", name).strip("_-.") or "mask"
-    return name
 
 
 def _load(path: Path, rel: str) -> nib.Nifti1Image | nib.Nifti2Image:
@@ -406,3 +350,22 @@ def _read_mask(
     if values.size and (values.min() < 0 or values.max() > 255):
         raise InvalidSourceError("mask values outside 0..255", path=rel)
     return values.astype(np.uint8)
+
+
+class NiftiReader:
+    """NIfTI-1/2 images, with their label maps as masks."""
+
+    name = "nifti"
+    suffixes: tuple[str, ...] = (".nii", ".nii.gz")
+    series_per_image = False
+
+    def probe(self, root: Path, rel: str) -> Probe:
+        """See :func:`probe_nifti`."""
+        return probe_nifti(root, rel)
+
+    def read(self, root: Path, images: Sequence[str], masks: Sequence[str]) -> list[Series]:
+        """See :func:`read_nifti`."""
+        return [read_nifti(root, [*images, *masks])]
+
+
+register_reader(NiftiReader())

@@ -19,6 +19,7 @@ import pandas as pd
 
 from medpipe.errors import InvalidSourceError
 from medpipe.io.base import Probe, Series
+from medpipe.io.registry import register_reader
 
 __all__ = ["probe_npz", "read_npz", "npz_labels", "SPLITS"]
 
@@ -229,3 +230,22 @@ def npz_labels(root: Path, rel: str) -> pd.DataFrame:
                     frame[f"label_{k}"] = labels[:, k].astype(np.int64)
             frames.append(frame)
     return pd.concat(frames, ignore_index=True)
+
+
+class NpzReader:
+    """MedMNIST-style ``.npz`` files: every image of every split becomes a series."""
+
+    name = "npz"
+    suffixes: tuple[str, ...] = (".npz",)
+    series_per_image = True
+
+    def probe(self, root: Path, rel: str) -> Probe:
+        """See :func:`probe_npz`."""
+        return probe_npz(root, rel)
+
+    def read(self, root: Path, images: Sequence[str], masks: Sequence[str]) -> list[Series]:
+        """Every image of each file (masks are not read)."""
+        return [s for r in images for s in read_npz(root, [r])]
+
+
+register_reader(NpzReader())

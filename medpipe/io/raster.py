@@ -16,6 +16,7 @@ formats (SVS, NDPI, SCN, Philips, BIF, pyramidal OME), ``"OT"`` otherwise.
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from PIL import Image, UnidentifiedImageError
 
 from medpipe.errors import InvalidSourceError, SourceTooLargeError, UnsupportedSourceError
 from medpipe.io.base import Probe, Series
+from medpipe.io.registry import register_reader
 
 __all__ = ["probe_raster", "read_raster", "MAX_BYTES"]
 
@@ -325,3 +327,22 @@ def _series(
         axes=axes,
         header=header,
     )
+
+
+class RasterReader:
+    """TIFF (plain, OME, whole-slide base level), PNG and JPEG images; one series per file."""
+
+    name = "raster"
+    suffixes: tuple[str, ...] = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
+    series_per_image = False
+
+    def probe(self, root: Path, rel: str) -> Probe:
+        """See :func:`probe_raster`."""
+        return probe_raster(root, rel)
+
+    def read(self, root: Path, images: Sequence[str], masks: Sequence[str]) -> list[Series]:
+        """One series per image file (masks are not read)."""
+        return [read_raster(root, r) for r in images]
+
+
+register_reader(RasterReader())

@@ -18,7 +18,8 @@ import pytest
 from pydicom.data import get_testdata_file
 from skimage.draw import polygon as sk_polygon
 
-import medpipe.io.dicom as dicom
+import medpipe.io.dicom.frames as dicom_frames
+import medpipe.io.dicom.probe as dicom
 import medpipe.io.rtstruct as rtstruct
 from medpipe.errors import SourceError
 from medpipe.ingest import GroupPlan, batches
@@ -97,7 +98,7 @@ def test_native_pixels_equal_pixel_array() -> None:
             ts = ds.file_meta.TransferSyntaxUID
         except Exception:  # noqa: BLE001 - not every sample is a readable Part 10 file
             continue
-        view = dicom._native_pixels(ds, ts)
+        view = dicom_frames._native_pixels(ds, ts)
         if view is None:
             continue
         ref = ds.pixel_array

@@ -1,0 +1,168 @@
+"""A whole ingest run in this process (or on a Dask cluster), and its counts."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from medpipe import catalog
+from medpipe.catalog import FileStat
+from medpipe.ingest.planning import batches, plan, probe_batch
+from medpipe.ingest.writing import ingest_batch, ingest_group
+from medpipe.io.registry import REGISTRY
+
+__all__ = ["IngestSummary", "summarize", "ingest_archive", "missing_rows"]
+
+
+@dataclass
+class IngestSummary:
+    """Counts of one ingest run, for printing and for Prefect artifacts."""
+
+    run_id: str
+    scanned: int = 0
+    unchanged: int = 0
+    new: int = 0
+    changed: int = 0
+    missing: int = 0
+    series_ingested: int = 0
+    files_ingested: int = 0
+    quarantined: int = 0
+    skipped: int = 0
+    reasons: dict[str, int] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-dict view (JSON-serialisable)."""
+        return asdict(self)
+
+
+def summarize(summary: IngestSummary, rows: Iterable[Mapping[str, Any]]) -> IngestSummary:
+    """Add a batch's catalog rows to the run's counts (in place; returns it)."""
+    series = set()
+    for r in rows:
+        status = r["status"]
+        if status == "ingested":
+            summary.files_ingested += 1
+            series.add(r["series"])
+        elif status in ("quarantined", "skipped"):
+            setattr(summary, status, getattr(summary, status) + 1)
+            if status == "quarantined":
+                reason = str(r.get("reason") or "")
+                summary.reasons[reason] = summary.reasons.get(reason, 0) + 1
+    summary.series_ingested += len(series)
+    return summary
+
+
+def ingest_archive(
+    archive: str,
+    store: str,
+    *,
+    secret: bytes,
+    limit: int | None = None,
+    run_id: str | None = None,
+    client: Any = None,
+) -> IngestSummary:
+    """Ingest an archive without Prefect: in this process, or on a Dask cluster.
+
+    The same steps as ``flows/ingest.py``: a path for debugging, notebooks and tests.
+    Catalog rows are appended per series (per batch on a cluster), so an interrupted
+    run loses at most the series being written.  On a cluster the work carries the
+    readers of this process's registry (a snapshot for probing, each plan's reader
+    for reading), so readers registered here at run time work in the workers too.
+
+    Parameters
+    ----------
+    archive
+        Archive root.
+    store
+        Store URL or path.
+    secret
+        Pseudonymisation secret.
+    limit
+        Only the first ``limit`` files in path order.
+    run_id
+        Defaults to a new id.
+    client
+        A ``distributed.Client``: probe and ingest batches run on its workers.  The
+        secret travels to them with the work (use the flow, whose workers read it
+        from their environment, where that is not wanted).
+
+    Returns
+    -------
+    IngestSummary
+    """
+    run_id = run_id or catalog.new_run_id()
+    files = catalog.scan(archive, limit=limit)
+    known = catalog.current(store)
+    delta = catalog.diff(files, known)
+    summary = IngestSummary(
+        run_id=run_id,
+        scanned=len(files),
+        unchanged=delta.unchanged,
+        new=len(delta.new),
+        changed=len(delta.changed),
+        missing=len(delta.missing),
+    )
+    catalog.append(store, missing_rows(delta), run_id=run_id)
+    if client is not None:
+        _on_cluster(client, archive, store, delta.todo, known, summary, secret)
+        return summary
+    probed = probe_batch(archive, delta.todo, secret=secret)
+    settled = [r for r in probed if r["status"] != "pending"]
+    catalog.append(store, settled, run_id=run_id)
+    summarize(summary, settled)
+    for group in plan(probed, known):
+        rows = ingest_group(archive, store, group, secret=secret, run_id=run_id)
+        catalog.append(store, rows, run_id=run_id)
+        summarize(summary, rows)
+    return summary
+
+
+#: Files per probe task on a cluster.
+_PROBE_BATCH = 256
+
+
+def _on_cluster(
+    client: Any,
+    archive: str,
+    store: str,
+    todo: Sequence[FileStat],
+    known: pd.DataFrame,
+    summary: IngestSummary,
+    secret: bytes,
+) -> None:
+    """Probe and ingest on a Dask cluster; this process writes the catalog."""
+    from distributed import as_completed
+
+    run_id = summary.run_id
+    readers = REGISTRY.snapshot()
+    chunks = [list(todo[i : i + _PROBE_BATCH]) for i in range(0, len(todo), _PROBE_BATCH)]
+    futures = [
+        client.submit(probe_batch, archive, c, secret=secret, registry=readers, pure=False)
+        for c in chunks
+    ]
+    probed: list[dict[str, Any]] = []
+    for fut in as_completed(futures):
+        probed.extend(fut.result())
+    settled = [r for r in probed if r["status"] != "pending"]
+    catalog.append(store, settled, run_id=run_id)
+    summarize(summary, settled)
+    plans = plan(probed, known, registry=readers)
+    workers = max(1, sum(client.nthreads().values()))
+    futures = [
+        client.submit(ingest_batch, archive, store, b, secret=secret, run_id=run_id, pure=False)
+        for b in batches(plans, n=4 * workers)
+    ]
+    for fut in as_completed(futures):
+        rows = fut.result()
+        catalog.append(store, rows, run_id=run_id)
+        summarize(summary, rows)
+
+
+def missing_rows(delta: catalog.Diff) -> list[dict[str, Any]]:
+    """Catalog rows for files that disappeared from the archive (their images are kept)."""
+    return [
+        {"path": p, "status": "missing", "reason": "no longer in archive"} for p in delta.missing
+    ]
