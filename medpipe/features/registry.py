@@ -20,11 +20,12 @@ import re
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from medpipe.errors import ConfigError
 
 if TYPE_CHECKING:
+    from medpipe.features.config import FeatureConfig
     from medpipe.features.sample import Sample
 
 __all__ = [
@@ -72,7 +73,7 @@ class Family:
     """
 
     name: str
-    feature_names: Callable[[Any], Sequence[str]]
+    feature_names: Callable[[FeatureConfig], Sequence[str]]
     compute: Callable[[Sample], Mapping[str, float]]
     needs_roi: bool = True
 
