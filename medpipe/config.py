@@ -1,4 +1,4 @@
-"""Configuration: the pseudonymisation secret and run settings.
+"""Configuration: the frozen stage-config base, the pseudonymisation secret and run settings.
 
 This is the one module that reads the environment.  Stages receive what they
 need as explicit keyword arguments.
@@ -6,18 +6,174 @@ need as explicit keyword arguments.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
+from pydantic import BaseModel, ConfigDict, ValidationError
+
 from medpipe.errors import ConfigError
 
-__all__ = ["SECRET_ENV", "DEMO_SECRET", "resolve_secret", "load_config"]
+__all__ = [
+    "FrozenConfig",
+    "describe_validation_error",
+    "SECRET_ENV",
+    "DEMO_SECRET",
+    "resolve_secret",
+    "load_config",
+]
 
 C = TypeVar("C")
+F = TypeVar("F", bound="FrozenConfig")
 
 log = logging.getLogger(__name__)
+
+
+def _problems(exc: ValidationError) -> list[tuple[str, str]]:
+    """``(field path, reason)`` of each error; nested configs' problems are flattened."""
+    out: list[tuple[str, str]] = []
+    for err in exc.errors(include_url=False):
+        where = ".".join(str(p) for p in err["loc"])
+        nested = getattr((err.get("ctx") or {}).get("error"), "problems", None)
+        if nested is not None:  # a FrozenConfig inside this one refused its part
+            out += [(".".join(p for p in (where, w) if p), m) for w, m in nested]
+            continue
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        if err["type"] not in ("value_error", "missing", "extra_forbidden", "assertion_error"):
+            got = repr(err.get("input"))
+            msg += f" (got {got[:60] + '...' if len(got) > 60 else got})"
+        out.append((where, msg))
+    return out
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """One item per problem of a pydantic error: ``field.path: reason``.
+
+    Parameters
+    ----------
+    exc
+        The pydantic error.
+
+    Returns
+    -------
+    str
+        ``"; "``-joined ``<field>: <reason>`` items (whole-config rules name their
+        fields in the reason).
+    """
+    return "; ".join(f"{w}: {m}" if w else m for w, m in _problems(exc))
+
+
+def _config_error(cls: type, exc: ValidationError) -> ConfigError:
+    problems = _problems(exc)
+    text = "; ".join(f"{w}: {m}" if w else m for w, m in problems)
+    err = ConfigError(f"invalid {cls.__name__}: {text}")
+    err.problems = problems  # type: ignore[attr-defined]  # read by an enclosing config
+    return err
+
+
+class FrozenConfig(BaseModel):
+    """Base of every stage config: frozen, strict-keyed, :class:`ConfigError` on bad input.
+
+    * immutable and hashable; unknown keys are refused; floats must be finite;
+    * every validation failure (constructor, :meth:`model_validate`,
+      :meth:`model_validate_json`, :meth:`from_dict`, :meth:`from_yaml`) raises
+      :class:`~medpipe.errors.ConfigError` (a ``ValueError``) naming the field and the reason;
+    * :meth:`hash` is the one canonical digest: SHA-256 of :meth:`canonical_json`, 16 hex
+      digits; it names the store group a config writes.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+
+    def __init__(self, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise _config_error(type(self), exc) from None
+
+    @classmethod
+    def model_validate(cls: type[F], obj: Any, **kwargs: Any) -> F:  # type: ignore[override]
+        """Pydantic's ``model_validate``, raising :class:`ConfigError`."""
+        try:
+            return super().model_validate(obj, **kwargs)
+        except ValidationError as exc:
+            raise _config_error(cls, exc) from None
+
+    @classmethod
+    def model_validate_json(cls: type[F], json_data: Any, **kwargs: Any) -> F:  # type: ignore[override]
+        """Pydantic's ``model_validate_json``, raising :class:`ConfigError`."""
+        try:
+            return super().model_validate_json(json_data, **kwargs)
+        except ValidationError as exc:
+            raise _config_error(cls, exc) from None
+
+    @classmethod
+    def default(cls: type[F]) -> F:
+        """The default config (every field at its default)."""
+        return cls()
+
+    def canonical_json(self) -> str:
+        """Canonical JSON: sorted keys, no whitespace, ASCII, defaults included."""
+        return json.dumps(
+            self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"),
+            ensure_ascii=True, allow_nan=False,
+        )
+
+    def hash(self) -> str:
+        """Stable 16-hex-digit SHA-256 prefix of :meth:`canonical_json`."""
+        return hashlib.sha256(self.canonical_json().encode("ascii")).hexdigest()[:16]
+
+    @classmethod
+    def from_dict(cls: type[F], data: Mapping[str, Any]) -> F:
+        """Build from a plain mapping (e.g. parsed YAML).
+
+        Raises
+        ------
+        ConfigError
+            ``data`` is not a mapping or not a valid config.
+        """
+        if not isinstance(data, Mapping):
+            raise ConfigError(
+                f"a {cls.__name__} must be a mapping, got {type(data).__name__}"
+            )
+        return cls.model_validate(dict(data))
+
+    @classmethod
+    def from_yaml(cls: type[F], path: str | Path) -> F:
+        """Read a config written by :meth:`to_yaml` (or by hand).
+
+        Raises
+        ------
+        ConfigError
+            The file cannot be read, is not YAML or not a valid config; the message
+            starts with the path.
+        """
+        import yaml
+
+        try:
+            data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        try:
+            return cls.from_dict(data or {})
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
+
+    def to_yaml(self, path: str | Path) -> Path:
+        """Write the config as YAML (every field, defaults included) and return the path."""
+        import yaml
+
+        path = Path(path)
+        path.write_text(
+            yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False), encoding="utf-8"
+        )
+        return path
+
 
 #: Environment variable holding the HMAC secret used for pseudonymous keys.
 SECRET_ENV = "MEDPIPE_SECRET"

@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 from scipy import stats
 from skimage.color import rgb2hsv
+
+from medpipe.features.registry import Family, register_family
+
+if TYPE_CHECKING:
+    from medpipe.features.config import FeatureConfig
+    from medpipe.features.sample import Sample
 
 __all__ = ["hsv_feature_names", "hsv_features"]
 
@@ -60,3 +68,16 @@ def hsv_features(
         out.update({f"hsv_{c}_bin{b}": float(h[b]) for b in range(bins)})
         out.update({f"hsv_{c}_mean": mean, f"hsv_{c}_std": sd, f"hsv_{c}_skewness": sk})
     return out
+
+
+def _names(config: FeatureConfig) -> list[str]:
+    return hsv_feature_names(bins=config.hsv_bins)
+
+
+def _compute(sample: Sample) -> dict[str, float]:
+    if not sample.is_rgb:  # NaN for grey images
+        return {}
+    return hsv_features(sample.image[..., :3], sample.mask, bins=sample.config.hsv_bins)
+
+
+FAMILY = register_family(Family("colour", _names, _compute))

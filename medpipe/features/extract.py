@@ -14,153 +14,30 @@ caller writes the result (``ds.to_zarr(store / "features" / cfg.hash())``).
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from typing import Any
 
 import dask
 import dask.array as da
 import numpy as np
 import xarray as xr
-from pydantic import BaseModel, ConfigDict, field_validator, model_validator
-from skimage.color import rgb2gray
 
 from medpipe.errors import ConfigError
-from medpipe.features import colour, firstorder, glcm, glrlm, pixels, shape, texture
-from medpipe.features.discretise import discretise_image
+from medpipe.features import registry
+from medpipe.features.config import FeatureConfig
+from medpipe.features.registry import Family
+from medpipe.features.sample import Sample
 
-__all__ = ["FeatureConfig", "compute_features", "extract", "FAMILIES"]
-
-Family = Literal[
-    "firstorder",
-    "histogram",
-    "glcm",
-    "glrlm",
-    "morphology",
-    "texture",
-    "colour",
-    "regionprops",
-    "pixels",
-    "hog",
-]
-FAMILIES: tuple[str, ...] = (
-    "firstorder",
-    "histogram",
-    "glcm",
-    "glrlm",
-    "morphology",
-    "texture",
-    "colour",
-    "regionprops",
-    "pixels",
-    "hog",
-)
+# ``FAMILIES`` (the registered family names) is served by the module ``__getattr__``
+__all__ = ["FeatureConfig", "compute_features", "extract"]
 
 
-class FeatureConfig(BaseModel):
-    """Frozen feature-extraction settings; :meth:`hash` names the output group.
-
-    Discretisation: give ``bin_count`` (fixed bin number, the default with 32 bins) or
-    ``bin_width`` (fixed bin size, optionally from ``min_value``).  Setting both to
-    ``None`` takes the ROI intensities as grey levels already (integers >= 1), as for the
-    IBSI digital phantom.
-    """
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    families: tuple[Family, ...] = ("firstorder", "histogram", "glcm", "morphology")
-    bin_count: int | None = 32
-    bin_width: float | None = None
-    min_value: float | None = None
-    glcm_aggregations: tuple[str, ...] = ("3d_merged", "3d_averaged", "2d_averaged")
-    glcm_distance: int = 1
-    glrlm_aggregations: tuple[str, ...] = ("3d_merged", "3d_averaged", "2d_averaged")
-    lbp_points: int = 8
-    lbp_radius: float = 1.0
-    hsv_bins: int = 8
-    crop_margin: int = 1
-    #: edge of the plane that the ``pixels`` and ``hog`` families resample to
-    pixels_size: int = 28
-
-    @field_validator("glcm_aggregations", "glrlm_aggregations")
-    @classmethod
-    def _known_aggregations(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        unknown = sorted(set(v) - set(glcm.AGGREGATIONS))
-        if unknown:
-            raise ValueError(
-                f"unknown GLCM aggregation(s) {unknown}; use {list(glcm.AGGREGATIONS)}"
-            )
-        return v
-
-    @model_validator(mode="before")
-    @classmethod
-    def _bin_width_replaces_default_bin_count(cls, data: Any) -> Any:
-        # bin_count defaults to 32; giving only bin_width means fixed bin size
-        if isinstance(data, dict) and data.get("bin_width") is not None and "bin_count" not in data:
-            data = {**data, "bin_count": None}
-        return data
-
-    @model_validator(mode="after")
-    def _one_discretisation(self) -> FeatureConfig:
-        if self.bin_count is not None and self.bin_width is not None:
-            raise ValueError(
-                "set bin_count (fixed bin number) or bin_width (fixed bin size), not both"
-            )
-        if self.bin_count is not None and self.bin_count < 1:
-            raise ValueError("bin_count must be >= 1")
-        if self.bin_width is not None and not self.bin_width > 0:
-            raise ValueError("bin_width must be > 0")
-        if self.pixels_size < 4:
-            raise ValueError("pixels_size must be >= 4")
-        if self.glcm_distance < 1 or self.crop_margin < 0:
-            raise ValueError("glcm_distance must be >= 1 and crop_margin >= 0")
-        if len(set(self.families)) != len(self.families):
-            raise ValueError("families must not repeat")
-        return self
-
-    def hash(self) -> str:
-        """Stable 12-hex-digit digest of the settings (the Zarr group name)."""
-        return hashlib.sha256(self.model_dump_json().encode()).hexdigest()[:12]
-
-    def feature_names(self) -> list[str]:
-        """The output feature names, in order (independent of the data)."""
-        names: list[str] = []
-        for fam in self.families:
-            if fam == "firstorder":
-                names += firstorder.STATISTICS_NAMES
-            elif fam == "histogram":
-                names += firstorder.HISTOGRAM_NAMES
-            elif fam == "glcm":
-                names += glcm.glcm_feature_names(self.glcm_aggregations)
-            elif fam == "glrlm":
-                names += glrlm.glrlm_feature_names(self.glrlm_aggregations)
-            elif fam == "morphology":
-                names += shape.MORPHOLOGY_NAMES
-            elif fam == "texture":
-                names += [*texture.lbp_feature_names(points=self.lbp_points), "laplacian_variance"]
-            elif fam == "colour":
-                names += colour.hsv_feature_names(bins=self.hsv_bins)
-            elif fam == "regionprops":
-                names += shape.REGIONPROPS_NAMES
-            elif fam == "pixels":
-                names += pixels.pixel_feature_names(size=self.pixels_size)
-            elif fam == "hog":
-                names += pixels.hog_feature_names(size=self.pixels_size)
-        return names
-
-
-def _roi_box(mask: np.ndarray) -> tuple[slice, ...]:
-    """Bounding box of a non-empty mask, from per-axis projections (no full ``nonzero``)."""
-    box: list[slice] = []
-    sub = mask
-    for ax in range(mask.ndim):
-        other = tuple(a for a in range(mask.ndim) if a != ax)
-        hit = np.flatnonzero(sub.any(axis=other))
-        box.append(slice(int(hit[0]), int(hit[-1]) + 1))
-        # later projections only need the part of the mask already known to hold the ROI
-        sub = mask[tuple(box)]
-    return tuple(box)
+def __getattr__(name: str) -> Any:
+    # FAMILIES: the registered family names, computed on access (a view, never stale)
+    if name == "FAMILIES":
+        return registry.family_names()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def compute_features(
@@ -182,7 +59,8 @@ def compute_features(
     spacing
         Voxel size in mm, ``z, y, x``.
     config
-        What to compute.
+        What to compute: each of ``config.families`` in turn (their
+        :class:`~medpipe.features.registry.Family` records).
 
     Returns
     -------
@@ -190,67 +68,15 @@ def compute_features(
         Exactly ``config.feature_names()`` → value; NaN where a feature does not apply
         (colour features of a grey image, regionprops of a multi-slice mask, empty ROI).
     """
-    img = np.asarray(image)
-    is_rgb = img.ndim == 4
-    grey = rgb2gray(img[..., :3]) if is_rgb else np.asarray(img, dtype=np.float64)
-    m = np.ones(grey.shape, bool) if mask is None else np.asarray(mask, bool)
-    if m.shape != grey.shape:
-        raise ValueError(f"mask shape {m.shape} differs from image shape {grey.shape}")
-    out = dict.fromkeys(config.feature_names(), np.nan)
-    fams = set(config.families)
-    empty = not m.any()
-    def grey_box() -> np.ndarray:  # the ROI's bounding box, voxels outside the ROI zeroed
-        if mask is None:
-            return grey
-        box = _roi_box(m)
-        return np.where(m[box], grey[box], 0.0)
-
-    if {"firstorder", "histogram", "glcm", "glrlm"} & fams and not empty:
-        # these families see only ROI voxels (GLCM pairs need both ends in the ROI), so
-        # they run on the ROI bounding box: a large image with a small ROI costs little
-        box = _roi_box(m)
-        grey_roi, m_roi = grey[box], m[box]
-    if {"histogram", "glcm", "glrlm"} & fams and not empty:
-        levels = discretise_image(
-            grey_roi,
-            m_roi,
-            bin_width=config.bin_width,
-            bin_count=config.bin_count,
-            min_value=config.min_value,
-        )
-        ng = config.bin_count if config.bin_count is not None else int(levels.max())
-        if "histogram" in fams:
-            out.update(firstorder.histogram_features(levels[m_roi], n_levels=ng))
-        if "glcm" in fams:
-            out.update(
-                glcm.glcm_features(
-                    levels,
-                    n_levels=ng,
-                    distance=config.glcm_distance,
-                    aggregations=config.glcm_aggregations,
-                )
-            )
-        if "glrlm" in fams:
-            out.update(
-                glrlm.glrlm_features(levels, n_levels=ng, aggregations=config.glrlm_aggregations)
-            )
-    if "firstorder" in fams and not empty:
-        out.update(firstorder.statistics_features(grey_roi[m_roi]))
-    if "morphology" in fams and not empty:
-        out.update(shape.morphology_features(m, spacing=spacing, image=grey))
-    if "texture" in fams and not empty:
-        out.update(
-            texture.lbp_features(grey, m, points=config.lbp_points, radius=config.lbp_radius)
-        )
-        out["laplacian_variance"] = texture.laplacian_variance(grey, m)
-    if "colour" in fams and is_rgb and not empty:
-        out.update(colour.hsv_features(img[..., :3], m, bins=config.hsv_bins))
-    if "pixels" in fams and not empty:
-        out.update(pixels.pixel_features(grey_box(), size=config.pixels_size))
-    if "hog" in fams and not empty:
-        out.update(pixels.hog_features(grey_box(), size=config.pixels_size))
-    if "regionprops" in fams and m.shape[0] == 1:
-        out.update(shape.regionprops_features(m, spacing=spacing))
+    sample = Sample(image, mask, spacing=spacing, config=config)
+    records: tuple[Family, ...] = config.family_records()
+    out: dict[str, float] = dict.fromkeys(config.feature_names(), np.nan)
+    for family in records:
+        if family.needs_roi and sample.empty:
+            continue
+        # histogram, GLCM, GLRLM and first order see only the ROI's bounding box
+        # (sample.levels, sample.roi_values): a large image with a small ROI costs little
+        out.update(family.compute(sample))
     return out
 
 

@@ -27,7 +27,15 @@ Relation to pyradiomics's ``firstorder`` class (checked against its published ba
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
+
+from medpipe.features.registry import Family, register_family
+
+if TYPE_CHECKING:
+    from medpipe.features.config import FeatureConfig
+    from medpipe.features.sample import Sample
 
 __all__ = [
     "STATISTICS_NAMES",
@@ -183,3 +191,23 @@ def histogram_features(levels: np.ndarray, *, n_levels: int | None = None) -> di
         }
     )
     return {f"ih_{k}": v for k, v in out.items()}
+
+
+def _statistics(sample: Sample) -> dict[str, float]:
+    return statistics_features(sample.roi_values)
+
+
+def _histogram(sample: Sample) -> dict[str, float]:
+    return histogram_features(sample.levels[sample.mask_roi], n_levels=sample.n_levels)
+
+
+def _statistics_names(config: FeatureConfig) -> list[str]:
+    return list(STATISTICS_NAMES)
+
+
+def _histogram_names(config: FeatureConfig) -> list[str]:
+    return list(HISTOGRAM_NAMES)
+
+
+FAMILY = register_family(Family("firstorder", _statistics_names, _statistics))
+HISTOGRAM_FAMILY = register_family(Family("histogram", _histogram_names, _histogram))

@@ -7,20 +7,8 @@ so only voxel pairs whose two members are both in the ROI count.  Matrices are s
 or the 4 in-plane ones of 2D, times ``d``).  Features are computed for a whole stack of
 matrices at once.
 
-Aggregations (IBSI names → feature suffix):
-
-========================  ===========================  ==========================================
-IBSI                      suffix                       what is merged / averaged
-========================  ===========================  ==========================================
-3D, merged                ``3d_merged``                13 matrices summed, one feature set
-3D, averaged              ``3d_averaged``              features per direction, mean
-2D, averaged              ``2d_averaged``              features per slice and direction, mean
-2D, slice-merged          ``2d_slicemerged``           per slice: 4 directions summed, mean
-2.5D, direction-merged    ``2_5d_directionmerged``     per direction: slices summed, mean
-2.5D, merged              ``2_5d_merged``              everything summed, one feature set
-========================  ===========================  ==========================================
-
-Slices are the first (``z``) axis.
+Aggregations are those of :mod:`medpipe.features.aggregate` (IBSI 3D/2D/2.5D, merged or
+averaged).
 
 pyradiomics's ``glcm`` class (symmetric, distance 1, 13 directions, features per direction
 then the mean) is IBSI "3D, averaged"; its JointEnergy is ``asm``, MaximumProbability
@@ -30,10 +18,27 @@ Imc1/Imc2 ``info_corr1``/``info_corr2``.  Its MCC has no IBSI counterpart.
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+from medpipe.features.aggregate import (
+    AGGREGATIONS,
+    DIRECTIONS_2D,
+    DIRECTIONS_3D,
+    aggregate,
+    aggregated_names,
+    as_floats,
+    as_levels,
+    check_aggregations,
+    nan_where_empty,
+)
+from medpipe.features.registry import Family, register_family
+
+if TYPE_CHECKING:
+    from medpipe.features.config import FeatureConfig
+    from medpipe.features.sample import Sample
 
 __all__ = [
     "AGGREGATIONS",
@@ -47,15 +52,6 @@ __all__ = [
     "glcm_features",
     "glcm_feature_names",
 ]
-
-AGGREGATIONS: dict[str, str] = {
-    "3d_merged": "3D, merged",
-    "3d_averaged": "3D, averaged",
-    "2d_averaged": "2D, averaged",
-    "2d_slicemerged": "2D, slice-merged",
-    "2_5d_directionmerged": "2.5D, direction-merged",
-    "2_5d_merged": "2.5D, merged",
-}
 
 FEATURES: tuple[str, ...] = (
     "joint_max",
@@ -84,16 +80,6 @@ FEATURES: tuple[str, ...] = (
     "info_corr1",
     "info_corr2",
 )
-
-#: The 13 unique 3D neighbour directions (dz, dy, dx) at Chebyshev distance 1.
-DIRECTIONS_3D: tuple[tuple[int, int, int], ...] = tuple(
-    o
-    for o in itertools.product((-1, 0, 1), repeat=3)
-    if o > (0, 0, 0)  # lexicographically positive: one of each +/- pair
-)
-#: The 4 unique in-plane directions (dz = 0): 0°, 45°, 90°, 135°.
-DIRECTIONS_2D: tuple[tuple[int, int, int], ...] = ((0, 0, 1), (0, 1, 1), (0, 1, 0), (0, 1, -1))
-
 
 def _cooccurrence(
     levels: np.ndarray, offsets: Sequence[Sequence[int]], *, n_levels: int, per_slice: bool
@@ -283,31 +269,12 @@ def glcm_feature_stack(counts: np.ndarray) -> dict[str, np.ndarray]:
         "info_corr1": ic1,
         "info_corr2": ic2,
     }
-    empty = total == 0
-    res = {}
-    for k, v in out.items():
-        v = np.asarray(v, dtype=np.float64).copy()
-        v[empty] = np.nan
-        res[k] = v.reshape(lead)
-    return res
+    return nan_where_empty(out, total == 0, lead)
 
 
 def glcm_feature_names(aggregations: Sequence[str] = tuple(AGGREGATIONS)) -> list[str]:
     """Feature names ``glcm_<feature>_<aggregation>`` in output order."""
-    return [f"glcm_{f}_{a}" for a in aggregations for f in FEATURES]
-
-
-def _mean(feats: dict[str, np.ndarray]) -> dict[str, float]:
-    out = {}
-    for k, v in feats.items():
-        v = np.asarray(v).ravel()
-        v = v[np.isfinite(v)]
-        out[k] = float(v.mean()) if v.size else np.nan
-    return out
-
-
-def _one(feats: dict[str, np.ndarray]) -> dict[str, float]:
-    return {k: float(v) for k, v in feats.items()}
+    return aggregated_names("glcm", FEATURES, aggregations)
 
 
 def glcm_features(
@@ -337,29 +304,30 @@ def glcm_features(
     dict
         ``glcm_<feature>_<aggregation> -> value``.
     """
-    lv = np.asarray(levels)
-    if lv.ndim == 2:
-        lv = lv[None]
-    unknown = set(aggregations) - set(AGGREGATIONS)
-    if unknown:
-        raise ValueError(f"unknown GLCM aggregation(s) {sorted(unknown)}; use {list(AGGREGATIONS)}")
-    ng = int(n_levels) if n_levels is not None else max(int(lv.max()), 1)
-    res: dict[str, dict[str, float]] = {}
-    if {"3d_merged", "3d_averaged"} & set(aggregations):
-        m3 = glcm_matrices_3d(lv, n_levels=ng, distance=distance)
-        if "3d_merged" in aggregations:
-            res["3d_merged"] = _one(glcm_feature_stack(m3.sum(axis=0)))
-        if "3d_averaged" in aggregations:
-            res["3d_averaged"] = _mean(glcm_feature_stack(m3))
-    if set(aggregations) - {"3d_merged", "3d_averaged"}:
-        m2 = glcm_matrices_2d(lv, n_levels=ng, distance=distance)
-        stacks = {
-            "2d_averaged": m2,
-            "2d_slicemerged": m2.sum(axis=1),
-            "2_5d_directionmerged": m2.sum(axis=0),
-            "2_5d_merged": m2.sum(axis=(0, 1)),
-        }
-        for agg, m in stacks.items():
-            if agg in aggregations:
-                res[agg] = _mean(glcm_feature_stack(m))
+    check_aggregations(aggregations, what="GLCM")
+    lv, ng = as_levels(levels, n_levels)
+    res = aggregate(
+        aggregations,
+        matrices_3d=lambda: glcm_matrices_3d(lv, n_levels=ng, distance=distance),
+        matrices_2d=lambda: glcm_matrices_2d(lv, n_levels=ng, distance=distance),
+        feature_stack=glcm_feature_stack,
+        merged_3d=as_floats,
+    )
     return {f"glcm_{f}_{a}": res[a][f] for a in aggregations for f in FEATURES}
+
+
+def _names(config: FeatureConfig) -> list[str]:
+    return glcm_feature_names(config.glcm_aggregations)
+
+
+def _compute(sample: Sample) -> dict[str, float]:
+    cfg = sample.config
+    return glcm_features(
+        sample.levels,
+        n_levels=sample.n_levels,
+        distance=cfg.glcm_distance,
+        aggregations=cfg.glcm_aggregations,
+    )
+
+
+FAMILY = register_family(Family("glcm", _names, _compute))

@@ -8,7 +8,7 @@ voxels whose predecessor along the direction is outside the ROI or of another le
 then grown one step per iteration while the next voxel continues them, so the cost is
 ``O(n_roi × n_directions)`` plus the longest run's length in iterations.
 
-Aggregations are those of :data:`medpipe.features.glcm.AGGREGATIONS`.  ``N_v``, the
+Aggregations are those of :mod:`medpipe.features.aggregate`.  ``N_v``, the
 voxel count in the run percentage, is ``Σ j r_ij`` of the (possibly merged) matrix, which
 is IBSI's rule of counting the ROI voxels once per merged direction and slice.
 """
@@ -16,10 +16,25 @@ is IBSI's rule of counting the ROI voxels once per merged direction and slice.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from medpipe.features.glcm import AGGREGATIONS, DIRECTIONS_2D, DIRECTIONS_3D
+from medpipe.features.aggregate import (
+    AGGREGATIONS,
+    DIRECTIONS_2D,
+    DIRECTIONS_3D,
+    aggregate,
+    aggregated_names,
+    as_levels,
+    check_aggregations,
+    nan_where_empty,
+)
+from medpipe.features.registry import Family, register_family
+
+if TYPE_CHECKING:
+    from medpipe.features.config import FeatureConfig
+    from medpipe.features.sample import Sample
 
 __all__ = [
     "FEATURES",
@@ -146,27 +161,12 @@ def glrlm_feature_stack(counts: np.ndarray) -> dict[str, np.ndarray]:
             "rl_var": np.sum(p * (j - mu_j[:, None, None]) ** 2, axis=(1, 2)),
             "rl_entr": _entropy(p),
         }
-    empty = ns == 0
-    res = {}
-    for key, v in out.items():
-        v = np.asarray(v, dtype=np.float64).copy()
-        v[empty] = np.nan
-        res[key] = v.reshape(lead)
-    return res
+    return nan_where_empty(out, ns == 0, lead)
 
 
 def glrlm_feature_names(aggregations: Sequence[str] = tuple(AGGREGATIONS)) -> list[str]:
     """Feature names ``glrlm_<feature>_<aggregation>`` in output order."""
-    return [f"glrlm_{f}_{a}" for a in aggregations for f in FEATURES]
-
-
-def _mean(feats: dict[str, np.ndarray]) -> dict[str, float]:
-    out = {}
-    for key, v in feats.items():
-        v = np.asarray(v).ravel()
-        v = v[np.isfinite(v)]
-        out[key] = float(v.mean()) if v.size else np.nan
-    return out
+    return aggregated_names("glrlm", FEATURES, aggregations)
 
 
 def glrlm_features(
@@ -192,29 +192,25 @@ def glrlm_features(
     dict
         ``glrlm_<feature>_<aggregation> -> value``.
     """
-    lv = np.asarray(levels)
-    if lv.ndim == 2:
-        lv = lv[None]
-    unknown = set(aggregations) - set(AGGREGATIONS)
-    if unknown:
-        raise ValueError(
-            f"unknown GLRLM aggregation(s) {sorted(unknown)}; use {list(AGGREGATIONS)}"
-        )
-    ng = int(n_levels) if n_levels is not None else max(int(lv.max()), 1)
-    res: dict[str, dict[str, float]] = {}
-    if {"3d_merged", "3d_averaged"} & set(aggregations):
-        m3 = glrlm_matrices(lv, DIRECTIONS_3D, n_levels=ng)
-        res["3d_merged"] = _mean(glrlm_feature_stack(m3.sum(axis=0)))
-        res["3d_averaged"] = _mean(glrlm_feature_stack(m3))
-    if set(aggregations) - {"3d_merged", "3d_averaged"}:
-        m2 = glrlm_matrices(lv, DIRECTIONS_2D, n_levels=ng, per_slice=True)
-        stacks = {
-            "2d_averaged": m2,
-            "2d_slicemerged": m2.sum(axis=1),
-            "2_5d_directionmerged": m2.sum(axis=0),
-            "2_5d_merged": m2.sum(axis=(0, 1)),
-        }
-        for agg, m in stacks.items():
-            if agg in aggregations:
-                res[agg] = _mean(glrlm_feature_stack(m))
+    check_aggregations(aggregations, what="GLRLM")
+    lv, ng = as_levels(levels, n_levels)
+    res = aggregate(
+        aggregations,
+        matrices_3d=lambda: glrlm_matrices(lv, DIRECTIONS_3D, n_levels=ng),
+        matrices_2d=lambda: glrlm_matrices(lv, DIRECTIONS_2D, n_levels=ng, per_slice=True),
+        feature_stack=glrlm_feature_stack,
+    )
     return {f"glrlm_{f}_{a}": res[a][f] for a in aggregations for f in FEATURES}
+
+
+def _names(config: FeatureConfig) -> list[str]:
+    return glrlm_feature_names(config.glrlm_aggregations)
+
+
+def _compute(sample: Sample) -> dict[str, float]:
+    return glrlm_features(
+        sample.levels, n_levels=sample.n_levels, aggregations=sample.config.glrlm_aggregations
+    )
+
+
+FAMILY = register_family(Family("glrlm", _names, _compute))

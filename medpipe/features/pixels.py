@@ -9,9 +9,17 @@ same feature names whatever its size.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 from skimage.feature import hog
 from skimage.transform import resize
+
+from medpipe.features.registry import Family, register_family
+
+if TYPE_CHECKING:
+    from medpipe.features.config import FeatureConfig
+    from medpipe.features.sample import Sample
 
 __all__ = [
     "pixel_features",
@@ -79,3 +87,23 @@ def hog_features(image: np.ndarray, *, size: int) -> dict[str, float]:
         feature_vector=True,
     )
     return dict(zip(hog_feature_names(size=size), vec.tolist(), strict=True))
+
+
+def _pixel_names(config: FeatureConfig) -> list[str]:
+    return pixel_feature_names(size=config.pixels_size)
+
+
+def _pixels(sample: Sample) -> dict[str, float]:
+    return pixel_features(sample.grey_box, size=sample.config.pixels_size)
+
+
+def _hog_names(config: FeatureConfig) -> list[str]:
+    return hog_feature_names(size=config.pixels_size)
+
+
+def _hog(sample: Sample) -> dict[str, float]:
+    return hog_features(sample.grey_box, size=sample.config.pixels_size)
+
+
+FAMILY = register_family(Family("pixels", _pixel_names, _pixels))
+HOG_FAMILY = register_family(Family("hog", _hog_names, _hog))

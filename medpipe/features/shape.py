@@ -9,12 +9,19 @@ mass shift and the spatial autocorrelation (Moran's I, Geary's C).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy.spatial import ConvexHull, QhullError
 from scipy.spatial.distance import pdist
 from scipy.special import eval_legendre
 from skimage.measure import label, marching_cubes, regionprops
+
+from medpipe.features.registry import Family, register_family
+
+if TYPE_CHECKING:
+    from medpipe.features.config import FeatureConfig
+    from medpipe.features.sample import Sample
 
 __all__ = [
     "MORPHOLOGY_NAMES",
@@ -251,3 +258,27 @@ def regionprops_features(
             }
         )
     return {f"region_{k}": float(v) for k, v in out.items()}
+
+
+def _morphology_names(config: FeatureConfig) -> list[str]:
+    return list(MORPHOLOGY_NAMES)
+
+
+def _morphology(sample: Sample) -> dict[str, float]:
+    return morphology_features(sample.mask, spacing=sample.spacing, image=sample.grey)
+
+
+def _regionprops_names(config: FeatureConfig) -> list[str]:
+    return list(REGIONPROPS_NAMES)
+
+
+def _regionprops(sample: Sample) -> dict[str, float]:
+    if sample.mask.shape[0] != 1:  # single-slice masks only
+        return {}
+    return regionprops_features(sample.mask, spacing=sample.spacing)
+
+
+FAMILY = register_family(Family("morphology", _morphology_names, _morphology))
+REGIONPROPS_FAMILY = register_family(
+    Family("regionprops", _regionprops_names, _regionprops, needs_roi=False)
+)

@@ -7,10 +7,17 @@ per-pixel responses inside the ROI over all slices.
 from __future__ import annotations
 
 import warnings
+from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy import ndimage
 from skimage.feature import local_binary_pattern
+
+from medpipe.features.registry import Family, register_family
+
+if TYPE_CHECKING:
+    from medpipe.features.config import FeatureConfig
+    from medpipe.features.sample import Sample
 
 __all__ = ["lbp_feature_names", "lbp_features", "laplacian_variance"]
 
@@ -82,3 +89,17 @@ def laplacian_variance(image: np.ndarray, mask: np.ndarray | None = None) -> flo
     if not resp:
         return float("nan")
     return float(np.var(np.concatenate(resp)))
+
+
+def _names(config: FeatureConfig) -> list[str]:
+    return [*lbp_feature_names(points=config.lbp_points), "laplacian_variance"]
+
+
+def _compute(sample: Sample) -> dict[str, float]:
+    cfg = sample.config
+    out = lbp_features(sample.grey, sample.mask, points=cfg.lbp_points, radius=cfg.lbp_radius)
+    out["laplacian_variance"] = laplacian_variance(sample.grey, sample.mask)
+    return out
+
+
+FAMILY = register_family(Family("texture", _names, _compute))

@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
-from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 import numpy as np
 import xarray as xr
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, model_validator
 
-from medpipe.errors import ConfigError
+from medpipe.config import FrozenConfig
 from medpipe.preprocess import filters, intensity, morphology, resample
 from medpipe.preprocess._core import BlockOp, apply_ops, as_dask, rewrap
 
@@ -41,16 +37,8 @@ PosFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 NonNegFloat = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 
 
-class _Frozen(BaseModel):
-    """Frozen, strict-keyed model whose validation errors are :class:`ConfigError`."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    def __init__(self, **data: Any) -> None:
-        try:
-            super().__init__(**data)
-        except ValidationError as exc:
-            raise ConfigError(f"invalid {type(self).__name__}: {exc}") from exc
+class _Frozen(FrozenConfig):
+    """A step: a :class:`~medpipe.config.FrozenConfig` that :func:`run` can apply."""
 
     def block_op(self, image: xr.DataArray, dtype: np.dtype) -> BlockOp | None:
         """This step as a block-wise filter that :func:`run` can fuse, or ``None``."""
@@ -257,8 +245,11 @@ Step = Annotated[
 ]
 
 
-class PreprocessConfig(_Frozen):
+class PreprocessConfig(FrozenConfig):
     """An ordered, frozen tuple of preprocessing steps.
+
+    Validation, :meth:`hash` (the ``preprocessed/<hash>`` group), ``from_dict``,
+    ``from_yaml`` and ``to_yaml`` come from :class:`~medpipe.config.FrozenConfig`.
 
     Examples
     --------
@@ -276,41 +267,6 @@ class PreprocessConfig(_Frozen):
         Nothing destructive: no resampling, clipping or intensity rescaling.
         """
         return cls(steps=(GaussianStep(sigma_mm=1.0), MedianStep(radius_mm=1.0)))
-
-    def canonical_json(self) -> str:
-        """Canonical JSON: sorted keys, no whitespace, defaults included."""
-        return json.dumps(
-            self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"),
-            ensure_ascii=True, allow_nan=False,
-        )
-
-    def hash(self) -> str:
-        """Stable 16-hex-digit SHA-256 prefix of :meth:`canonical_json`."""
-        return hashlib.sha256(self.canonical_json().encode("ascii")).hexdigest()[:16]
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> PreprocessConfig:
-        """Build from a plain mapping (e.g. parsed YAML); raises :class:`ConfigError`."""
-        if not isinstance(data, dict):
-            raise ConfigError(f"a preprocess config must be a mapping, got {type(data).__name__}")
-        return cls(**data)
-
-    @classmethod
-    def from_yaml(cls, path: str | Path) -> PreprocessConfig:
-        """Read a config written by :meth:`to_yaml` (or by hand)."""
-        try:
-            data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
-        return cls.from_dict(data or {})
-
-    def to_yaml(self, path: str | Path) -> Path:
-        """Write the config as YAML (every field, defaults included) and return the path."""
-        path = Path(path)
-        path.write_text(
-            yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False), encoding="utf-8"
-        )
-        return path
 
 
 def run(image: xr.DataArray, cfg: PreprocessConfig) -> xr.DataArray:

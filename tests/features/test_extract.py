@@ -41,11 +41,13 @@ CFG = FeatureConfig(
 
 def test_config_is_frozen_hashable_and_validated() -> None:
     assert CFG.hash() == FeatureConfig.model_validate_json(CFG.model_dump_json()).hash()
-    assert CFG.hash() != FeatureConfig().hash() and len(CFG.hash()) == 12
-    with pytest.raises(ValueError):
+    assert CFG.hash() != FeatureConfig().hash() and len(CFG.hash()) == 16
+    with pytest.raises(ConfigError, match="bin_count, bin_width"):
         FeatureConfig(bin_width=10.0, bin_count=8)
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigError, match="glcm_aggregations: unknown aggregation"):
         FeatureConfig(glcm_aggregations=("4d",))
+    with pytest.raises(ConfigError, match="pixels_size"):
+        FeatureConfig.model_validate({"pixels_size": 2})
     with pytest.raises(Exception):  # noqa: B017 - pydantic's frozen-instance error
         CFG.bin_width = 3.0  # type: ignore[misc]
 

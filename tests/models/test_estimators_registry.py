@@ -185,3 +185,18 @@ def test_tampered_model_is_refused(tmp_path: Path) -> None:
         reg.load_model(store, "m", version)
     # a caller may catch it as a ValueError too
     assert issubclass(UntrustedModelError, ValueError)
+
+
+def test_split_keeps_every_public_name_and_the_trusted_type_paths() -> None:
+    from medpipe.models import search as srch
+
+    for name in est.__all__:  # every public name still importable from estimators
+        assert getattr(est, name) is not None, name
+    for name in srch.__all__:  # the search helpers are the same objects, re-exported
+        assert getattr(est, name) is getattr(srch, name), name
+    with pytest.raises(AttributeError):
+        est.no_such_name  # noqa: B018
+    # the types a saved pipeline contains keep the module path the trusted list names
+    for cls in (est.StandardScaler, est.SoftVote):
+        assert f"{cls.__module__}.{cls.__qualname__}" in reg.TRUSTED_TYPES
+        assert cls.__module__ == "medpipe.models.estimators"

@@ -59,6 +59,26 @@ def test_hash_is_stable_across_processes() -> None:
     ]
 
 
+#: Hashes computed by the code before the shared config base (commit 1f4bc52): the
+#: ``preprocessed/<hash>`` group names of existing stores must not change.
+PINNED_HASHES = {
+    "default": "c204118bd890ae9e",
+    "empty": "4430e7786edc0f84",
+    "gaussian-2": "b875c410861889f2",
+    "full": "bba3b3e25e355749",
+}
+
+
+def test_hash_is_pinned() -> None:
+    got = {
+        "default": pp.PreprocessConfig.default().hash(),
+        "empty": pp.PreprocessConfig().hash(),
+        "gaussian-2": pp.PreprocessConfig(steps=(pp.GaussianStep(sigma_mm=2),)).hash(),
+        "full": FULL.hash(),
+    }
+    assert got == PINNED_HASHES
+
+
 def test_hash_changes_with_parameters_and_order() -> None:
     g1, g2, m = (
         pp.GaussianStep(sigma_mm=1.0),

@@ -1,0 +1,112 @@
+"""The feature-extraction config: families (from the registry) and their settings."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Annotated, Any
+
+from pydantic import Field, PrivateAttr, field_validator, model_validator
+
+from medpipe.config import FrozenConfig
+from medpipe.features import registry
+from medpipe.features.aggregate import AGGREGATIONS
+from medpipe.features.registry import Family
+
+__all__ = ["FeatureConfig"]
+
+
+class FeatureConfig(FrozenConfig):
+    """Frozen feature-extraction settings; :meth:`hash` names the output group.
+
+    ``families`` are names of registered families (:mod:`medpipe.features.registry`),
+    checked when the config is validated.  The config keeps the :class:`Family` records
+    it resolved then, so on a Dask worker (where a family registered at run time in the
+    client is unknown) it still computes them.
+
+    Discretisation: give ``bin_count`` (fixed bin number, the default with 32 bins) or
+    ``bin_width`` (fixed bin size, optionally from ``min_value``).  Setting both to
+    ``None`` takes the ROI intensities as grey levels already (integers >= 1), as for the
+    IBSI digital phantom.
+    """
+
+    families: tuple[str, ...] = ("firstorder", "histogram", "glcm", "morphology")
+    bin_count: Annotated[int, Field(ge=1)] | None = 32
+    bin_width: Annotated[float, Field(gt=0)] | None = None
+    min_value: float | None = None
+    glcm_aggregations: tuple[str, ...] = ("3d_merged", "3d_averaged", "2d_averaged")
+    glcm_distance: Annotated[int, Field(ge=1)] = 1
+    glrlm_aggregations: tuple[str, ...] = ("3d_merged", "3d_averaged", "2d_averaged")
+    lbp_points: int = 8
+    lbp_radius: float = 1.0
+    hsv_bins: int = 8
+    crop_margin: Annotated[int, Field(ge=0)] = 1
+    #: edge of the plane that the ``pixels`` and ``hog`` families resample to
+    pixels_size: Annotated[int, Field(ge=4)] = 28
+
+    _resolved: dict[str, Family] = PrivateAttr(default_factory=dict)
+
+    @field_validator("families")
+    @classmethod
+    def _registered_families(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        known = registry.family_names()
+        unknown = [f for f in v if f not in known]
+        if unknown:
+            raise ValueError(
+                f"unknown feature family(ies) {unknown}; known: {', '.join(sorted(known))}"
+            )
+        if len(set(v)) != len(v):
+            raise ValueError("families must not repeat")
+        return v
+
+    @field_validator("glcm_aggregations", "glrlm_aggregations")
+    @classmethod
+    def _known_aggregations(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = sorted(set(v) - set(AGGREGATIONS))
+        if unknown:
+            raise ValueError(f"unknown aggregation(s) {unknown}; use {list(AGGREGATIONS)}")
+        return v
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bin_width_replaces_default_bin_count(cls, data: Any) -> Any:
+        # bin_count defaults to 32; giving only bin_width means fixed bin size
+        if isinstance(data, dict) and data.get("bin_width") is not None and "bin_count" not in data:
+            data = {**data, "bin_count": None}
+        return data
+
+    @model_validator(mode="after")
+    def _one_discretisation(self) -> FeatureConfig:
+        if self.bin_count is not None and self.bin_width is not None:
+            raise ValueError(
+                "bin_count, bin_width: set bin_count (fixed bin number) or bin_width "
+                "(fixed bin size), not both"
+            )
+        return self
+
+    def model_post_init(self, context: Any, /) -> None:
+        """Keep the registered :class:`Family` record of each family."""
+        self._resolved = {name: registry.get_family(name) for name in self.families}
+
+    def family_records(self) -> tuple[Family, ...]:
+        """The :class:`Family` records of :attr:`families`, in order.
+
+        The records resolved at validation time; the registry for any other name (a
+        config changed with ``model_copy(update=...)``).
+        """
+        return tuple(self._resolved.get(n) or registry.get_family(n) for n in self.families)
+
+    def feature_names(self) -> list[str]:
+        """The output feature names, in order (independent of the data)."""
+        names: list[str] = []
+        for family in self.family_records():
+            names += family.feature_names(self)
+        return names
+
+    def legacy_hash(self) -> str:
+        """The 12-hex-digit digest that named feature groups before medpipe used
+        :meth:`hash` (SHA-256 of pydantic's JSON dump).
+
+        Only to find a table written by an older medpipe: ``features/<legacy_hash>``
+        became ``features/<hash>`` (the ``-<preprocess hash>`` suffix is unchanged).
+        """
+        return hashlib.sha256(self.model_dump_json().encode()).hexdigest()[:12]
