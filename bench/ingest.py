@@ -90,9 +90,9 @@ def medpipe_cluster(archive: Path, out: Path, client) -> None:
 
 
 def medpipe_flow(archive: Path, out: Path, workers: int) -> None:
-    from flows.ingest import ingest_flow
+    from flows.ingest import IngestParams, ingest_flow
 
-    ingest_flow(archive=str(archive), store=str(out), cluster=f"local:{workers}")
+    ingest_flow(IngestParams(archive=str(archive), store=str(out), cluster=f"local:{workers}"))
 
 
 def timed(fn, *args) -> float:

@@ -33,7 +33,7 @@ def main() -> int:
     if not archive.is_dir():
         print(f"IBSI archive not found at {archive}; nothing to measure")
         return 0
-    from flows.nightly import nightly_flow
+    from flows.nightly import NightlyParams, nightly_flow
 
     firsts, reruns = [], []
     for _ in range(args.repeat):
@@ -42,11 +42,11 @@ def main() -> int:
             store = str(tmp / "store.zarr")
             for times in (firsts, reruns):
                 t0 = time.perf_counter()
-                out = nightly_flow(archive=str(archive), store=store,
-                                   cluster=f"local:{args.workers}")
+                out = nightly_flow(NightlyParams(archive=str(archive), store=store,
+                                                 cluster=f"local:{args.workers}"))
                 times.append(time.perf_counter() - t0)
                 print(f"  run: {times[-1]:.1f} s  stages "
-                      + ", ".join(f"{k} {v:.1f}s" for k, v in out["stages"].items()))
+                      + ", ".join(f"{k} {v:.1f}s" for k, v in out.stages.items()))
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     first, rerun = statistics.median(firsts), statistics.median(reruns)

@@ -15,16 +15,35 @@ from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.futures import as_completed
 from prefect.logging import get_run_logger
+from pydantic import BaseModel, ConfigDict, Field
 
 from flows._runner import WRITE_LOCK, dask_runner, load_secret, log_dashboard
 from medpipe import catalog, ingest
 from medpipe import store as store_mod
 from medpipe.catalog import FileStat
 from medpipe.errors import StoreError
+from medpipe.ingest import IngestSummary
 from medpipe.progress import progress_bar
+from medpipe.report import ingest_markdown
+from medpipe.results import start_summary
 from medpipe.store import store_lock
 
-__all__ = ["ingest_flow", "probe_files", "ingest_series"]
+__all__ = ["IngestParams", "ingest_flow", "probe_files", "ingest_series", "summary_markdown"]
+
+#: The ingest run's Markdown artifact (kept under its old name).
+summary_markdown = ingest_markdown
+
+
+class IngestParams(BaseModel):
+    """What to ingest (rendered as a form in the Prefect UI)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    archive: str = Field(description="Archive root folder (DICOM, NIfTI, TIFF/PNG, npz)")
+    store: str = Field(description="Store path or fsspec URL (created if missing)")
+    limit: int | None = Field(None, description="Only the first N files, in path order (dev run)")
+    cluster: str = Field("local", description="local | local:N | tcp://host:port | slurm")
+    demo_secret: bool = Field(False, description="Allow the public demo secret")
 
 #: Files per probe task.
 PROBE_BATCH = 256
@@ -56,70 +75,48 @@ def _chunks(items: list[Any], size: int) -> Iterable[list[Any]]:
 
 
 @flow(name="ingest", log_prints=False)
-def ingest_flow(
-    archive: str,
-    store: str,
-    limit: int | None = None,
-    cluster: str = "local",
-    demo_secret: bool = False,
-) -> dict[str, Any]:
+def ingest_flow(params: IngestParams) -> IngestSummary:
     """Ingest an imaging archive into a de-identified OME-Zarr store.
 
     Parameters
     ----------
-    archive
-        Archive root folder (DICOM, NIfTI, TIFF/PNG, npz).
-    store
-        Store URL or path (created if missing).
-    limit
-        Only the first ``limit`` files, in path order (a quick development run).
-    cluster
-        ``local``, ``local:N``, ``tcp://host:port``, ``slurm`` or ``kubernetes``.
-    demo_secret
-        Allow the public demo pseudonymisation secret when none is configured.
+    params
+        Archive, store, ``limit`` (only the first files, in path order), cluster spec
+        (``local``, ``local:N``, ``tcp://host:port``, ``slurm`` or ``kubernetes``) and
+        whether the public demo secret is allowed.
 
     Returns
     -------
-    dict
-        The run's :class:`~medpipe.ingest.IngestSummary`.
+    IngestSummary
+        The run's counts.
     """
-    load_secret(allow_demo=demo_secret)  # fail fast, before any work, when none is configured
+    load_secret(allow_demo=params.demo_secret)  # fail fast, before any work
     run_id = catalog.new_run_id()
-    with store_lock(store, WRITE_LOCK, owner=run_id):
+    with store_lock(params.store, WRITE_LOCK, owner=run_id):
         # no other writer runs now: leftovers of a crashed write can go
-        store_mod.clean_temporaries(store, ingest.IMAGES)
-        return _ingest_locked(archive, store, limit, cluster, demo_secret, run_id)
+        store_mod.clean_temporaries(params.store, ingest.IMAGES)
+        return _ingest_locked(params, run_id)
 
 
-def _ingest_locked(
-    archive: str, store: str, limit: int | None, cluster: str, demo_secret: bool, run_id: str
-) -> dict[str, Any]:
+def _ingest_locked(params: IngestParams, run_id: str) -> IngestSummary:
     logger = get_run_logger()
-    files = catalog.scan(archive, limit=limit)
-    known = catalog.current(store)
+    files = catalog.scan(params.archive, limit=params.limit)
+    known = catalog.current(params.store)
     delta = catalog.diff(files, known)
-    summary = ingest.IngestSummary(
-        run_id=run_id,
-        scanned=len(files),
-        unchanged=delta.unchanged,
-        new=len(delta.new),
-        changed=len(delta.changed),
-        missing=len(delta.missing),
-    )
+    summary = start_summary(run_id, files, delta)
     logger.info(
         "scanned %d files: %d new, %d changed, %d unchanged, %d missing",
-        len(files),
+        summary.scanned,
         summary.new,
         summary.changed,
         summary.unchanged,
         summary.missing,
     )
-    catalog.append(store, ingest.missing_rows(delta), run_id=run_id)
-    todo = [vars(f) for f in delta.todo]
-    if todo:
-        with dask_runner(cluster) as runner:
+    catalog.append(params.store, ingest.missing_rows(delta), run_id=run_id)
+    if delta.todo:
+        with dask_runner(params.cluster) as runner:
             log_dashboard(runner)
-            _run_batches(runner, archive, store, todo, known, summary, demo_secret)
+            _run_batches(runner, params, [vars(f) for f in delta.todo], known, summary)
     logger.info(
         "ingested %d series (%d files); quarantined %d, skipped %d files",
         summary.series_ingested,
@@ -127,17 +124,18 @@ def _ingest_locked(
         summary.quarantined,
         summary.skipped,
     )
-    if todo:
+    if delta.todo:
         create_markdown_artifact(
-            markdown=summary_markdown(summary),
+            markdown=ingest_markdown(summary),
             key="ingest-summary",
             description="medpipe ingest summary",
         )
-    return summary.to_dict()
+    return summary
 
 
-def _run_batches(runner, archive, store, todo, known, summary, demo_secret) -> None:
+def _run_batches(runner, params: IngestParams, todo, known, summary) -> None:  # noqa: ANN001
     run_id = summary.run_id
+    archive, store, demo_secret = params.archive, params.store, params.demo_secret
     futures = [
         runner.submit(
             probe_files, parameters={"archive": archive, "files": chunk, "demo_secret": demo_secret}
@@ -186,24 +184,3 @@ def _run_batches(runner, archive, store, todo, known, summary, demo_secret) -> N
             f"{failed} of {len(futures)} ingest batches failed (store errors, see the log); "
             "their series are not in the catalog, so a rerun ingests them"
         )
-
-
-def summary_markdown(summary: ingest.IngestSummary) -> str:
-    """Markdown for the run artifact: counts and quarantine reasons (no paths, no PHI)."""
-    lines = [
-        f"# Ingest run `{summary.run_id}`",
-        "",
-        "| scanned | new | changed | unchanged | missing | series ingested | files ingested "
-        "| quarantined | skipped |",
-        "|---|---|---|---|---|---|---|---|---|",
-        f"| {summary.scanned} | {summary.new} | {summary.changed} | {summary.unchanged} "
-        f"| {summary.missing} | {summary.series_ingested} | {summary.files_ingested} "
-        f"| {summary.quarantined} | {summary.skipped} |",
-    ]
-    if summary.reasons:
-        lines += ["", "## Quarantine reasons", "", "| files | reason |", "|---|---|"]
-        lines += [
-            f"| {n} | {r.replace('|', '/')} |"
-            for r, n in sorted(summary.reasons.items(), key=lambda kv: -kv[1])
-        ]
-    return "\n".join(lines) + "\n"

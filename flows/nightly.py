@@ -1,34 +1,39 @@
 """The nightly flow: scan → ingest new/changed → preprocess → features → (retrain) → score.
 
 One Dask cluster serves every stage: the nightly flow starts it (from its ``cluster``
-parameter) and hands its scheduler address to the stage flows.  A store lock keeps two
-nightly runs from writing the same store at once.
+parameter) on first need and hands its scheduler address to the stage flows.  What
+runs is decided in :mod:`medpipe.nightly` and :mod:`medpipe.models.lifecycle`; this
+module only wires those decisions to the stage flows.  A store lock keeps two nightly
+runs from writing the same store at once.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
-from typing import Any
 
 from prefect import flow
 from prefect.artifacts import create_link_artifact, create_markdown_artifact
 from prefect.logging import get_run_logger
+from pydantic import BaseModel, ConfigDict, Field
 
-from flows import models_stage
-from flows._runner import WRITE_LOCK, dask_runner, log_dashboard
-from flows.features import features_flow
-from flows.ingest import ingest_flow, summary_markdown
-from flows.preprocess import preprocess_flow
-from medpipe import catalog, report
+from flows._runner import WRITE_LOCK, dask_runner, load_secret, log_dashboard
+from flows.features import FeatureParams, features_flow
+from flows.ingest import IngestParams, ingest_flow
+from flows.preprocess import PreprocessParams, preprocess_flow
+from flows.score import ScoreParams, score_flow
+from flows.train import TrainParams, train_flow
+from medpipe import catalog, nightly, report
 from medpipe.features import FeatureConfig
 from medpipe.features.dataset import features_group, stale_series
+from medpipe.models import lifecycle
 from medpipe.preprocess import PreprocessConfig
 from medpipe.preprocess.apply import pending_series, preprocessed_group
-from medpipe.store import store_lock, store_root
+from medpipe.results import ModelStageResult, NightlyResult
+from medpipe.store import store_lock
 
-__all__ = ["nightly_flow", "NIGHTLY_FEATURES"]
+__all__ = ["NightlyParams", "nightly_flow", "NIGHTLY_FEATURES"]
 
 #: Feature families of the nightly run: intensity, texture, and the appearance families
 #: (resampled pixels, HOG) that carry most of the signal on small 2D images.
@@ -37,8 +42,32 @@ NIGHTLY_FEATURES = FeatureConfig(
 )
 
 
+class NightlyParams(BaseModel):
+    """What the nightly run works on (rendered as a form in the Prefect UI)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    archive: str = Field(description="Archive root")
+    store: str = Field(description="Store path or fsspec URL")
+    labels: str | None = Field(
+        None,
+        description="CSV/Parquet of labels keyed by SeriesInstanceUID, StudyInstanceUID or "
+        "PatientID; a changed label file triggers retraining",
+    )
+    retrain: bool = Field(False, description="Retrain even when the labels did not change")
+    cluster: str = Field("local", description="local | local:N | tcp://host:port | slurm")
+    demo_secret: bool = Field(False, description="Allow the public demo secret")
+    model: str = Field("nightly", description="Registered model name to train and score with")
+    preprocess: PreprocessConfig | None = Field(
+        None, description="Preprocessing steps; default PreprocessConfig.default()"
+    )
+    features: FeatureConfig | None = Field(
+        None, description="Feature families; default the nightly families"
+    )
+
+
 @contextmanager
-def _stage(name: str, stages: dict[str, float]):  # noqa: ANN202
+def _stage(name: str, stages: dict[str, float]) -> Iterator[None]:
     start = time.perf_counter()
     try:
         yield
@@ -47,98 +76,120 @@ def _stage(name: str, stages: dict[str, float]):  # noqa: ANN202
 
 
 @flow(name="nightly")
-def nightly_flow(
-    archive: str,
-    store: str,
-    labels: str | None = None,
-    retrain: bool = False,
-    cluster: str = "local",
-    demo_secret: bool = False,
-    model: str = "nightly",
-    preprocess: PreprocessConfig | None = None,
-    features: FeatureConfig | None = None,
-) -> dict[str, Any]:
+def nightly_flow(params: NightlyParams) -> NightlyResult:
     """Bring the store up to date with the archive and score what is new.
-
-    Parameters
-    ----------
-    archive
-        Archive root.
-    store
-        Store URL or path.
-    labels
-        CSV/Parquet of labels keyed by SeriesInstanceUID, StudyInstanceUID or patient.
-        A changed label file triggers retraining.
-    retrain
-        Retrain even when the labels did not change.
-    cluster
-        ``local``, ``local:N``, ``tcp://host:port``, ``slurm`` or ``kubernetes``.
-    demo_secret
-        Allow the public demo pseudonymisation secret.
-    model
-        Registered model name to train and score with.
-    preprocess, features
-        Stage configs (defaults: :meth:`PreprocessConfig.default`, :data:`NIGHTLY_FEATURES`).
 
     Returns
     -------
-    dict
+    NightlyResult
         Per-stage results, stage durations and the report path.
     """
     logger = get_run_logger()
-    pcfg = preprocess or PreprocessConfig.default()
-    fcfg = features or NIGHTLY_FEATURES
+    store, archive = params.store, params.archive
+    pcfg = params.preprocess or PreprocessConfig.default()
+    fcfg = params.features or NIGHTLY_FEATURES
     run_id = catalog.new_run_id()
     stages: dict[str, float] = {}
-    out: dict[str, Any] = {"run_id": run_id, "stages": stages}
     with store_lock(store, WRITE_LOCK, owner=run_id), ExitStack() as stack:
-        cluster_address = _lazy_cluster(stack, cluster)
-        # Each stage first asks, from metadata alone, whether it has anything to do: a
-        # night without changes starts no cluster and runs no stage flow.
+        cluster = _lazy_cluster(stack, params.cluster)
+        # decided from metadata alone: a night without changes starts no cluster
+        files = catalog.scan(archive)
+        delta = catalog.diff(files, catalog.current(store))
+        pgroup = preprocessed_group(pcfg)
+        plan = nightly.plan_nightly(
+            delta=delta,
+            pending_preprocess=pending_series(store, config=pcfg),
+            stale_features=stale_series(store, config=fcfg, source=pgroup),
+            preprocess_group=pgroup,
+            features_group=features_group(fcfg, source=pgroup),
+        )
+        ingested, preprocessed, featured = nightly.skipped_results(
+            plan, run_id=run_id, files=files, delta=delta
+        )
         with _stage("ingest", stages):
-            delta = catalog.diff(catalog.scan(archive), catalog.current(store))
-            if delta.todo or delta.missing:
-                out["ingest"] = ingest_flow(
-                    archive=archive, store=store, cluster=cluster_address(), demo_secret=demo_secret
+            if plan.ingest:
+                ingested = ingest_flow(
+                    IngestParams(
+                        archive=archive,
+                        store=store,
+                        cluster=cluster(),
+                        demo_secret=params.demo_secret,
+                    )
                 )
-            else:
-                out["ingest"] = _unchanged_summary(run_id, delta)
         with _stage("preprocess", stages):
-            group = preprocessed_group(pcfg)
-            if pending_series(store, config=pcfg):
-                out["preprocess"] = preprocess_flow(
-                    store=store, config=pcfg, cluster=cluster_address()
+            if plan.preprocess:
+                preprocessed = preprocess_flow(
+                    PreprocessParams(store=store, config=pcfg, cluster=cluster())
                 )
-            else:
-                out["preprocess"] = {"group": group, "done": 0, "skipped": 0, "keys": []}
         with _stage("features", stages):
-            if stale_series(store, config=fcfg, source=group):
-                out["features"] = features_flow(
-                    store=store, config=fcfg, source=group, cluster=cluster_address()
+            if plan.features:
+                featured = features_flow(
+                    FeatureParams(store=store, config=fcfg, source=pgroup, cluster=cluster())
                 )
-            else:
-                out["features"] = {
-                    "group": features_group(fcfg, source=group),
-                    "computed": 0,
-                    "kept": None,
-                    "keys": [],
-                }
         with _stage("model", stages):
-            out["model"] = models_stage.train_and_score(
-                store=store,
-                model=model,
-                labels=labels,
-                retrain=retrain,
-                features_group=out["features"]["group"],
-                cluster=cluster_address,
-                demo_secret=demo_secret,
-            )
-    out["report"] = _report(store, run_id, out, stages)
-    _artifacts(store, out, stages)
+            model = _model_stage(params, plan.features_group, cluster)
+    path = report.write_nightly_report(
+        store,
+        run_id,
+        ingest=ingested,
+        preprocess=preprocessed,
+        features=featured,
+        model=model,
+        stages=stages,
+    )
+    url = report.report_url(store, path)
+    create_markdown_artifact(
+        markdown=report.nightly_markdown(ingested, stages, model, report=path, url=url),
+        key="nightly-summary",
+        description="medpipe nightly run",
+    )
+    create_link_artifact(url, link_text="QA report", key="nightly-qa-report")
     logger.info(
         "nightly run %s done: %s", run_id, ", ".join(f"{k} {v:.1f}s" for k, v in stages.items())
     )
-    return out
+    return NightlyResult(
+        run_id=run_id,
+        ingest=ingested,
+        preprocess=preprocessed,
+        features=featured,
+        model=model,
+        stages=stages,
+        report=path,
+    )
+
+
+def _model_stage(
+    params: NightlyParams, group: str, cluster: Callable[[], str]
+) -> ModelStageResult:
+    """Retrain if the lifecycle says so (labels pseudonymised once), then score what is new."""
+    store, name = params.store, params.model
+    labels_path = lifecycle.prepare_labels(
+        store, params.labels, secret=lambda: load_secret(allow_demo=params.demo_secret)
+    )
+    trained = decision = None
+    if lifecycle.needs_training(store, name, labels_path, retrain=params.retrain):
+        trained = train_flow(
+            TrainParams(
+                store=store,
+                model=name,
+                labels=params.labels,
+                stored_labels=labels_path,
+                features=group,
+                evaluate_split="val",
+                cluster=cluster(),
+                demo_secret=params.demo_secret,
+            )
+        )
+        decision = lifecycle.promote(store, name, trained)
+    plan = lifecycle.plan_scoring(store, name, group)
+    scored = 0
+    if plan.run:
+        scored = score_flow(
+            ScoreParams(store=store, model=plan.ref, features=group, cluster=cluster())
+        ).scored
+    return lifecycle.model_stage_result(
+        store, plan, trained=trained, decision=decision, scored=scored
+    )
 
 
 def _lazy_cluster(stack: ExitStack, cluster: str) -> Callable[[], str]:
@@ -155,55 +206,3 @@ def _lazy_cluster(stack: ExitStack, cluster: str) -> Callable[[], str]:
         return address[0]
 
     return get
-
-
-def _unchanged_summary(run_id: str, delta: catalog.Diff) -> dict[str, Any]:
-    from medpipe.ingest import IngestSummary
-
-    return IngestSummary(
-        run_id=run_id, scanned=delta.unchanged, unchanged=delta.unchanged
-    ).to_dict()
-
-
-def _report(store: str, run_id: str, out: dict[str, Any], stages: dict[str, float]) -> str:
-    group = out["preprocess"]["group"]
-    model = out.get("model") or {}
-    return report.write_report(
-        store,
-        run_id,
-        summary={k: v for k, v in out["ingest"].items() if k != "reasons"},
-        stages=stages,
-        thumbnails={
-            key: report.thumbnail_pair(store, key, preprocessed=group)
-            for key in out["preprocess"]["keys"][:4]
-        },
-        drift=report.feature_drift(store, out["features"]["group"], out["features"]["keys"]),
-        roc=model.get("roc_uri"),
-        metrics=model.get("metrics"),
-        quarantine=report.quarantine_rows(store),
-    )
-
-
-def _artifacts(store: str, out: dict[str, Any], stages: dict[str, float]) -> None:
-    from medpipe.ingest import IngestSummary
-
-    ingest = IngestSummary(**out["ingest"])
-    lines = [summary_markdown(ingest), "## Stage durations", "", "| stage | seconds |", "|---|---|"]
-    lines += [f"| {k} | {v:.1f} |" for k, v in stages.items()]
-    model = out.get("model") or {}
-    if model.get("metrics"):
-        lines += [
-            "",
-            f"## Current model `{model.get('name')}:{model.get('version')}`",
-            "",
-            "| metric | value |",
-            "|---|---|",
-        ]
-        lines += [f"| {k} | {v} |" for k, v in model["metrics"].items()]
-    fs, root = store_root(store)
-    report_url = fs.unstrip_protocol(f"{root}/{out['report']}")
-    lines += ["", f"QA report: [{out['report']}]({report_url})"]
-    create_markdown_artifact(
-        markdown="\n".join(lines), key="nightly-summary", description="medpipe nightly run"
-    )
-    create_link_artifact(report_url, link_text="QA report", key="nightly-qa-report")

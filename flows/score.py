@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.logging import get_run_logger
@@ -11,6 +9,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from flows._runner import dask_runner, log_dashboard, on_cluster
 from medpipe.models.train import score_model
+from medpipe.report import score_markdown
+from medpipe.results import ScoreResult
 
 __all__ = ["ScoreParams", "score_flow", "score_task"]
 
@@ -28,34 +28,32 @@ class ScoreParams(BaseModel):
 
 
 @task(name="score-model")
-def score_task(params: ScoreParams) -> dict[str, Any]:
+def score_task(params: ScoreParams) -> ScoreResult:
     """Score the pending samples block-wise on the whole cluster."""
     with on_cluster():
-        return score_model(
+        out = score_model(
             params.store, model=params.model, features=params.features, limit=params.limit
         )
+    return ScoreResult.from_dict(out)
 
 
 @flow(name="score")
-def score_flow(params: ScoreParams) -> dict[str, Any]:
+def score_flow(params: ScoreParams) -> ScoreResult:
     """Write ``scores/<name>/<version>`` for every sample with features and no score yet.
 
     Returns
     -------
-    dict
+    ScoreResult
         ``group``, ``scored`` (this run) and ``total``.
     """
     with dask_runner(params.cluster) as runner:
         log_dashboard(runner)
         result = runner.submit(score_task, parameters={"params": params}).result()
     get_run_logger().info(
-        "scored %d new samples (%d in %s)", result["scored"], result["total"], result["group"]
+        "scored %d new samples (%d in %s)", result.scored, result.total, result.group
     )
     create_markdown_artifact(
-        markdown=(
-            f"### scores of {params.model}\n\n| new | total | group |\n|---|---|---|\n"
-            f"| {result['scored']} | {result['total']} | `{result['group']}` |\n"
-        ),
+        markdown=score_markdown(params.model, result),
         key="score-summary",
         description=f"medpipe score {params.model}",
     )

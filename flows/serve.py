@@ -14,6 +14,8 @@ from flows.features import features_flow
 from flows.ingest import ingest_flow
 from flows.nightly import nightly_flow
 from flows.preprocess import preprocess_flow
+from flows.score import score_flow
+from flows.train import train_flow
 
 __all__ = ["deployments", "serve_all"]
 
@@ -26,27 +28,29 @@ def deployments(
     timezone: str = "UTC",
     cluster: str = "local",
 ) -> list:
-    """Runner deployments of all flows, with defaults pointing at ``archive`` and ``store``."""
+    """Runner deployments of all flows, with defaults pointing at ``archive`` and ``store``.
+
+    Every flow takes one pydantic ``params`` model; a deployment's default is that
+    model's fields the deployment fills in (a run sends the whole model, as the form does).
+    """
     common = {"store": store, "cluster": cluster}
+    with_archive = {"params": {"archive": archive, **common}}
     out = [
         nightly_flow.to_deployment(
             name="nightly",
             schedules=[Cron(cron, timezone=timezone)],
-            parameters={"archive": archive, **common},
+            parameters=with_archive,
             tags=["medpipe"],
             description="Nightly: ingest new/changed series, preprocess, features, score.",
         ),
-        ingest_flow.to_deployment(
-            name="ingest", parameters={"archive": archive, **common}, tags=["medpipe"]
+        ingest_flow.to_deployment(name="ingest", parameters=with_archive, tags=["medpipe"]),
+        preprocess_flow.to_deployment(
+            name="preprocess", parameters={"params": common}, tags=["medpipe"]
         ),
-        preprocess_flow.to_deployment(name="preprocess", parameters=common, tags=["medpipe"]),
-        features_flow.to_deployment(name="features", parameters=common, tags=["medpipe"]),
+        features_flow.to_deployment(
+            name="features", parameters={"params": common}, tags=["medpipe"]
+        ),
     ]
-    try:  # the model flows (train/score) join when present
-        from flows.score import score_flow
-        from flows.train import train_flow
-    except ImportError:
-        return [_defaults_satisfy_required(d) for d in out]
     out += [
         train_flow.to_deployment(name="train", tags=["medpipe"]),
         score_flow.to_deployment(name="score", tags=["medpipe"]),

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import dataclasses
+from collections.abc import Mapping
+from typing import Literal
 
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
@@ -14,10 +16,11 @@ from medpipe.errors import ModelError
 from medpipe.features import FeatureConfig
 from medpipe.features.dataset import features_group
 from medpipe.models import labels as lab
+from medpipe.models import lifecycle
 from medpipe.models import registry as reg
-from medpipe.models.metrics import METRICS, format_metric
 from medpipe.models.train import evaluate_model, train_model
-from medpipe.report import png_bytes_uri
+from medpipe.report import metrics_markdown, metrics_rows
+from medpipe.results import EvaluationResult, TrainResult
 
 __all__ = ["TrainParams", "train_flow", "train_task", "evaluate_task", "metrics_artifacts"]
 
@@ -32,6 +35,11 @@ class TrainParams(BaseModel):
     labels: str = Field(
         description="CSV/Parquet keyed by SeriesInstanceUID, StudyInstanceUID or PatientID "
         "with a 'label' (0/1) and optional 'split' column"
+    )
+    stored_labels: str | None = Field(
+        None,
+        description="A label table this run already recorded (labels/<hash>.parquet): "
+        "used as it is, 'labels' is not read again",
     )
     features: str | None = Field(
         None, description="Feature table group (features/<hash>); default from feature_config"
@@ -57,7 +65,7 @@ class TrainParams(BaseModel):
 @task(name="train-model")
 def train_task(
     params: TrainParams, labels_path: str, label_source: str, scheduler: str
-) -> dict[str, Any]:
+) -> TrainResult:
     """Grouped-CV search, refit and registration, as a client of the cluster at ``scheduler``.
 
     Runs in the flow's process (not on a worker): the random forest's refit uses the
@@ -66,57 +74,42 @@ def train_task(
     from distributed import Client
 
     with Client(scheduler, set_as_default=False) as client, client.as_current():
-        table = lab.read_stored_labels(params.store, labels_path)
-        return train_model(
+        out = train_model(
             params.store,
             name=params.model,
             features=params.features_group(),
-            labels=table,
+            labels=lab.read_stored_labels(params.store, labels_path),
             label_source=label_source,
             estimator=params.estimator,
             n_splits=params.n_splits,
             seed=params.seed,
         )
+    return TrainResult.from_dict(out)
 
 
 @task(name="evaluate-model")
-def evaluate_task(store: str, model: str, split: str) -> dict[str, Any]:
+def evaluate_task(store: str, model: str, split: str) -> EvaluationResult:
     """Metrics of a registered model on a held-out split."""
     with on_cluster():
-        out = evaluate_model(store, model=model, split=split)
-    out.pop("roc_png", None)  # bytes: read from the store for the artifact instead
-    return out
+        return EvaluationResult.from_dict(evaluate_model(store, model=model, split=split))
 
 
 def metrics_artifacts(
     store: str,
     name: str,
     version: str,
-    metrics: dict,
+    metrics: Mapping,
     *,
     title: str,
     png_file: str | None,
     key: str,
 ) -> None:
     """Publish a metrics table and the ROC plot (embedded PNG) as Prefect artifacts."""
-    rows = [
-        {
-            "metric": k,
-            "value": round(metrics[k]["value"], 4),
-            "ci_low": round(metrics[k]["ci_low"], 4),
-            "ci_high": round(metrics[k]["ci_high"], 4),
-        }
-        for k in METRICS
-    ]
-    create_table_artifact(table=rows, key=f"{key}-metrics", description=title)
-    lines = "\n".join(f"- {format_metric(k, metrics[k])}" for k in METRICS)
-    md = f"### {title}\n\n{lines}\n"
-    if png_file:
-        png = reg.read_model_file(store, name, version, png_file)
-        md += (
-            f"\n![ROC]({png_bytes_uri(png)})\n\n"
-            f"`{reg.model_path(name, version)}/{png_file}`\n"
-        )
+    create_table_artifact(table=metrics_rows(metrics), key=f"{key}-metrics", description=title)
+    png = reg.read_model_file(store, name, version, png_file) if png_file else None
+    md = metrics_markdown(
+        title, metrics, png=png, png_path=f"{reg.model_path(name, version)}/{png_file}"
+    )
     create_markdown_artifact(markdown=md, key=f"{key}-roc", description=title)
 
 
@@ -125,36 +118,39 @@ def _key(name: str) -> str:
 
 
 @flow(name="train")
-def train_flow(params: TrainParams) -> dict[str, Any]:
+def train_flow(params: TrainParams) -> TrainResult:
     """Train a classifier on the ``train`` rows and register it; evaluate on a held-out split.
 
     The label keys are pseudonymised here (with the deployment's secret) and recorded in
-    the store; only pseudonymous keys reach the cluster, the model and the artifacts.
+    the store, once (a run that recorded them already passes ``stored_labels``); only
+    pseudonymous keys reach the cluster, the model and the artifacts.
 
     Returns
     -------
-    dict
-        ``train`` (name, version, estimator, CV metrics) and ``evaluation`` (or None).
+    TrainResult
+        The registered version with its CV metrics, and its ``evaluation`` (or None).
     """
     logger = get_run_logger()
     reg.check_name(params.model)
-    secret = load_secret(allow_demo=params.demo_secret)
-    table = lab.read_labels(params.labels, secret=secret)
-    labels_path = lab.write_labels(params.store, table)
-    source = params.labels.replace("\\", "/").rsplit("/", 1)[-1]
+    labels_path = lifecycle.prepare_labels(
+        params.store,
+        params.labels,
+        secret=lambda: load_secret(allow_demo=params.demo_secret),
+        stored=params.stored_labels,
+    )
+    source = lifecycle.label_source_name(params.labels)
+    evaluation = None
     with dask_runner(params.cluster) as runner:
         log_dashboard(runner)
         result = train_task(params, labels_path, source, scheduler=runner.client.scheduler.address)
-        ref = f"{result['name']}:{result['version']}"
-        logger.info("registered %s (%s, CV AUC %.3f)", ref, result["estimator"], result["cv_auc"])
-        evaluation = None
+        logger.info("registered %s (%s, CV AUC %.3f)", result.ref, result.estimator, result.cv_auc)
         if params.evaluate_split:
             try:
                 evaluation = runner.submit(
                     evaluate_task,
                     parameters={
                         "store": params.store,
-                        "model": ref,
+                        "model": result.ref,
                         "split": params.evaluate_split,
                     },
                 ).result()
@@ -163,23 +159,23 @@ def train_flow(params: TrainParams) -> dict[str, Any]:
     key = _key(params.model)
     metrics_artifacts(
         params.store,
-        result["name"],
-        result["version"],
-        result["metrics"],
-        title=f"{ref}: patient-grouped cross-validation ({result['estimator']})",
+        result.name,
+        result.version,
+        result.metrics,
+        title=f"{result.ref}: patient-grouped cross-validation ({result.estimator})",
         png_file="roc_cv.png",
         key=f"{key}-cv",
     )
     if evaluation is not None:
-        for line in evaluation["lines"]:
+        for line in evaluation.lines:
             logger.info("%s %s", params.evaluate_split, line)
         metrics_artifacts(
             params.store,
-            result["name"],
-            result["version"],
-            evaluation["metrics"],
-            title=f"{ref}: held-out {params.evaluate_split} (n={evaluation['n']})",
-            png_file=f"reports/roc_{params.evaluate_split}.png" if evaluation["roc"] else None,
+            result.name,
+            result.version,
+            evaluation.metrics,
+            title=f"{result.ref}: held-out {params.evaluate_split} (n={evaluation.n})",
+            png_file=f"reports/roc_{params.evaluate_split}.png" if evaluation.roc else None,
             key=f"{key}-{_key(params.evaluate_split)}",
         )
-    return {"train": result, "evaluation": evaluation}
+    return dataclasses.replace(result, evaluation=evaluation)

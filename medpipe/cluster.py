@@ -9,7 +9,9 @@ Specs
 ``tcp://host:port``
     An existing Dask scheduler.
 ``slurm`` / ``kubernetes``
-    Built from the configuration in ``deploy/`` (see ``deploy/README.md``).
+    Built from ``<kind>.yaml`` in the cluster-config folder: ``$MEDPIPE_CLUSTER_CONFIG``,
+    else ``deploy/cluster`` under the current directory (see ``deploy/README.md``).  The
+    folder is configuration, never looked up beside the installed package.
 """
 
 from __future__ import annotations
@@ -123,20 +125,21 @@ def local_cluster_kwargs(n_workers: int | None = None) -> dict[str, Any]:
 def deploy_cluster_class(
     kind: str, *, config_dir: str | os.PathLike[str] | None = None
 ) -> tuple[str, dict[str, Any]]:
-    """Cluster class path and keyword arguments for ``slurm`` / ``kubernetes`` from ``deploy/``.
+    """Cluster class path and keyword arguments for ``slurm`` / ``kubernetes``.
 
-    Reads ``<config_dir>/cluster/<kind>.yaml``, a mapping with ``cluster_class`` (the
-    import path of a Dask cluster class, e.g. ``dask_jobqueue.SLURMCluster``) and
+    Reads ``<config_dir>/<kind>.yaml``, a mapping with ``cluster_class`` (the import
+    path of a Dask cluster class, e.g. ``dask_jobqueue.SLURMCluster``) and
     ``cluster_kwargs`` (its keyword arguments).  A relative ``custom_cluster_spec``
-    path (dask-kubernetes) is resolved against ``config_dir``.
+    path (dask-kubernetes) is resolved against the folder of that file.
 
     Parameters
     ----------
     kind
         ``"slurm"``, ``"kubernetes"`` (or ``"local"``): the file name without ``.yaml``.
     config_dir
-        Folder holding ``cluster/<kind>.yaml``; defaults to the ``deploy/`` folder of
-        the source checkout.
+        Folder holding ``<kind>.yaml``; defaults to ``$MEDPIPE_CLUSTER_CONFIG``, else
+        ``deploy/cluster`` under the current directory
+        (:func:`medpipe.config.env_defaults`).
 
     Returns
     -------
@@ -146,18 +149,24 @@ def deploy_cluster_class(
     Raises
     ------
     ConfigError
-        When the file is missing or malformed.
+        When the file is missing (the message names it) or malformed.
     """
     from pathlib import Path
 
     import yaml
 
+    from medpipe.config import CLUSTER_CONFIG_ENV, env_defaults
+
     if not kind.isidentifier():
-        raise ConfigError(f"cluster spec {kind!r}: not a deploy/cluster/ configuration name")
-    base = Path(config_dir) if config_dir else Path(__file__).resolve().parents[1] / "deploy"
-    path = base / "cluster" / f"{kind}.yaml"
+        raise ConfigError(f"cluster spec {kind!r}: not a cluster configuration name")
+    base = Path(config_dir) if config_dir is not None else env_defaults().cluster_config
+    path = base / f"{kind}.yaml"
     if not path.is_file():
-        raise ConfigError(f"cluster spec {kind!r} needs {path}; see deploy/README.md")
+        raise ConfigError(
+            f"cluster spec {kind!r} needs {path.absolute()}, which does not exist: set "
+            f"{CLUSTER_CONFIG_ENV} to the folder holding {kind}.yaml (the checkout's "
+            "deploy/cluster); see deploy/README.md"
+        )
     try:
         doc = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
@@ -173,5 +182,5 @@ def deploy_cluster_class(
     kwargs = dict(kwargs)
     spec = kwargs.get("custom_cluster_spec")
     if isinstance(spec, str) and not Path(spec).is_absolute():
-        kwargs["custom_cluster_spec"] = str(base / spec)
+        kwargs["custom_cluster_spec"] = str((path.parent / spec).resolve())
     return cls, kwargs

@@ -266,3 +266,97 @@ def load_config(cls: type[C], path: str | Path | None) -> C:
         if isinstance(err, ConfigError) and str(path) in str(err):
             raise
         raise ConfigError(f"{path}: {err}") from None
+
+
+# --------------------------------------------------------------------------- environment
+# Every MEDPIPE_* default that is not a secret is read here, and only here.  (Kept at
+# the end of the module, with its own imports, so the config models above stay apart.)
+from collections.abc import Mapping  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+
+__all__ += [
+    "ARCHIVE_ENV",
+    "STORE_ENV",
+    "TZ_ENV",
+    "CLUSTER_CONFIG_ENV",
+    "SAMPLE_NPZ_ENV",
+    "PREFECT_API_ENV",
+    "DEFAULT_CLUSTER_CONFIG",
+    "EnvDefaults",
+    "env_defaults",
+]
+
+#: Archive root default of ``medpipe serve`` (and ``deploy/prefect.yaml``).
+ARCHIVE_ENV = "MEDPIPE_ARCHIVE"
+#: Store default of ``medpipe serve`` (and ``deploy/prefect.yaml``).
+STORE_ENV = "MEDPIPE_STORE"
+#: IANA zone of the nightly schedule of ``medpipe serve`` (and ``deploy/prefect.yaml``).
+TZ_ENV = "MEDPIPE_TZ"
+#: Folder holding the ``--cluster slurm|kubernetes`` files (``<kind>.yaml``).
+CLUSTER_CONFIG_ENV = "MEDPIPE_CLUSTER_CONFIG"
+#: A MedMNIST ``.npz`` the demo uses instead of the packaged BreastMNIST file.
+SAMPLE_NPZ_ENV = "MEDPIPE_SAMPLE_NPZ"
+#: Set when the runs report to a Prefect server (Prefect's own setting).
+PREFECT_API_ENV = "PREFECT_API_URL"
+
+#: Where ``--cluster slurm|kubernetes`` looks without ``$MEDPIPE_CLUSTER_CONFIG``:
+#: ``deploy/cluster`` under the current directory (the checkout root).
+DEFAULT_CLUSTER_CONFIG = Path("deploy") / "cluster"
+
+
+@dataclass(frozen=True)
+class EnvDefaults:
+    """The environment's defaults (``None`` where a variable is not set).
+
+    Attributes
+    ----------
+    archive, store
+        ``$MEDPIPE_ARCHIVE``, ``$MEDPIPE_STORE``.
+    timezone
+        ``$MEDPIPE_TZ``, default ``UTC``.
+    cluster_config
+        ``$MEDPIPE_CLUSTER_CONFIG``, default :data:`DEFAULT_CLUSTER_CONFIG`.
+    sample_npz
+        ``$MEDPIPE_SAMPLE_NPZ``.
+    secret_set
+        Whether ``$MEDPIPE_SECRET`` is set (its value is not kept here).
+    prefect_api
+        ``$PREFECT_API_URL``.
+    """
+
+    archive: str | None = None
+    store: str | None = None
+    timezone: str = "UTC"
+    cluster_config: Path = DEFAULT_CLUSTER_CONFIG
+    sample_npz: Path | None = None
+    secret_set: bool = False
+    prefect_api: str | None = None
+
+
+def env_defaults(environ: Mapping[str, str] | None = None) -> EnvDefaults:
+    """Read the environment's defaults.
+
+    Parameters
+    ----------
+    environ
+        The environment (default :data:`os.environ`); empty values count as unset.
+
+    Returns
+    -------
+    EnvDefaults
+    """
+    env = os.environ if environ is None else environ
+
+    def get(name: str) -> str | None:
+        return env.get(name) or None
+
+    npz = get(SAMPLE_NPZ_ENV)
+    return EnvDefaults(
+        archive=get(ARCHIVE_ENV),
+        store=get(STORE_ENV),
+        timezone=get(TZ_ENV) or "UTC",
+        cluster_config=Path(get(CLUSTER_CONFIG_ENV) or DEFAULT_CLUSTER_CONFIG),
+        sample_npz=Path(npz) if npz else None,
+        secret_set=bool(get(SECRET_ENV)),
+        prefect_api=get(PREFECT_API_ENV),
+    )

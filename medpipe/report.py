@@ -12,11 +12,15 @@ import base64
 import html
 import io
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from medpipe import store as _store
+
+if TYPE_CHECKING:
+    from medpipe.ingest import IngestSummary
+    from medpipe.results import FeatureResult, ModelStageResult, PreprocessResult, ScoreResult
 
 __all__ = [
     "REPORTS",
@@ -27,6 +31,13 @@ __all__ = [
     "feature_drift",
     "quarantine_rows",
     "write_report",
+    "write_nightly_report",
+    "report_url",
+    "ingest_markdown",
+    "nightly_markdown",
+    "metrics_rows",
+    "metrics_markdown",
+    "score_markdown",
 ]
 
 #: Store folder of the QA reports.
@@ -232,3 +243,141 @@ def quarantine_rows(store: str) -> list[dict[str, Any]]:
     if cat.empty:
         return []
     return cat[cat["status"] == "quarantined"][["path", "reason"]].to_dict("records")
+
+
+def write_nightly_report(
+    store: str,
+    run_id: str,
+    *,
+    ingest: IngestSummary,
+    preprocess: PreprocessResult,
+    features: FeatureResult,
+    model: ModelStageResult,
+    stages: Mapping[str, float],
+    n_thumbnails: int = 4,
+) -> str:
+    """Write a nightly run's QA report (:func:`write_report`) from its stages' results.
+
+    Parameters
+    ----------
+    store
+        Store URL or path.
+    run_id
+        The nightly run.
+    ingest, preprocess, features, model
+        The stages' results.
+    stages
+        Stage name → seconds.
+    n_thumbnails
+        Before/after thumbnails of at most this many newly preprocessed series.
+
+    Returns
+    -------
+    str
+        ``reports/<run-id>/index.html``.
+    """
+    return write_report(
+        store,
+        run_id,
+        summary={k: v for k, v in ingest.to_dict().items() if k != "reasons"},
+        stages=stages,
+        thumbnails={
+            key: thumbnail_pair(store, key, preprocessed=preprocess.group)
+            for key in preprocess.keys[:n_thumbnails]
+        },
+        drift=feature_drift(store, features.group, features.keys),
+        roc=model.roc_uri,
+        metrics=model.metrics,
+        quarantine=quarantine_rows(store),
+    )
+
+
+def report_url(store: str, path: str) -> str:
+    """The URL (``file://…``, ``s3://…``) of a store path, for links in artifacts."""
+    fs, root = _store.store_root(store)
+    return fs.unstrip_protocol(f"{root}/{path}")
+
+
+def ingest_markdown(summary: IngestSummary) -> str:
+    """Markdown of an ingest run: counts and quarantine reasons (no paths, no PHI)."""
+    lines = [
+        f"# Ingest run `{summary.run_id}`",
+        "",
+        "| scanned | new | changed | unchanged | missing | series ingested | files ingested "
+        "| quarantined | skipped |",
+        "|---|---|---|---|---|---|---|---|---|",
+        f"| {summary.scanned} | {summary.new} | {summary.changed} | {summary.unchanged} "
+        f"| {summary.missing} | {summary.series_ingested} | {summary.files_ingested} "
+        f"| {summary.quarantined} | {summary.skipped} |",
+    ]
+    if summary.reasons:
+        lines += ["", "## Quarantine reasons", "", "| files | reason |", "|---|---|"]
+        lines += [
+            f"| {n} | {r.replace('|', '/')} |"
+            for r, n in sorted(summary.reasons.items(), key=lambda kv: -kv[1])
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def nightly_markdown(
+    ingest: IngestSummary,
+    stages: Mapping[str, float],
+    model: ModelStageResult,
+    *,
+    report: str,
+    url: str,
+) -> str:
+    """Markdown of a nightly run: ingest counts, stage times, the current model, the report."""
+    lines = [ingest_markdown(ingest), "## Stage durations", "", "| stage | seconds |", "|---|---|"]
+    lines += [f"| {k} | {v:.1f} |" for k, v in stages.items()]
+    if model.metrics:
+        lines += [
+            "",
+            f"## Current model `{model.name}:{model.version}`",
+            "",
+            "| metric | value |",
+            "|---|---|",
+        ]
+        lines += [f"| {k} | {v} |" for k, v in model.metrics.items()]
+    lines += ["", f"QA report: [{report}]({url})"]
+    return "\n".join(lines)
+
+
+def metrics_rows(metrics: Mapping[str, Mapping[str, float]]) -> list[dict[str, Any]]:
+    """One row per metric (value and CI, 4 decimals), for a table artifact."""
+    from medpipe.models.metrics import METRICS
+
+    return [
+        {
+            "metric": k,
+            "value": round(metrics[k]["value"], 4),
+            "ci_low": round(metrics[k]["ci_low"], 4),
+            "ci_high": round(metrics[k]["ci_high"], 4),
+        }
+        for k in METRICS
+    ]
+
+
+def metrics_markdown(
+    title: str,
+    metrics: Mapping[str, Mapping[str, float]],
+    *,
+    png: bytes | None = None,
+    png_path: str | None = None,
+) -> str:
+    """Markdown of a model's metrics with CIs, and its ROC plot embedded as a data URI."""
+    from medpipe.models.metrics import METRICS, format_metric
+
+    lines = "\n".join(f"- {format_metric(k, metrics[k])}" for k in METRICS)
+    md = f"### {title}\n\n{lines}\n"
+    if png:
+        md += f"\n![ROC]({png_bytes_uri(png)})\n\n`{png_path}`\n"
+    return md
+
+
+def score_markdown(model: str, result: ScoreResult) -> str:
+    """Markdown of a score run: new and total samples, the scores group."""
+    return (
+        f"### scores of {model}\n\n| new | total | group |\n|---|---|---|\n"
+        f"| {result.scored} | {result.total} | `{result.group}` |\n"
+    )

@@ -14,6 +14,9 @@ __all__ = [
     "build_bundled_archive",
     "build_medmnist_archive",
     "download_medmnist",
+    "PACKAGED_MEDMNIST",
+    "packaged_medmnist",
+    "demo_medmnist_archive",
 ]
 
 
@@ -296,3 +299,71 @@ def build_medmnist_archive(
         f"families:\n{families}"
     )
     return out
+
+
+#: MedMNIST files shipped inside the package (``medpipe/data/``, CC BY 4.0; see
+#: ``medpipe/data/LICENSE-breastmnist.txt`` for the licence and the citations).
+PACKAGED_MEDMNIST: dict[str, str] = {"breastmnist": "breastmnist_trainval.npz"}
+
+
+def packaged_medmnist(name: str) -> Path | None:
+    """The packaged train+val file of a MedMNIST set, or ``None`` when none is shipped.
+
+    Parameters
+    ----------
+    name
+        The set, e.g. ``breastmnist`` (the only one shipped: 546 train and 78 val
+        images, about 0.45 MB; the test split is not shipped).
+
+    Returns
+    -------
+    pathlib.Path or None
+    """
+    from importlib.resources import files
+
+    fname = PACKAGED_MEDMNIST.get(name)
+    if fname is None:
+        return None
+    path = Path(str(files("medpipe") / "data" / fname))
+    return path if path.is_file() else None
+
+
+def demo_medmnist_archive(
+    folder: str | Path, name: str = "breastmnist", *, npz: str | Path | None = None
+) -> tuple[Path, Path | None]:
+    """The demo's labelled MedMNIST archive, built once.
+
+    The images come from ``npz`` when given (``$MEDPIPE_SAMPLE_NPZ`` in the CLI), else
+    from the file packaged with medpipe (:func:`packaged_medmnist`), else from the
+    official download (:func:`download_medmnist`, needs the optional ``medmnist``).
+    Nothing outside the package and ``folder`` is looked at.
+
+    Parameters
+    ----------
+    folder
+        The archive folder (``labels.csv`` in it means it is built already).
+    name
+        The MedMNIST set.
+    npz
+        A local MedMNIST file to use instead.
+
+    Returns
+    -------
+    tuple of (pathlib.Path, pathlib.Path or None)
+        ``labels.csv`` of the archive, and the ``.npz`` it was built from (``None``
+        when the archive existed already).
+
+    Raises
+    ------
+    ConfigError
+        No file is packaged for ``name`` and it cannot be downloaded.
+    """
+    folder = Path(folder)
+    labels = folder / "labels.csv"
+    if labels.exists():
+        return labels, None
+    source = Path(npz) if npz else packaged_medmnist(name)
+    if source is None:
+        source = download_medmnist(name, root=folder.parent / ".medmnist")
+    build_medmnist_archive(source, folder, name=name)
+    return labels, source

@@ -37,3 +37,45 @@ def test_local_workers_get_the_lighter_monitoring_config() -> None:
     assert list(seen.values()) == [LOCAL_WORKER_CONFIG]
     assert list(loop.values()) == [dask.config.get("distributed.admin.event-loop")]
     assert dask.config.get("distributed.worker.profile.interval") != "100ms"  # not global
+
+
+def _write(folder, kind: str, text: str) -> None:  # noqa: ANN001
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{kind}.yaml").write_text(text)
+
+
+def test_cluster_config_folder_comes_from_the_environment(
+    tmp_path, monkeypatch: pytest.MonkeyPatch  # noqa: ANN001
+) -> None:
+    from medpipe.cluster import deploy_cluster_class
+
+    conf = tmp_path / "site" / "cluster"
+    _write(conf, "slurm", "cluster_class: dask_jobqueue.SLURMCluster\n"
+                          "cluster_kwargs: {cores: 4}\n")
+    _write(conf, "kubernetes", "cluster_class: dask_kubernetes.operator.KubeCluster\n"
+                               "cluster_kwargs: {custom_cluster_spec: ../k8s/dc.yaml}\n")
+    elsewhere = tmp_path / "cwd"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # not a checkout: no deploy/ here
+    monkeypatch.setenv("MEDPIPE_CLUSTER_CONFIG", str(conf))
+    assert deploy_cluster_class("slurm") == ("dask_jobqueue.SLURMCluster", {"cores": 4})
+    _, kwargs = deploy_cluster_class("kubernetes")
+    assert kwargs["custom_cluster_spec"] == str(tmp_path / "site" / "k8s" / "dc.yaml")
+    # an explicit folder wins over the environment
+    other = tmp_path / "other"
+    _write(other, "slurm", "cluster_class: x.Y\n")
+    assert deploy_cluster_class("slurm", config_dir=other) == ("x.Y", {})
+
+
+def test_missing_cluster_config_names_the_file(
+    tmp_path, monkeypatch: pytest.MonkeyPatch  # noqa: ANN001
+) -> None:
+    from medpipe.cluster import deploy_cluster_class
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MEDPIPE_CLUSTER_CONFIG", raising=False)
+    with pytest.raises(ConfigError) as err:
+        deploy_cluster_class("slurm")
+    msg = str(err.value)
+    assert str(tmp_path / "deploy" / "cluster" / "slurm.yaml") in msg
+    assert "MEDPIPE_CLUSTER_CONFIG" in msg

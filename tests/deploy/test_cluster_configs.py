@@ -28,12 +28,13 @@ from medpipe.errors import ConfigError
 from .conftest import DEPLOY
 
 REPO = DEPLOY.parent
+CLUSTER = DEPLOY / "cluster"
 
 
 def _slurm(tmp_path: Path, **override: Any):
     from dask_jobqueue import SLURMCluster
 
-    cls, kwargs = deploy_cluster_class("slurm")
+    cls, kwargs = deploy_cluster_class("slurm", config_dir=CLUSTER)
     assert cls == "dask_jobqueue.SLURMCluster"
     kwargs.update(
         log_directory=str(tmp_path / "logs"),
@@ -44,7 +45,7 @@ def _slurm(tmp_path: Path, **override: Any):
 
 
 def test_slurm_job_script_has_the_directives(tmp_path: Path) -> None:
-    _, cfg = deploy_cluster_class("slurm")
+    _, cfg = deploy_cluster_class("slurm", config_dir=CLUSTER)
     cluster, _ = _slurm(tmp_path)
     with cluster:
         assert cluster.workers == {}  # nothing submitted
@@ -99,7 +100,7 @@ def test_slurm_worker_command_starts_workers(tmp_path: Path) -> None:
 
 
 def test_local_config_matches_local_cluster_kwargs() -> None:
-    cls, kwargs = deploy_cluster_class("local")
+    cls, kwargs = deploy_cluster_class("local", config_dir=CLUSTER)
     assert cls == "distributed.LocalCluster"
     inspect.signature(LocalCluster).bind(**kwargs)
     code = local_cluster_kwargs()
@@ -109,7 +110,7 @@ def test_local_config_matches_local_cluster_kwargs() -> None:
 def test_kubernetes_config_binds_to_kubecluster() -> None:
     from dask_kubernetes.operator import KubeCluster
 
-    cls, kwargs = deploy_cluster_class("kubernetes")
+    cls, kwargs = deploy_cluster_class("kubernetes", config_dir=CLUSTER)
     assert cls == "dask_kubernetes.operator.KubeCluster"
     inspect.signature(KubeCluster).bind(**kwargs)
     spec = Path(kwargs["custom_cluster_spec"])
@@ -117,8 +118,7 @@ def test_kubernetes_config_binds_to_kubecluster() -> None:
 
 
 def test_malformed_config_fails_fast(tmp_path: Path) -> None:
-    (tmp_path / "cluster").mkdir()
-    (tmp_path / "cluster" / "slurm.yaml").write_text("cluster_kwargs: {cores: 2}\n")
+    (tmp_path / "slurm.yaml").write_text("cluster_kwargs: {cores: 2}\n")
     with pytest.raises(ConfigError, match="cluster_class"):
         deploy_cluster_class("slurm", config_dir=tmp_path)
     with pytest.raises(ConfigError, match="needs"):

@@ -70,8 +70,8 @@ def test_nightly_schedule_and_defaults(deployments: list[dict[str, Any]]) -> Non
     schedule = CronSchedule(cron=sched["cron"], timezone=sched["timezone"])
     assert schedule.cron == "0 2 * * *"
     assert schedule.timezone == ENV["MEDPIPE_TZ"]
-    assert nightly["parameters"]["archive"] == ENV["MEDPIPE_ARCHIVE"]
-    assert nightly["parameters"]["store"] == ENV["MEDPIPE_STORE"]
+    assert nightly["parameters"]["params"]["archive"] == ENV["MEDPIPE_ARCHIVE"]
+    assert nightly["parameters"]["params"]["store"] == ENV["MEDPIPE_STORE"]
     assert nightly["concurrency_limit"]["limit"] == 1
     # no placeholder survives rendering
     assert "{{" not in repr(deployments)
@@ -96,9 +96,11 @@ def test_entrypoint_is_a_flow_taking_the_parameters(
     (deployment,) = [d for d in deployments if d["entrypoint"] == entrypoint]
     params = deployment.get("parameters", {})
     accepted = set(flow.parameters.properties)
+    assert accepted == {"params"}, "every flow takes one pydantic model, `params`"
     assert set(params) <= accepted, f"unknown parameters {set(params) - accepted}"
     if set(flow.parameters.required or []) <= set(params):
-        flow.validate_parameters(params)  # types as Prefect coerces them for a run
+        validated = flow.validate_parameters(params)  # types as Prefect coerces them for a run
+        assert validated["params"].store == ENV["MEDPIPE_STORE"]
 
 
 def test_bad_prefect_yaml_is_rejected() -> None:

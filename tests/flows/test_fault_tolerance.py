@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from flows.features import features_flow
-from flows.ingest import ingest_flow
-from flows.preprocess import preprocess_flow
+from flows.features import FeatureParams, features_flow
+from flows.ingest import IngestParams, ingest_flow
+from flows.preprocess import PreprocessParams, preprocess_flow
 from medpipe import catalog, ingest, store
 from medpipe.features import FeatureConfig
 from medpipe.features.dataset import open_features
@@ -115,8 +115,10 @@ def test_worker_killed_mid_run(ingested: Path) -> None:
     faulty = str(ingested / "faulty.zarr")
     shutil.copytree(clean, faulty)
     # the reference: the same flows on an undisturbed local cluster
-    pre = preprocess_flow(store=clean, config=CHAIN, cluster="local:2")
-    feats = features_flow(store=clean, config=FEATURES, source=pre["group"], cluster="local:2")
+    pre = preprocess_flow(PreprocessParams(store=clean, config=CHAIN, cluster="local:2"))
+    feats = features_flow(
+        FeatureParams(store=clean, config=FEATURES, source=pre.group, cluster="local:2")
+    )
 
     port = _free_port()
     sched, workers = _start_dask(port, 2, ingested / "dask.log")
@@ -126,13 +128,17 @@ def test_worker_killed_mid_run(ingested: Path) -> None:
         def run() -> None:
             try:
                 box["pre"] = preprocess_flow(
-                    store=faulty, config=CHAIN, cluster=f"tcp://127.0.0.1:{port}", batch=1
+                    PreprocessParams(
+                        store=faulty, config=CHAIN, cluster=f"tcp://127.0.0.1:{port}", batch=1
+                    )
                 )
                 box["feat"] = features_flow(
-                    store=faulty,
-                    config=FEATURES,
-                    source=box["pre"]["group"],
-                    cluster=f"tcp://127.0.0.1:{port}",
+                    FeatureParams(
+                        store=faulty,
+                        config=FEATURES,
+                        source=box["pre"].group,
+                        cluster=f"tcp://127.0.0.1:{port}",
+                    )
                 )
             except BaseException as err:  # noqa: BLE001 - re-raised in the test thread
                 box["error"] = err
@@ -140,22 +146,22 @@ def test_worker_killed_mid_run(ingested: Path) -> None:
         thread = threading.Thread(target=run)
         thread.start()
         deadline = time.monotonic() + 300
-        while not store.list_groups(faulty, pre["group"]) and time.monotonic() < deadline:
+        while not store.list_groups(faulty, pre.group) and time.monotonic() < deadline:
             time.sleep(0.2)
-        assert store.list_groups(faulty, pre["group"]), "the run never started writing"
+        assert store.list_groups(faulty, pre.group), "the run never started writing"
         workers[0].send_signal(signal.SIGKILL)  # mid-run: some series are written, most not
-        killed_at = len(store.list_groups(faulty, pre["group"]))
+        killed_at = len(store.list_groups(faulty, pre.group))
         thread.join(timeout=600)
         assert not thread.is_alive(), "the flow did not finish after a worker was killed"
         if "error" in box:
             raise box["error"]
         assert workers[0].wait(timeout=10) == -signal.SIGKILL
-        assert killed_at < pre["done"], "the worker was killed after the run had finished"
+        assert killed_at < pre.done, "the worker was killed after the run had finished"
     finally:
         _stop(*workers, sched)
-    assert box["pre"]["done"] + killed_at >= pre["done"]
-    assert _image_hashes(faulty, pre["group"]) == _image_hashes(clean, pre["group"])
-    assert _feature_hash(faulty, box["feat"]["group"]) == _feature_hash(clean, feats["group"])
+    assert box["pre"].done + killed_at >= pre.done
+    assert _image_hashes(faulty, pre.group) == _image_hashes(clean, pre.group)
+    assert _feature_hash(faulty, box["feat"].group) == _feature_hash(clean, feats.group)
 
 
 def test_flow_killed_mid_ingest_then_rerun(ingested: Path, tmp_path: Path) -> None:
@@ -194,8 +200,8 @@ def test_flow_killed_mid_ingest_then_rerun(ingested: Path, tmp_path: Path) -> No
     assert done_before < len(store.list_groups(clean, "images"))
 
     leftovers = [p for p in (Path(crashed) / "images").iterdir() if p.name.startswith(".tmp")]
-    again = ingest_flow(archive=str(archive), store=crashed, cluster="local:1")
-    assert again["new"] > 0  # the rerun finishes what the crash left
+    again = ingest_flow(IngestParams(archive=str(archive), store=crashed, cluster="local:1"))
+    assert again.new > 0  # the rerun finishes what the crash left
     cur_crashed, cur_clean = catalog.current(crashed), catalog.current(clean)
     assert sorted(cur_crashed["path"]) == sorted(cur_clean["path"])  # nothing missing
     assert dict(zip(cur_crashed["path"], cur_crashed["status"], strict=True)) == dict(

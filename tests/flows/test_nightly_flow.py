@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from pydicom.data import get_testdata_file
 
-from flows.nightly import nightly_flow
+from flows.nightly import NightlyParams, nightly_flow
 from medpipe.errors import StoreLockedError
 
 BIN = Path(sys.executable).parent
@@ -39,17 +39,20 @@ def _artifact_keys() -> set[str]:
 
 def test_nightly_runs_twice_incrementally(tmp_path: Path) -> None:
     archive, out = _archive(tmp_path), str(tmp_path / "store.zarr")
-    first = nightly_flow(archive=str(archive), store=out, cluster="local:2")
-    assert first["ingest"]["series_ingested"] == 4 and first["ingest"]["quarantined"] == 1
-    assert first["preprocess"]["done"] == 4 and first["features"]["computed"] >= 4
-    page = (Path(out) / first["report"]).read_text()
+    first = nightly_flow(NightlyParams(archive=str(archive), store=out, cluster="local:2"))
+    assert first.ingest.series_ingested == 4 and first.ingest.quarantined == 1
+    assert first.preprocess.done == 4 and first.features.computed >= 4
+    assert first.preprocess.skipped is first.features.skipped is None
+    assert first.model.note == "no model registered yet (give --labels to train one)"
+    page = (Path(out) / first.report).read_text()
     assert "MR_truncated.dcm" in page and page.count("data:image/png;base64") >= 4
     assert {"nightly-summary", "nightly-qa-report", "ingest-summary"} <= _artifact_keys()
 
-    second = nightly_flow(archive=str(archive), store=out, cluster="local:1")
-    assert second["ingest"]["unchanged"] == second["ingest"]["scanned"] == 5
-    assert second["ingest"]["series_ingested"] == 0
-    assert second["preprocess"]["done"] == 0 and second["features"]["computed"] == 0
+    second = nightly_flow(NightlyParams(archive=str(archive), store=out, cluster="local:1"))
+    assert second.ingest.unchanged == second.ingest.scanned == 5
+    assert second.ingest.series_ingested == 0
+    assert second.preprocess.done == 0 and second.features.computed == 0
+    assert second.features.skipped == "nothing new"  # decided from metadata: no stage ran
 
 
 @pytest.mark.slow
@@ -70,8 +73,8 @@ def test_two_nightly_runs_never_write_at_once(tmp_path: Path) -> None:
         time.sleep(0.05)
     assert lock.exists(), "the first run never took the store lock"
     with pytest.raises(StoreLockedError, match="locked by run"):
-        nightly_flow(archive=str(archive), store=out, cluster="local:1")
+        nightly_flow(NightlyParams(archive=str(archive), store=out, cluster="local:1"))
     assert first.wait(timeout=300) == 0, (tmp_path / "first.log").read_text()[-3000:]
     assert not lock.exists()
-    again = nightly_flow(archive=str(archive), store=out, cluster="local:1")
-    assert again["ingest"]["series_ingested"] == 0  # the first run did all the work, once
+    again = nightly_flow(NightlyParams(archive=str(archive), store=out, cluster="local:1"))
+    assert again.ingest.series_ingested == 0  # the first run did all the work, once

@@ -36,9 +36,9 @@ def test_train_then_score_flow(labelled_store: dict) -> None:
         feature_config=labelled_store["config"], estimator="rf", n_splits=3, cluster="local:2",
     )
     out = train_flow(params=params)
-    assert out["train"]["estimator"] == "rf"
-    assert out["evaluation"]["split"] == "val" and out["evaluation"]["n"] == 12
-    assert reg.list_versions(store, "flowmodel") == [out["train"]["version"]]
+    assert out.estimator == "rf"
+    assert out.evaluation.split == "val" and out.evaluation.n == 12
+    assert reg.list_versions(store, "flowmodel") == [out.version]
     model, _ = reg.load_model(store, "flowmodel")  # RF refitted under joblib's Dask backend
     assert len(model.estimator[-1].estimators_) == 300
 
@@ -52,11 +52,11 @@ def test_train_then_score_flow(labelled_store: dict) -> None:
     assert "data:image/png;base64,iVBOR" in val_roc and "reports/roc_val.png" in val_roc
 
     res = score_flow(params=ScoreParams(store=store, model="flowmodel", cluster="local:2"))
-    assert res["scored"] == res["total"] == 48
-    scores = open_scores(store, res["group"]).load()
+    assert res.scored == res.total == 48
+    scores = open_scores(store, res.group).load()
     assert np.isfinite(scores["probability"].values).all()
     again = score_flow(params=ScoreParams(store=store, model="flowmodel:v1", cluster="local:1"))
-    assert again["scored"] == 0
+    assert again.scored == 0
 
 
 def test_params_are_a_form() -> None:
@@ -66,3 +66,48 @@ def test_params_are_a_form() -> None:
         schema["properties"])
     assert schema["properties"]["estimator"]["enum"] == ["svm", "logreg", "rf", "all"]
     assert "model" in ScoreParams.model_json_schema()["properties"]
+    from flows.features import FeatureParams
+    from flows.ingest import IngestParams
+    from flows.nightly import NightlyParams
+    from flows.preprocess import PreprocessParams
+
+    for cls, required in ((IngestParams, {"archive", "store"}),
+                          (PreprocessParams, {"store"}), (FeatureParams, {"store"}),
+                          (NightlyParams, {"archive", "store"})):
+        schema = cls.model_json_schema()
+        assert set(schema["required"]) == required, cls
+        assert "cluster" in schema["properties"]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_nightly_model_stage_trains_promotes_and_scores(
+    labelled_store: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Labels read and recorded once per retrain; the new model becomes current, scores."""
+    from flows.nightly import NightlyParams, nightly_flow
+    from medpipe.models import labels as lab
+    from medpipe.models import lifecycle
+
+    store, archive = labelled_store["store"], labelled_store["archive"]
+    reads: list[str] = []
+    real = lab.read_labels
+    monkeypatch.setattr(lab, "read_labels", lambda p, **kw: reads.append(str(p)) or real(p, **kw))
+    params = NightlyParams(
+        archive=str(archive), store=store, labels=str(archive / "labels.csv"),
+        model="nightlymodel", features=labelled_store["config"], cluster="local:2",
+    )
+    first = nightly_flow(params)
+    assert reads == [str(archive / "labels.csv")]  # pseudonymised once for the retrain
+    m = first.model
+    assert m.trained is not None and m.decision["promoted"]
+    assert m.version == m.trained.version == lifecycle.current_version(store, "nightlymodel")
+    assert m.trained.evaluation is not None and m.trained.evaluation.split == "val"
+    assert m.scored == 48 and m.metrics and m.roc_uri.startswith("data:image/png;base64,")
+    meta = reg.read_model_json(store, "nightlymodel", m.version)
+    assert meta["labels"]["source"] == "labels.csv"
+    assert meta["features_group"] == first.features.group
+
+    again = nightly_flow(params)  # same labels, nothing new: no training, nothing scored
+    assert again.model.trained is None and again.model.scored == 0
+    assert again.model.version == m.version

@@ -103,7 +103,7 @@ def test_quick_run_from_ui_completes(served: Served, page, tmp_path: Path) -> No
         run = created.value.json()
         # Quick run created the run directly (no parameter form) with the deployment defaults
         expect(page.get_by_text("Run Deployment")).to_have_count(0)
-        assert run["parameters"]["archive"] == str(served.archive)
+        assert run["parameters"]["params"]["archive"] == str(served.archive)
         assert run["state"]["message"] == "Run from the Prefect UI with defaults"
 
         # the run's page, reloaded until it shows a final state (bounded)

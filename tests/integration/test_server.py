@@ -23,8 +23,8 @@ ARTIFACT_KEYS = {"nightly-summary", "nightly-qa-report", "dask-dashboard", "inge
 
 def test_nightly_deployment_schedule_and_defaults(served: Served) -> None:
     dep = served.deployments["nightly"]
-    assert dep["parameters"]["archive"] == str(served.archive)
-    assert dep["parameters"]["store"] == str(served.store)
+    assert dep["parameters"]["params"]["archive"] == str(served.archive)
+    assert dep["parameters"]["params"]["store"] == str(served.store)
     crons = [
         (s["schedule"].get("cron"), s["schedule"].get("timezone"), s["active"])
         for s in dep["schedules"]
@@ -40,15 +40,17 @@ def test_nightly_run_through_rest_api(served: Served, tmp_path: Path) -> None:
     server = served.server
     dep = served.deployments["nightly"]
     store = tmp_path / "store.zarr"  # a fresh store: this run ingests everything
-    # the body the UI sends for a custom run: parameters merged over the deployment's
+    # the body the UI sends for a custom run: the whole `params` form, the deployment's
+    # defaults with the fields the user changed
+    params = {**dep["parameters"]["params"], "store": str(store), "retrain": False}
     created = server.post(
         f"/deployments/{dep['id']}/create_flow_run",
         {
-            "parameters": {"store": str(store), "retrain": False},
+            "parameters": {"params": params},
             "state": {"type": "SCHEDULED", "message": "Run from the integration test"},
         },
     )
-    assert created["parameters"]["archive"] == str(served.archive)  # deployment default
+    assert created["parameters"]["params"]["archive"] == str(served.archive)
     run = served.wait_run(created["id"])
     assert run["state_type"] == "COMPLETED", served.explain(run)
 

@@ -92,3 +92,47 @@ def test_ingested_without_phi(tiny_npz: Path, tmp_path: Path) -> None:
     assert not leaked
     got = {store.read_attrs(out, g)["medpipe"]["series_uid_key"] for g in groups}
     assert got == uid_keys
+
+
+def test_demo_labelled_archive_comes_from_the_packaged_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fresh clone with no ../shared beside it: the demo's labelled part still builds."""
+    from medpipe.sample import demo_medmnist_archive, packaged_medmnist
+
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.delenv("MEDPIPE_SAMPLE_NPZ", raising=False)
+    monkeypatch.delenv("MEDPIPE_SHARED_DATA", raising=False)
+    packaged = packaged_medmnist("breastmnist")
+    import medpipe
+
+    assert packaged is not None and packaged.is_relative_to(Path(medpipe.__file__).parent)
+    assert (packaged.parent / "LICENSE-breastmnist.txt").read_text().count("CC BY 4.0") >= 1
+
+    labels, source = demo_medmnist_archive(tmp_path / "archive" / "medmnist", "breastmnist")
+    assert source == packaged
+    table = pd.read_csv(labels, dtype={"SeriesInstanceUID": str})
+    assert table.groupby("split").size().to_dict() == {"train": 546, "val": 78}
+    with np.load(packaged) as data:  # every image and label is the packaged one
+        for f in _files(tmp_path / "archive" / "medmnist")[::97]:
+            split, idx = f.stem.split("_")[1], int(f.stem.split("_")[2])
+            ds = pydicom.dcmread(f)
+            np.testing.assert_array_equal(ds.pixel_array, data[f"{split}_images"][idx])
+            row = table.set_index("SeriesInstanceUID").loc[ds.SeriesInstanceUID]
+            assert row["label"] == np.ravel(data[f"{split}_labels"])[idx]
+    # built once: a rerun reads nothing
+    assert demo_medmnist_archive(tmp_path / "archive" / "medmnist", "breastmnist") == (
+        labels, None
+    )
+
+
+def test_demo_labelled_archive_from_an_explicit_file(tiny_npz: Path, tmp_path: Path) -> None:
+    from medpipe.sample import demo_medmnist_archive, packaged_medmnist
+
+    labels, source = demo_medmnist_archive(tmp_path / "m", "breastmnist", npz=tiny_npz)
+    assert source == tiny_npz
+    assert len(pd.read_csv(labels)) == 48 + 24
+    assert packaged_medmnist("pneumoniamnist") is None  # not shipped: downloaded instead

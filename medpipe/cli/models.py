@@ -1,4 +1,5 @@
-"""``medpipe`` commands for labelled samples and models (sample, train, evaluate, score)."""
+"""``medpipe sample``, ``train``, ``evaluate``, ``score`` and ``models``: labelled samples
+and the model registry of a store."""
 
 from __future__ import annotations
 
@@ -8,22 +9,20 @@ from typing import Annotated
 
 import typer
 
-__all__ = ["register"]
+from medpipe.cli.common import (
+    ClusterOpt,
+    ModelOpt,
+    StoreArg,
+    console,
+    fail,
+    load_stage_config,
+    run_flow,
+)
+
+__all__ = ["sample_app", "models_app", "train", "evaluate", "score"]
 
 sample_app = typer.Typer(help="Build sample archives.", no_args_is_help=True)
 models_app = typer.Typer(help="The model registry of a store.", no_args_is_help=True)
-
-StoreArg = Annotated[str, typer.Argument(help="Store path or fsspec URL.")]
-ModelOpt = Annotated[str, typer.Option("--model", help="NAME or NAME:VERSION (default latest).")]
-ClusterOpt = Annotated[
-    str, typer.Option("--cluster", help="local | local:N | tcp://host:port | slurm | kubernetes")
-]
-
-
-def _cli():  # noqa: ANN202 - medpipe.cli imports this module: import it lazily
-    from medpipe import cli
-
-    return cli
 
 
 @sample_app.command("medmnist")
@@ -43,18 +42,17 @@ def sample_medmnist(
     from medpipe.errors import MedpipeError
     from medpipe.sample import build_medmnist_archive, download_medmnist
 
-    cli = _cli()
     try:
         if npz is None:
             npz = download_medmnist(name, root=out / ".download")
         archive = build_medmnist_archive(npz, out, name=name, splits=split or None, limit=limit)
     except MedpipeError as err:
-        raise cli._fail(err) from None
+        raise fail(err) from None
     import pandas as pd
 
     counts = pd.read_csv(archive / "labels.csv").groupby("split").size().to_dict()
-    cli.console.print(f"archive: {archive} ({counts}); labels: {archive / 'labels.csv'}")
-    cli.console.print(
+    console.print(f"archive: {archive} ({counts}); labels: {archive / 'labels.csv'}")
+    console.print(
         f"next: medpipe ingest {archive} STORE; medpipe features STORE --config "
         f"{archive / 'features.yaml'}; medpipe train STORE --labels {archive / 'labels.csv'} "
         f"--model {name}"
@@ -70,13 +68,13 @@ def _feature_group(store: str, features: str | None, config: Path | None, source
     if features:
         return features
     if config is not None:
-        return features_group(_cli()._load_config(FeatureConfig, config), source=source)
+        return features_group(load_stage_config(FeatureConfig, config), source=source)
     tables = st.subgroups(store, "features")
     if len(tables) == 1:
         return tables[0]
     if not tables:
-        raise _cli()._fail(ConfigError(f"no feature table in {store}: run medpipe features"))
-    raise _cli()._fail(
+        raise fail(ConfigError(f"no feature table in {store}: run medpipe features"))
+    raise fail(
         ConfigError(f"{store} has several feature tables {tables}: pass --features or --config")
     )
 
@@ -104,30 +102,28 @@ def train(
     from flows.train import TrainParams, train_flow
     from medpipe.models.metrics import METRICS, format_metric
 
-    cli = _cli()
     if estimator not in ("svm", "logreg", "rf", "all"):
-        raise cli._fail(ValueError(f"--estimator must be svm, logreg, rf or all, not {estimator}"))
+        raise fail(ValueError(f"--estimator must be svm, logreg, rf or all, not {estimator}"))
     group = _feature_group(store, features, config, source)
     params = TrainParams(
         store=store, model=model, labels=str(labels), features=group, source=source,
         estimator=estimator, n_splits=folds, evaluate_split=evaluate_split or None,
         cluster=cluster, demo_secret=demo_secret,
     )
-    out = cli._run_flow(train_flow, params=params)
-    res = out["train"]
-    cli.console.print(
-        f"model [bold]{res['name']}:{res['version']}[/] ({res['estimator']}, "
-        f"{res['n_train']} training samples); CV AUC by estimator: "
-        + ", ".join(f"{k} {v:.3f}" for k, v in res["search"].items())
+    res = run_flow(train_flow, params)
+    console.print(
+        f"model [bold]{res.name}:{res.version}[/] ({res.estimator}, "
+        f"{res.n_train} training samples); CV AUC by estimator: "
+        + ", ".join(f"{k} {v:.3f}" for k, v in res.search.items())
     )
-    cli.console.print("cross-validation (out-of-fold, patient-grouped):")
+    console.print("cross-validation (out-of-fold, patient-grouped):")
     for k in METRICS:
-        cli.console.print("  " + format_metric(k, res["metrics"][k]))
-    ev = out.get("evaluation")
+        console.print("  " + format_metric(k, res.metrics[k]))
+    ev = res.evaluation
     if ev:
-        cli.console.print(f"held-out {ev['split']} (n={ev['n']}):")
-        for line in ev["lines"]:
-            cli.console.print("  " + line)
+        console.print(f"held-out {ev.split} (n={ev.n}):")
+        for line in ev.lines:
+            console.print("  " + line)
 
 
 def evaluate(
@@ -146,20 +142,19 @@ def evaluate(
     from medpipe.errors import MedpipeError
     from medpipe.models.train import evaluate_model
 
-    cli = _cli()
     try:
         secret = resolve_secret(allow_demo=demo_secret) if labels is not None else None
         out = evaluate_model(store, model=model, split=split, labels=labels, secret=secret,
                              n_boot=n_boot)
     except MedpipeError as err:
-        raise cli._fail(err) from None
-    cli.console.print(f"{out['model']} on {split} (n={out['n']}, {out['n_positive']} positive)")
+        raise fail(err) from None
+    console.print(f"{out['model']} on {split} (n={out['n']}, {out['n_positive']} positive)")
     for line in out["lines"]:
         typer.echo(line)
     c = out["confusion"]
-    cli.console.print(f"confusion: TP {c['tp']}  FP {c['fp']}  FN {c['fn']}  TN {c['tn']}")
+    console.print(f"confusion: TP {c['tp']}  FP {c['fp']}  FN {c['fn']}  TN {c['tn']}")
     roc = f"{store}/{out['roc']}" if out["roc"] else "not drawn (one class)"
-    cli.console.print(f"report: {store}/{out['report']}  ROC: {roc}")
+    console.print(f"report: {store}/{out['report']}  ROC: {roc}")
 
 
 def score(
@@ -172,13 +167,10 @@ def score(
     """Score every sample that has features and no score yet for that model version."""
     from flows.score import ScoreParams, score_flow
 
-    cli = _cli()
-    out = cli._run_flow(score_flow, params=ScoreParams(store=store, model=model,
-                                                       features=features, limit=limit,
-                                                       cluster=cluster))
-    cli.console.print(
-        f"scored {out['scored']} new samples; {out['total']} in {store}/{out['group']}"
-    )
+    params = ScoreParams(store=store, model=model, features=features, limit=limit,
+                         cluster=cluster)
+    out = run_flow(score_flow, params)
+    console.print(f"scored {out.scored} new samples; {out.total} in {store}/{out.group}")
 
 
 @models_app.command("list")
@@ -188,7 +180,6 @@ def models_list(store: StoreArg) -> None:
 
     from medpipe.models.registry import list_models
 
-    cli = _cli()
     table = Table(title=f"{store}: models")
     for col in ("model", "estimator", "created", "n train", "CV AUC", "features"):
         table.add_column(col)
@@ -200,7 +191,7 @@ def models_list(store: StoreArg) -> None:
             f"{auc.get('value', float('nan')):.3f}" if auc else "",
             m.get("features_group", ""),
         )
-    cli.console.print(table)
+    console.print(table)
 
 
 @models_app.command("show")
@@ -214,15 +205,14 @@ def models_show(
     from medpipe.models.metrics import METRICS, format_metric
     from medpipe.models.registry import parse_model_ref, read_model_json
 
-    cli = _cli()
     try:
         meta = read_model_json(store, *parse_model_ref(model))
     except MedpipeError as err:
-        raise cli._fail(err) from None
+        raise fail(err) from None
     if as_json:
         typer.echo(json.dumps(meta, indent=2))
         return
-    c = cli.console
+    c = console
     c.print(f"[bold]{meta['name']}:{meta['version']}[/]  {meta['estimator']} "
             f"{meta.get('best_params')}  created {meta['created_at']}")
     c.print(f"features: {meta['features_group']} (config {meta['feature_config_hash']}, "
@@ -236,12 +226,3 @@ def models_show(
         for k in METRICS:
             c.print("  " + format_metric(k, metrics[k]))
     c.print("libraries: " + ", ".join(f"{k} {v}" for k, v in meta["libraries"].items()))
-
-
-def register(app: typer.Typer) -> None:
-    """Add the model commands to the ``medpipe`` app."""
-    app.add_typer(sample_app, name="sample")
-    app.add_typer(models_app, name="models")
-    app.command()(train)
-    app.command()(evaluate)
-    app.command()(score)

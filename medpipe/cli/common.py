@@ -1,0 +1,140 @@
+"""What every ``medpipe`` command shares: the console, errors, option types, flow runs.
+
+Nothing here imports Prefect, Dask or the flows at import time: commands import what
+they run, so ``medpipe --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+__all__ = [
+    "console",
+    "fail",
+    "run_flow",
+    "prefect_defaults",
+    "check_secret",
+    "load_stage_config",
+    "print_summary",
+    "print_nightly",
+    "ClusterOpt",
+    "DemoSecretOpt",
+    "ConfigOpt",
+    "StoreArg",
+    "ModelOpt",
+]
+
+T = TypeVar("T")
+
+console = Console()
+
+ClusterOpt = Annotated[
+    str,
+    typer.Option("--cluster", help="local | local:N | tcp://host:port | slurm | kubernetes"),
+]
+DemoSecretOpt = Annotated[
+    bool,
+    typer.Option(
+        "--demo-secret",
+        help="Allow the public demo pseudonymisation secret when MEDPIPE_SECRET is not set.",
+    ),
+]
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option("--config", exists=True, dir_okay=False, help="YAML config (default built in)."),
+]
+StoreArg = Annotated[str, typer.Argument(help="Store path or fsspec URL.")]
+ModelOpt = Annotated[str, typer.Option("--model", help="NAME or NAME:VERSION (default latest).")]
+
+#: The ingest summary's rows, in print order.
+SUMMARY_KEYS = (
+    "scanned",
+    "new",
+    "changed",
+    "unchanged",
+    "missing",
+    "series_ingested",
+    "files_ingested",
+    "quarantined",
+    "skipped",
+)
+
+
+def prefect_defaults() -> None:
+    """Quiet, offline-friendly Prefect defaults for command-line runs (overridable)."""
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
+    os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")  # dask's own INFO chatter
+    # dask-ml's searches set the deprecated 'fuse_ave_width' key: one FutureWarning per fit
+    quiet = "ignore::FutureWarning:dask.config"
+    current = os.environ.get("PYTHONWARNINGS", "")
+    if quiet not in current:  # for the worker processes
+        os.environ["PYTHONWARNINGS"] = f"{current},{quiet}" if current else quiet
+    warnings.filterwarnings("ignore", category=FutureWarning, module="dask.config")
+
+
+def fail(err: Exception) -> typer.Exit:
+    """Print ``err`` and return the exit (code 2) to raise."""
+    console.print(f"[bold red]error:[/] {err}")
+    return typer.Exit(code=2)
+
+
+def check_secret(demo: bool) -> None:
+    """Fail before starting anything when no secret can be found (embedded server case)."""
+    from medpipe.config import env_defaults, resolve_secret
+    from medpipe.errors import ConfigError
+
+    env = env_defaults()
+    if not demo and not env.secret_set and not env.prefect_api:
+        # the embedded server has no Secret blocks: say what to set before starting anything
+        try:
+            resolve_secret()
+        except ConfigError as err:
+            raise fail(err) from None
+
+
+def run_flow(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Run a flow with CLI-friendly Prefect defaults; medpipe errors exit 2 with a message."""
+    prefect_defaults()
+    from medpipe.errors import MedpipeError
+
+    try:
+        return fn(*args, **kwargs)
+    except MedpipeError as err:
+        raise fail(err) from None
+
+
+def load_stage_config(cls: type[T], path: Path | None) -> T:
+    """:func:`medpipe.config.load_config`, exiting 2 with the message on a bad file."""
+    from medpipe.config import load_config
+    from medpipe.errors import ConfigError
+
+    try:
+        return load_config(cls, path)
+    except ConfigError as err:
+        raise fail(err) from None
+
+
+def print_summary(summary: Any) -> None:
+    """The table of an :class:`~medpipe.ingest.IngestSummary`."""
+    table = Table(title=f"ingest run {summary.run_id}", show_header=False)
+    table.add_column("", style="bold")
+    table.add_column("", justify="right")
+    for k in SUMMARY_KEYS:
+        table.add_row(k.replace("_", " "), str(getattr(summary, k)))
+    console.print(table)
+
+
+def print_nightly(result: Any) -> None:
+    """The ingest summary and stage times of a :class:`~medpipe.results.NightlyResult`."""
+    print_summary(result.ingest)
+    for stage, secs in result.stages.items():
+        console.print(f"  {stage:<11} {secs:6.1f} s")

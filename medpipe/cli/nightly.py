@@ -1,0 +1,143 @@
+"""``medpipe nightly``, ``serve`` and ``demo``: the whole pipeline, once or on a schedule."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from medpipe.cli.common import (
+    ClusterOpt,
+    DemoSecretOpt,
+    check_secret,
+    console,
+    fail,
+    print_nightly,
+    run_flow,
+)
+
+__all__ = ["nightly", "serve", "demo"]
+
+
+def nightly(
+    archive: Annotated[Path, typer.Argument(exists=True, file_okay=False, help="Archive root.")],
+    store: Annotated[str, typer.Argument(help="Store path or URL.")],
+    labels: Annotated[str | None, typer.Option(help="Labels CSV/Parquet.")] = None,
+    retrain: Annotated[bool, typer.Option("--retrain", help="Retrain the model.")] = False,
+    cluster: ClusterOpt = "local",
+    demo_secret: DemoSecretOpt = False,
+) -> None:
+    """Run the nightly flow once: ingest new/changed → preprocess → features → score."""
+    from flows.nightly import NightlyParams, nightly_flow
+
+    check_secret(demo_secret)
+    params = NightlyParams(
+        archive=str(archive),
+        store=store,
+        labels=labels,
+        retrain=retrain,
+        cluster=cluster,
+        demo_secret=demo_secret,
+    )
+    out = run_flow(nightly_flow, params)
+    print_nightly(out)
+    console.print(f"QA report: {store}/{out.report}")
+
+
+def serve(
+    archive: Annotated[
+        str | None, typer.Option(help="Archive root (default $MEDPIPE_ARCHIVE).")
+    ] = None,
+    store: Annotated[
+        str | None, typer.Option(help="Store path or URL (default $MEDPIPE_STORE).")
+    ] = None,
+    cron: Annotated[str, typer.Option(help="Nightly schedule.")] = "0 2 * * *",
+    timezone: Annotated[
+        str | None, typer.Option(help="IANA zone (default $MEDPIPE_TZ, else UTC).")
+    ] = None,
+    cluster: ClusterOpt = "local",
+) -> None:
+    """Serve every flow (the nightly one on its schedule) until interrupted."""
+    from medpipe.config import ARCHIVE_ENV, STORE_ENV, env_defaults
+    from medpipe.errors import ConfigError
+
+    env = env_defaults()
+    archive = archive or env.archive
+    store = store or env.store
+    for value, option, var in ((archive, "--archive", ARCHIVE_ENV), (store, "--store", STORE_ENV)):
+        if not value:
+            raise fail(ConfigError(f"missing {option}: pass it or set {var}"))
+    from flows.serve import serve_all
+
+    serve_all(
+        archive=archive, store=store, cron=cron, timezone=timezone or env.timezone, cluster=cluster
+    )
+
+
+def demo(
+    out: Annotated[Path, typer.Option(help="Folder for the sample archive and store.")] = Path(
+        "demo-output"
+    ),
+    cluster: ClusterOpt = "local",
+    name: Annotated[str, typer.Option(help="MedMNIST set for the labelled part.")] = (
+        "breastmnist"
+    ),
+) -> None:
+    """Build the real sample archive and run the nightly job on it (incremental on reruns)."""
+    from flows.nightly import NightlyParams, nightly_flow
+    from medpipe.sample import build_bundled_archive
+
+    archive = out / "archive"
+    build_bundled_archive(archive / "bundled")
+    labels = _demo_medmnist(archive / "medmnist", name)
+    store = str(out / "store.zarr")
+    console.print(f"sample archive: {archive}")
+    params = NightlyParams(
+        archive=str(archive),
+        store=store,
+        labels=str(labels) if labels else None,
+        cluster=cluster,
+        demo_secret=True,
+        model=name,
+    )
+    result = run_flow(nightly_flow, params)
+    print_nightly(result)
+    model = result.model
+    if model.metrics:
+        console.print(f"model {model.name}:{model.version} (cross-validated on train):")
+        for line in model.metrics.values():
+            console.print(f"  {line}")
+    elif model.note:
+        console.print(f"model: {model.note}")
+    console.print(
+        f"\n[bold]store[/]: {store}\n"
+        f"[bold]QA report[/]: {store}/{result.report}\n"
+        f"  medpipe info {store}\n  medpipe quarantine {store}\n"
+        f"  medpipe models list {store}\n"
+        f"  an image: medpipe.store.open_image('{store}', 'images/<series>'), or napari "
+        f"with napari-ome-zarr: napari {store}/images/<series>\n"
+        f"  features: xarray.open_zarr('{store}/{result.features.group}', "
+        "consolidated=False)\n"
+        "  the runs in the Prefect UI: run `make server`, set "
+        "PREFECT_API_URL=http://127.0.0.1:4200/api and run `make demo` again"
+    )
+
+
+def _demo_medmnist(folder: Path, name: str) -> Path | None:
+    """The labelled MedMNIST archive: $MEDPIPE_SAMPLE_NPZ, else the packaged file, else download."""
+    from medpipe.config import env_defaults
+    from medpipe.errors import MedpipeError
+    from medpipe.sample import demo_medmnist_archive
+
+    try:
+        labels, source = demo_medmnist_archive(folder, name, npz=env_defaults().sample_npz)
+    except MedpipeError as err:
+        console.print(
+            f"no MedMNIST file found and no download possible ({err}); "
+            "the demo runs without the labelled part"
+        )
+        return None
+    if source is not None:
+        console.print(f"labelled sample: {source}")
+    return labels
