@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DEMO_DIR ?= demo-output
 
-.PHONY: venv test lint demo bench clean browser server
+.PHONY: venv test lint demo bench clean browser server napari-screenshot
 
 venv: $(STAMP)
 
@@ -31,6 +31,26 @@ browser:
 	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -q && \
 	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
 	    chromium fonts-liberation; }
+
+# a real napari screenshot (docs/img/napari-ibsi-ct.png) of an IBSI CT with its RTSTRUCT mask,
+# under Debian's Xvfb; installs Xvfb, the X11/GL libraries Qt's xcb platform needs, and the
+# `napari` extra (napari with PyQt6) when they are missing
+SHARED_DATA ?= ../shared/data
+NAPARI_DEBS := xvfb xauth libgl1 libegl1 libfontconfig1 libdbus-1-3 libxkbcommon-x11-0 \
+  libxcb-cursor0 libxcb-icccm4 libxcb-image0 libxcb-keysyms1 libxcb-randr0 \
+  libxcb-render-util0 libxcb-shape0 libxcb-xinerama0 libxcb-xkb1
+
+napari-screenshot: $(STAMP)
+	@dpkg -s $(NAPARI_DEBS) >/dev/null 2>&1 || { \
+	  echo "installing Xvfb and Qt's X11 libraries for napari"; \
+	  SUDO=$$(test "$$(id -u)" = 0 || echo sudo); \
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -q && \
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+	    $(NAPARI_DEBS); }
+	@$(BIN)/python -c 'import PyQt6.QtWidgets, napari_ome_zarr' 2>/dev/null || \
+	  $(BIN)/python -m pip install --quiet -e '.[napari]'
+	QT_QPA_PLATFORM=xcb xvfb-run -a -s "-screen 0 1280x1024x24" \
+	  $(BIN)/python docs/img/napari_screenshot.py --data $(SHARED_DATA) --out docs/img/napari-ibsi-ct.png
 
 # a local Prefect server with its embedded SQLite database (the UI at http://127.0.0.1:4200)
 server: $(STAMP)

@@ -1,7 +1,8 @@
 """Run the nightly deployment from the Prefect UI in a real browser (Debian's chromium).
 
 The page is driven with Playwright's sync API against the server of ``conftest.py``:
-Deployments → nightly → Run → Quick run, then the run's page until it shows Completed.
+Deployments → nightly → Run → Quick run, then the run's page until it shows Completed;
+and Run → Custom run, with ``retrain`` and ``cluster`` set in the form.
 Every request that is not for the local server (the UI's analytics) is blocked.
 ``make browser`` installs chromium; Playwright's own browser download is not used.
 """
@@ -132,3 +133,83 @@ def test_quick_run_from_ui_completes(served: Served, page, tmp_path: Path) -> No
         SCREENSHOT_COPY.parent.mkdir(exist_ok=True)
         shutil.copy(shot, SCREENSHOT_COPY)
         print(f"screenshot: {shot} (copy: {SCREENSHOT_COPY})")
+
+
+#: Where a copy of the custom-run screenshot lands (git-ignored).
+CUSTOM_SCREENSHOT_COPY = REPO / "bench-output" / "ui-custom-run.png"
+
+
+def _wait_final(served: Served, page, run: dict) -> str | None:  # noqa: ANN001
+    """Reload the run's page until it shows a final state (bounded); return the badge."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+    from playwright.sync_api import expect
+
+    badge = page.get_by_text(FINAL_STATE).first
+    deadline = time.monotonic() + RUN_DONE
+    while time.monotonic() < deadline:
+        expect(page.get_by_text(run["name"]).first).to_be_visible()
+        try:
+            badge.wait_for(state="visible", timeout=10_000)
+            break
+        except PlaywrightTimeout:
+            for s in served.services():
+                assert s.alive(), s.output()
+            page.reload()
+    return badge.inner_text().strip() if badge.is_visible() else None
+
+
+def test_custom_run_form_filled_in(served: Served, page, tmp_path: Path) -> None:  # noqa: ANN001
+    """Custom run: the nightly form with retrain on and cluster local:1, submitted; the run
+    completes with exactly those parameters (read back through the API)."""
+    from playwright.sync_api import expect
+
+    server = served.server
+    base = server.url
+    v2 = base + server.client.get(f"{base}/ui-settings").json()["v2_base_url"].rstrip("/")
+    dep = served.deployments["nightly"]
+    shot = tmp_path / "ui-custom-run.png"
+    try:
+        page.goto(f"{v2}/deployments")
+        page.get_by_role("link", name="nightly", exact=True).first.click()
+        page.wait_for_url(f"**/deployments/deployment/{dep['id']}*")
+        page.get_by_role("button", name="Run", exact=True).click()
+        page.get_by_role("menuitem", name="Custom run").click()
+        page.wait_for_url(f"**/deployments/deployment/{dep['id']}/run*")
+        expect(page.get_by_text("Parameters", exact=True).first).to_be_visible()
+
+        retrain = page.get_by_label(re.compile(r"^Retrain"))
+        expect(retrain).to_be_visible()
+        if retrain.get_attribute("aria-checked") != "true" and not retrain.is_checked():
+            retrain.click()
+        cluster = page.get_by_label(re.compile(r"^Cluster"))
+        cluster.fill("local:1")
+        with page.expect_response(
+            lambda r: (
+                r.request.method == "POST"
+                and r.url.endswith(f"/deployments/{dep['id']}/create_flow_run")
+            )
+        ) as created:
+            page.get_by_role("button", name="Submit", exact=True).click()
+        assert created.value.ok, created.value.text()
+        run = created.value.json()
+        sent = run["parameters"]["params"]
+        assert sent["retrain"] is True and sent["cluster"] == "local:1", sent
+        assert sent["archive"] == str(served.archive)  # the rest of the form: the defaults
+
+        page.goto(f"{v2}/runs/flow-run/{run['id']}")
+        final = _wait_final(served, page, run)
+        state = server.get(f"/flow_runs/{run['id']}")
+        assert final == "Completed", served.explain(state)
+        assert state["state_type"] == "COMPLETED", served.explain(state)
+        # exactly those parameters, read back through the API (fields the form sent with
+        # their defaults count as the defaults)
+        from flows.nightly import NightlyParams
+
+        expected = {**dep["parameters"]["params"], "retrain": True, "cluster": "local:1"}
+        got = NightlyParams.model_validate(state["parameters"]["params"])
+        assert got == NightlyParams.model_validate(expected), state["parameters"]
+    finally:
+        page.screenshot(path=str(shot), full_page=True)
+        CUSTOM_SCREENSHOT_COPY.parent.mkdir(exist_ok=True)
+        shutil.copy(shot, CUSTOM_SCREENSHOT_COPY)
+        print(f"screenshot: {shot} (copy: {CUSTOM_SCREENSHOT_COPY})")
