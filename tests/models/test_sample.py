@@ -136,3 +136,20 @@ def test_demo_labelled_archive_from_an_explicit_file(tiny_npz: Path, tmp_path: P
     assert source == tiny_npz
     assert len(pd.read_csv(labels)) == 48 + 24
     assert packaged_medmnist("pneumoniamnist") is None  # not shipped: downloaded instead
+
+
+def test_packaged_file_and_licence_ship_in_the_wheel() -> None:
+    """pyproject's package-data globs cover the packaged MedMNIST file and its licence."""
+    import tomllib
+
+    import medpipe
+    from medpipe.sample import packaged_medmnist
+
+    root = Path(medpipe.__file__).parent
+    pyproject = root.parent / "pyproject.toml"
+    if not pyproject.is_file():
+        pytest.skip("installed without the source tree")
+    globs = tomllib.loads(pyproject.read_text())["tool"]["setuptools"]["package-data"]["medpipe"]
+    shipped = {p for g in globs for p in root.glob(g)}
+    npz = packaged_medmnist("breastmnist")
+    assert npz in shipped and npz.parent / "LICENSE-breastmnist.txt" in shipped
