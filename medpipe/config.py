@@ -11,6 +11,7 @@ import json
 import logging
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -269,10 +270,7 @@ def load_config(cls: type[C], path: str | Path | None) -> C:
 
 
 # --------------------------------------------------------------------------- environment
-# Every MEDPIPE_* default that is not a secret is read here, and only here.  (Kept at
-# the end of the module, with its own imports, so the config models above stay apart.)
-from collections.abc import Mapping  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
+# Every MEDPIPE_* default that is not a secret is read here, and only here.
 
 __all__ += [
     "ARCHIVE_ENV",
