@@ -100,10 +100,15 @@ def train(
 ) -> None:
     """Train on the 'train' rows (all rows without a split column) with grouped-CV selection."""
     from flows.train import TrainParams, train_flow
+    from medpipe.errors import ConfigError
+    from medpipe.models.estimators import get_estimator
     from medpipe.models.metrics import METRICS, format_metric
 
-    if estimator not in ("svm", "logreg", "rf", "all"):
-        raise fail(ValueError(f"--estimator must be svm, logreg, rf or all, not {estimator}"))
+    try:
+        if estimator != "all":
+            get_estimator(estimator)
+    except ConfigError as err:
+        raise fail(err) from None
     group = _feature_group(store, features, config, source)
     params = TrainParams(
         store=store, model=model, labels=str(labels), features=group, source=source,

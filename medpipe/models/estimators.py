@@ -22,6 +22,8 @@ module path).  The search, out-of-fold and final-fit helpers live in
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import dask.array as da
@@ -42,6 +44,11 @@ from medpipe.errors import ConfigError
 
 __all__ = [  # noqa: F822 - the search helpers are served by __getattr__ below
     "ESTIMATORS",
+    "Estimator",
+    "register_estimator",
+    "unregister_estimator",
+    "get_estimator",
+    "estimator_names",
     "ENSEMBLE",
     "LARGE_SAMPLES",
     "SearchResult",
@@ -110,10 +117,6 @@ class StandardScaler(_DaskStandardScaler):
         return super().transform(X, y, copy)
 
 
-#: Estimator kinds; ``all`` in the CLI means each of them (and their soft vote), best by
-#: CV AUC.
-ESTIMATORS = ("svm", "logreg", "rf")
-
 #: Kind name of the soft vote of the tuned estimators.
 ENSEMBLE = "ensemble"
 
@@ -150,40 +153,100 @@ class SoftVote(ClassifierMixin, BaseEstimator):
 LARGE_SAMPLES = 200_000
 
 
+@dataclass(frozen=True)
+class Estimator:
+    """One estimator kind: its classifier and the grid its search covers.
+
+    Parameters
+    ----------
+    name
+        What ``train --estimator`` takes.
+    classifier
+        ``classifier(large=..., random_state=...) -> unfitted classifier``.  ``large`` is
+        true from :data:`LARGE_SAMPLES` training samples on; a kind that has an
+        out-of-core variant returns it then.
+    grid
+        ``grid(large=...) -> {pipeline parameter: values}`` searched by the grouped CV.
+    incremental
+        Whether the ``large`` variant trains block by block on Dask arrays (its pipeline
+        then has no in-memory ``VarianceThreshold`` step).
+    """
+
+    name: str
+    classifier: Callable[..., Any]
+    grid: Callable[..., dict[str, list]]
+    incremental: bool = False
+
+
+_REGISTRY: dict[str, Estimator] = {}
+
+
+def register_estimator(estimator: Estimator) -> Estimator:
+    """Add an estimator kind (``train --estimator NAME``; ``all`` includes it).
+
+    Parameters
+    ----------
+    estimator
+        The record; its name must not be registered yet, nor be ``all`` or
+        :data:`ENSEMBLE`.
+
+    Returns
+    -------
+    Estimator
+        The record, registered.
+
+    Raises
+    ------
+    ConfigError
+        The name is taken or reserved.
+    """
+    if estimator.name in _REGISTRY or estimator.name in ("all", ENSEMBLE):
+        raise ConfigError(f"estimator name {estimator.name!r} is taken")
+    _REGISTRY[estimator.name] = estimator
+    return estimator
+
+
+def unregister_estimator(name: str) -> None:
+    """Remove a registered estimator kind (a plugin's or a test's); unknown names pass."""
+    _REGISTRY.pop(name, None)
+
+
+def get_estimator(kind: str) -> Estimator:
+    """The registered estimator ``kind``.
+
+    Raises
+    ------
+    ConfigError
+        No estimator of that name; the message lists the known ones.
+    """
+    try:
+        return _REGISTRY[kind]
+    except KeyError:
+        raise ConfigError(
+            f"unknown estimator {kind!r}; use one of {list(_REGISTRY)} or all"
+        ) from None
+
+
+def estimator_names() -> tuple[str, ...]:
+    """The registered estimator kinds, in registration order (what ``all`` trains)."""
+    return tuple(_REGISTRY)
+
+
 def make_pipeline(kind: str, *, large: bool = False, random_state: int = 0) -> Pipeline:
     """The unfitted pipeline of one estimator kind (default hyperparameters).
 
     Parameters
     ----------
     kind
-        ``svm``, ``logreg`` or ``rf``.
+        A registered kind (``svm``, ``logreg``, ``rf`` …).
     large
-        For ``svm``: the incremental SGD path for data larger than memory.
+        The kind's out-of-core variant, where it has one (the incremental SGD SVM).
     random_state
         Seed of the stochastic parts.
     """
-    if kind == "svm" and large:
-        clf: Any = Incremental(
-            SGDClassifier(loss="hinge", alpha=1e-4, random_state=random_state),
-            scoring=None,
-            shuffle_blocks=True,
-            random_state=random_state,
-        )
-    elif kind == "svm":
-        clf = CalibratedClassifierCV(
-            LinearSVC(C=0.01, max_iter=20_000, random_state=random_state),
-            cv=3,
-            method="sigmoid",
-        )
-    elif kind == "logreg":
-        clf = LogisticRegression(C=1.0, solver="lbfgs", max_iter=300)
-    elif kind == "rf":
-        clf = RandomForestClassifier(
-            n_estimators=300, n_jobs=1, random_state=random_state, class_weight=None
-        )
-    else:
-        raise ConfigError(f"unknown estimator {kind!r}; use one of {list(ESTIMATORS)} or all")
-    if kind == "svm" and large:  # stays a Dask array end to end (no in-memory step)
+    spec = get_estimator(kind)
+    clf = spec.classifier(large=large, random_state=random_state)
+    if large and spec.incremental:  # stays a Dask array end to end (no in-memory step)
         return Pipeline([("scale", StandardScaler()), ("clf", clf)])
     return Pipeline(
         [("variance", VarianceThreshold()), ("scale", StandardScaler()), ("clf", clf)]
@@ -192,13 +255,47 @@ def make_pipeline(kind: str, *, large: bool = False, random_state: int = 0) -> P
 
 def param_grid(kind: str, *, large: bool = False) -> dict[str, list]:
     """The hyperparameter grid searched for ``kind`` (empty for the incremental SVM)."""
-    if kind == "svm":
-        return {} if large else {"clf__estimator__C": [1e-4, 1e-3, 1e-2, 1e-1]}
-    if kind == "logreg":
-        return {"clf__C": [1e-3, 1e-2, 1e-1, 1.0]}
-    if kind == "rf":
-        return {"clf__max_features": ["sqrt", 0.1], "clf__min_samples_leaf": [1, 3]}
-    raise ConfigError(f"unknown estimator {kind!r}; use one of {list(ESTIMATORS)} or all")
+    return get_estimator(kind).grid(large=large)
+
+
+def _svm(*, large: bool, random_state: int) -> Any:
+    if large:
+        return Incremental(
+            SGDClassifier(loss="hinge", alpha=1e-4, random_state=random_state),
+            scoring=None,
+            shuffle_blocks=True,
+            random_state=random_state,
+        )
+    return CalibratedClassifierCV(
+        LinearSVC(C=0.01, max_iter=20_000, random_state=random_state), cv=3, method="sigmoid"
+    )
+
+
+def _logreg(*, large: bool, random_state: int) -> Any:
+    return LogisticRegression(C=1.0, solver="lbfgs", max_iter=300)
+
+
+def _rf(*, large: bool, random_state: int) -> Any:
+    return RandomForestClassifier(
+        n_estimators=300, n_jobs=1, random_state=random_state, class_weight=None
+    )
+
+
+register_estimator(Estimator(
+    "svm", _svm,
+    lambda *, large: {} if large else {"clf__estimator__C": [1e-4, 1e-3, 1e-2, 1e-1]},
+    incremental=True,
+))
+register_estimator(Estimator(
+    "logreg", _logreg, lambda *, large: {"clf__C": [1e-3, 1e-2, 1e-1, 1.0]},
+))
+register_estimator(Estimator(
+    "rf", _rf,
+    lambda *, large: {"clf__max_features": ["sqrt", 0.1], "clf__min_samples_leaf": [1, 3]},
+))
+
+#: The built-in estimator kinds (``estimator_names()`` also lists registered ones).
+ESTIMATORS = estimator_names()
 
 
 def _final_step(model: Any) -> Any:

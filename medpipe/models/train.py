@@ -109,10 +109,8 @@ def train_model(
         with CIs), ``n_train``.
     """
     reg.check_name(name)
-    kinds = list(est.ESTIMATORS) if estimator == "all" else [estimator]
-    for k in kinds:
-        if k not in est.ESTIMATORS:
-            raise ConfigError(f"unknown estimator {k!r}; use one of {list(est.ESTIMATORS)} or all")
+    kinds = [est.get_estimator(k).name for k in (
+        est.estimator_names() if estimator == "all" else [estimator])]
     if isinstance(labels, pd.DataFrame):
         table_labels, source_name = labels, label_source or "table"
     else:
