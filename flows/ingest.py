@@ -22,10 +22,10 @@ from medpipe import catalog, ingest
 from medpipe import store as store_mod
 from medpipe.catalog import FileStat
 from medpipe.errors import StoreError
-from medpipe.ingest import IngestSummary
+from medpipe.ingest import IngestSummary, start_summary
+from medpipe.io import REGISTRY, ReaderRegistry
 from medpipe.progress import progress_bar
 from medpipe.report import ingest_markdown
-from medpipe.results import start_summary
 from medpipe.store import store_lock
 
 __all__ = ["IngestParams", "ingest_flow", "probe_files", "ingest_series", "summary_markdown"]
@@ -51,11 +51,16 @@ PROBE_BATCH = 256
 
 @task(name="probe-files", retries=1)
 def probe_files(
-    archive: str, files: list[dict[str, Any]], demo_secret: bool = False
+    archive: str,
+    files: list[dict[str, Any]],
+    demo_secret: bool = False,
+    readers: ReaderRegistry | None = None,
 ) -> list[dict[str, Any]]:
-    """Hash and header-read a batch of new or changed files."""
+    """Hash and header-read a batch of new or changed files (with the flow's readers)."""
     stats = [FileStat(**f) for f in files]
-    return ingest.probe_batch(archive, stats, secret=load_secret(allow_demo=demo_secret))
+    return ingest.probe_batch(
+        archive, stats, secret=load_secret(allow_demo=demo_secret), registry=readers
+    )
 
 
 @task(name="ingest-series", retries=1)
@@ -136,9 +141,12 @@ def _ingest_locked(params: IngestParams, run_id: str) -> IngestSummary:
 def _run_batches(runner, params: IngestParams, todo, known, summary) -> None:  # noqa: ANN001
     run_id = summary.run_id
     archive, store, demo_secret = params.archive, params.store, params.demo_secret
+    readers = REGISTRY.snapshot()  # readers registered in this process reach the workers
     futures = [
         runner.submit(
-            probe_files, parameters={"archive": archive, "files": chunk, "demo_secret": demo_secret}
+            probe_files,
+            parameters={"archive": archive, "files": chunk, "demo_secret": demo_secret,
+                        "readers": readers},
         )
         for chunk in _chunks(todo, PROBE_BATCH)
     ]

@@ -17,8 +17,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from medpipe.catalog import Diff, FileStat
-from medpipe.ingest import IngestSummary
-from medpipe.results import FeatureResult, PreprocessResult, start_summary
+from medpipe.ingest import IngestSummary, start_summary
+from medpipe.results import FeatureResult, PreprocessResult
 
 __all__ = ["NightlyPlan", "plan_nightly", "skipped_results", "NOTHING_TO_DO"]
 

@@ -7,11 +7,10 @@ in a sentinel string.  The ingest stage's result is :class:`medpipe.ingest.Inges
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from medpipe.catalog import Diff, FileStat
 from medpipe.ingest import IngestSummary
 
 __all__ = [
@@ -24,7 +23,6 @@ __all__ = [
     "ScoreResult",
     "ModelStageResult",
     "NightlyResult",
-    "start_summary",
 ]
 
 
@@ -296,31 +294,3 @@ class NightlyResult:
     model: ModelStageResult
     stages: Mapping[str, float]
     report: str
-
-
-def start_summary(run_id: str, files: Sequence[FileStat], delta: Diff) -> IngestSummary:
-    """The counts of an ingest run known before any file is read (scan and diff).
-
-    Parameters
-    ----------
-    run_id
-        The run.
-    files
-        The scan (:func:`medpipe.catalog.scan`).
-    delta
-        The scan diffed against the catalog.
-
-    Returns
-    -------
-    IngestSummary
-        ``scanned``, ``unchanged``, ``new``, ``changed`` and ``missing`` filled in; the
-        rest is added batch by batch with :func:`medpipe.ingest.summarize`.
-    """
-    return IngestSummary(
-        run_id=run_id,
-        scanned=len(files),
-        unchanged=delta.unchanged,
-        new=len(delta.new),
-        changed=len(delta.changed),
-        missing=len(delta.missing),
-    )

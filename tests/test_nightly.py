@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from medpipe.catalog import Diff, FileStat
+from medpipe.ingest import start_summary
 from medpipe.nightly import NOTHING_TO_DO, plan_nightly, skipped_results
-from medpipe.results import start_summary
 
 F = FileStat("a.dcm", 10, 1)
 G = FileStat("b.dcm", 20, 2)

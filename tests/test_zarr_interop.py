@@ -165,11 +165,6 @@ def test_ibsi_ct_with_mask(shared_data: Path, tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="score tables store sample/series/... as fixed_length_utf32, a zarr-python data "
-    "type with no Zarr v3 specification (the store branch moves them to 'string')",
-)
 def test_score_table(tmp_path: Path) -> None:
     from medpipe.models.train import score_model, train_model
     from medpipe.sample import build_medmnist_archive

@@ -19,7 +19,13 @@ Modules: :mod:`~medpipe.ingest.planning` (steps 1 and 2), :mod:`~medpipe.ingest.
 from __future__ import annotations
 
 from medpipe.ingest.planning import GroupPlan, batches, plan, probe_batch
-from medpipe.ingest.run import IngestSummary, ingest_archive, missing_rows, summarize
+from medpipe.ingest.run import (
+    IngestSummary,
+    ingest_archive,
+    missing_rows,
+    start_summary,
+    summarize,
+)
 from medpipe.ingest.writing import IMAGES, ingest_batch, ingest_group, series_attrs
 
 __all__ = [
@@ -35,4 +41,5 @@ __all__ = [
     "IMAGES",
     "ingest_archive",
     "missing_rows",
+    "start_summary",
 ]

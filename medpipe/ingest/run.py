@@ -38,6 +38,36 @@ class IngestSummary:
         return asdict(self)
 
 
+def start_summary(
+    run_id: str, files: Sequence[FileStat], delta: catalog.Diff
+) -> IngestSummary:
+    """The counts of an ingest run known before any file is read (scan and diff).
+
+    Parameters
+    ----------
+    run_id
+        The run.
+    files
+        The scan (:func:`medpipe.catalog.scan`).
+    delta
+        The scan diffed against the catalog.
+
+    Returns
+    -------
+    IngestSummary
+        ``scanned``, ``unchanged``, ``new``, ``changed`` and ``missing`` filled in; the
+        rest is added batch by batch with :func:`medpipe.ingest.summarize`.
+    """
+    return IngestSummary(
+        run_id=run_id,
+        scanned=len(files),
+        unchanged=delta.unchanged,
+        new=len(delta.new),
+        changed=len(delta.changed),
+        missing=len(delta.missing),
+    )
+
+
 def summarize(summary: IngestSummary, rows: Iterable[Mapping[str, Any]]) -> IngestSummary:
     """Add a batch's catalog rows to the run's counts (in place; returns it)."""
     series = set()
@@ -97,14 +127,7 @@ def ingest_archive(
     files = catalog.scan(archive, limit=limit)
     known = catalog.current(store)
     delta = catalog.diff(files, known)
-    summary = IngestSummary(
-        run_id=run_id,
-        scanned=len(files),
-        unchanged=delta.unchanged,
-        new=len(delta.new),
-        changed=len(delta.changed),
-        missing=len(delta.missing),
-    )
+    summary = start_summary(run_id, files, delta)
     catalog.append(store, missing_rows(delta), run_id=run_id)
     if client is not None:
         _on_cluster(client, archive, store, delta.todo, known, summary, secret)

@@ -20,8 +20,8 @@ __all__ = ["IMAGES", "series_attrs", "ingest_group", "ingest_batch"]
 
 log = logging.getLogger(__name__)
 
-#: Store group holding one OME-Zarr image per series.
-IMAGES = "images"
+#: The store group holding one OME-Zarr image per series (:data:`medpipe.store.layout.IMAGES`).
+IMAGES = _store.layout.IMAGES
 
 
 def series_attrs(
@@ -117,7 +117,7 @@ def ingest_group(
         _store.write_image(
             s.data,
             store=store,
-            path=f"{IMAGES}/{key}",
+            path=_store.layout.image(key),
             axes=s.axes,
             spacing=s.spacing,
             origin=s.origin,

@@ -9,6 +9,13 @@ through here.
 * :func:`drop_samples` removes rows (rewriting the table atomically).
 * :func:`open_table` opens one lazily.
 
+An append is made crash-safe by a commit record: the table group's attribute
+:data:`COMMITTED` holds the number of rows that are complete.  The appended rows carry the
+old count, and the group's ``zarr.json`` is replaced atomically with the new count only
+after they are written.  :func:`open_table` reads that
+many rows, so rows of an append that a crash cut short are never seen, and the next
+:func:`append_samples` first cuts the arrays back to the committed length.
+
 Every string array is stored with Zarr's variable-length ``string`` data type, which has
 a Zarr v3 specification (numpy ``<U`` arrays would become ``fixed_length_utf32``, which
 has none).  Arrays along ``sample`` are chunked in blocks of ``rows`` samples (fixed when
@@ -26,7 +33,14 @@ import zarr
 
 from medpipe.errors import SeriesNotFoundError
 from medpipe.store.atomic import atomic_group
-from medpipe.store.fs import has_group, join, store_root, zarr_store
+from medpipe.store.fs import (
+    has_group,
+    join,
+    read_group_json,
+    store_root,
+    write_group_json,
+    zarr_store,
+)
 
 __all__ = [
     "SAMPLE",
@@ -38,6 +52,7 @@ __all__ = [
     "append_samples",
     "drop_samples",
     "string_values",
+    "COMMITTED",
 ]
 
 #: The row dimension of every table.
@@ -46,6 +61,24 @@ SAMPLE = "sample"
 STRING_DTYPE = "string"
 #: Default samples per chunk along ``sample``.
 DEFAULT_ROWS = 4096
+#: The group attribute holding a table's committed row count.
+COMMITTED = "medpipe_committed_rows"
+
+
+def _committed_rows(store: str, path: str) -> int | None:
+    """The committed row count of a table (``None`` for a table written without one)."""
+    fs, root = store_root(store)
+    meta = read_group_json(fs, join(root, path)) or {}
+    rows = meta.get("attributes", {}).get(COMMITTED)
+    return None if rows is None else int(rows)
+
+
+def _commit(store: str, path: str, rows: int) -> None:
+    """Record ``rows`` as complete: the group's ``zarr.json`` replaced atomically."""
+    fs, root = store_root(store)
+    full = join(root, path)
+    attrs = (read_group_json(fs, full) or {}).get("attributes", {})
+    write_group_json(fs, full, {**attrs, COMMITTED: int(rows)})
 
 
 def has_table(store: str, path: str) -> bool:
@@ -64,7 +97,11 @@ def open_table(store: str, path: str) -> xr.Dataset:
     if not has_table(store, path):
         raise SeriesNotFoundError(f"no table {path!r} in store {store!r}")
     fs, root = store_root(store)
-    return xr.open_zarr(fs.get_mapper(join(root, path)), consolidated=False)
+    table = xr.open_zarr(fs.get_mapper(join(root, path)), consolidated=False)
+    rows = table.attrs.pop(COMMITTED, None)
+    if rows is not None and table.sizes.get(SAMPLE, 0) > int(rows):  # an append cut short
+        table = table.isel({SAMPLE: slice(0, int(rows))})
+    return table
 
 
 def string_values(values: Any) -> np.ndarray:
@@ -122,6 +159,7 @@ def write_table(table: xr.Dataset, *, store: str, path: str, rows: int = DEFAULT
         ``path``.
     """
     table = _spec_strings(table.drop_encoding())
+    table.attrs[COMMITTED] = int(table.sizes.get(SAMPLE, 0))
     table = table.assign(
         {
             name: var.chunk({d: rows if d == SAMPLE else -1 for d in var.dims})
@@ -142,6 +180,18 @@ def _sample_arrays(group: zarr.Group) -> dict[str, tuple[int, ...]]:
         if SAMPLE in (arr.metadata.dimension_names or ()):
             out[name] = tuple(arr.shape)
     return out
+
+
+def _cut_to(group: zarr.Group, rows: int) -> dict[str, tuple[int, ...]]:
+    """Cut every ``sample`` array back to ``rows`` (what a crashed append left); shapes."""
+    shapes = {}
+    for name, shape in _sample_arrays(group).items():
+        axis = list(group[name].metadata.dimension_names).index(SAMPLE)
+        if shape[axis] != rows:
+            shape = shape[:axis] + (rows,) + shape[axis + 1:]
+            group[name].resize(shape)
+        shapes[name] = shape
+    return shapes
 
 
 def append_samples(
@@ -183,13 +233,18 @@ def append_samples(
     full = join(root, path)
     zstore = zarr_store(fs, full)
     group = zarr.open_group(zstore, mode="r+", zarr_format=3)
-    before = _sample_arrays(group)
+    committed = _committed_rows(store, path)
+    if committed is None:  # a table from before commit records: its sample coord decides
+        committed = int(group[SAMPLE].shape[0])
+    before = _cut_to(group, committed)
+    table.attrs[COMMITTED] = committed  # the rows below are not committed until _commit
     try:
         table.to_zarr(zstore, mode="a", append_dim=SAMPLE, consolidated=False, zarr_format=3)
     except BaseException:
         for name, shape in before.items():
             group[name].resize(shape)
         raise
+    _commit(store, path, committed + n)
     return n
 
 
