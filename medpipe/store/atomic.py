@@ -103,7 +103,7 @@ def _discard(fs: fsspec.AbstractFileSystem, tmp: str) -> None:
 
 
 @contextlib.contextmanager
-def atomic_group(store: str, path: str) -> Iterator[str]:
+def atomic_group(store: str, path: str, *, overwrite: bool = True) -> Iterator[str]:
     """Write a whole group at a temporary sibling, then move it into ``path``.
 
     For writers other than :func:`medpipe.store.write_image` (an xarray
@@ -128,6 +128,8 @@ def atomic_group(store: str, path: str) -> Iterator[str]:
     ensure_parent_groups(fs, root, path)
     try:
         yield url_of(fs, tmp)
+        if not overwrite and fs.exists(target):
+            raise StoreError(f"{path} exists already; not replacing it")
         replace(fs, tmp, target)
     except BaseException:
         _discard(fs, tmp)
