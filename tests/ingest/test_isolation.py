@@ -121,6 +121,7 @@ def _rows(store: Path) -> pd.DataFrame:
     return catalog.current(str(store)).set_index("path")
 
 
+@pytest.mark.slow
 def test_killing_file_is_quarantined_on_a_local_cluster(
     archive: Path, tmp_path: Path, killing: DicomReader
 ) -> None:
@@ -153,6 +154,7 @@ def test_killing_file_is_quarantined_on_a_local_cluster(
     assert _rows(store).loc[KILLER, "status"] == "ingested"
 
 
+@pytest.mark.slow
 def test_hanging_decoder_is_quarantined_with_timeout(
     archive: Path, tmp_path: Path, hanging: DicomReader
 ) -> None:
