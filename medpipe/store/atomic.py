@@ -116,11 +116,20 @@ def atomic_group(store: str, path: str, *, overwrite: bool = True) -> Iterator[s
         Store URL or path.
     path
         Group path inside the store.
+    overwrite
+        When false, an existing group at ``path`` is never replaced: the block's group
+        is discarded and :class:`~medpipe.errors.StoreError` raised (hold the store
+        lock so that the check and the move are one step for every writer).
 
     Yields
     ------
     str
         The temporary location (a URL or local path) to write the group to.
+
+    Raises
+    ------
+    StoreError
+        ``overwrite`` is false and ``path`` exists already.
     """
     fs, root = store_root(store)
     target = join(root, path)
