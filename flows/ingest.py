@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+import dask
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.futures import as_completed
@@ -44,6 +45,10 @@ class IngestParams(BaseModel):
     limit: int | None = Field(None, description="Only the first N files, in path order (dev run)")
     cluster: str = Field("local", description="local | local:N | tcp://host:port | slurm")
     demo_secret: bool = Field(False, description="Allow the public demo secret")
+    decode_timeout_s: float = Field(
+        ingest.DECODE_TIMEOUT_S, gt=0,
+        description="Seconds a series may take when a batch that killed its worker is isolated",
+    )
 
 #: Files per probe task.
 PROBE_BATCH = 256
@@ -119,7 +124,9 @@ def _ingest_locked(params: IngestParams, run_id: str) -> IngestSummary:
     )
     catalog.append(params.store, ingest.missing_rows(delta), run_id=run_id)
     if delta.todo:
-        with dask_runner(params.cluster) as runner:
+        # a batch whose worker dies fails at once (it is then isolated, not retried)
+        with dask.config.set({"distributed.scheduler.allowed-failures": 0}), \
+                dask_runner(params.cluster) as runner:
             log_dashboard(runner)
             _run_batches(runner, params, [vars(f) for f in delta.todo], known, summary)
     logger.info(
@@ -175,15 +182,25 @@ def _run_batches(runner, params: IngestParams, todo, known, summary) -> None:  #
         )
         for batch in batches
     ]
+    batch_of = {id(f): b for f, b in zip(futures, batches, strict=True)}
     failed = 0
     with progress_bar(len(plans), "ingest series") as advance:
         for fut in as_completed(futures):
             try:
                 rows = fut.result()
             except Exception as err:  # noqa: BLE001 - finish the other batches first
-                failed += 1
-                get_run_logger().error("an ingest batch failed after retries: %s", err)
-                continue
+                if not ingest.is_worker_death(err):
+                    failed += 1
+                    get_run_logger().error("an ingest batch failed after retries: %s", err)
+                    continue
+                get_run_logger().warning(
+                    "an ingest batch killed its worker; isolating the file that does it"
+                )
+                rows = ingest.isolate_batch(
+                    archive, store, batch_of[id(fut)], run_id=run_id,
+                    secret=load_secret(allow_demo=demo_secret),
+                    timeout_s=params.decode_timeout_s,
+                )
             catalog.append(store, rows, run_id=run_id)
             ingest.summarize(summary, rows)
             advance(len({r["series"] for r in rows}))

@@ -13,11 +13,14 @@ Raw identifiers (UIDs, patient IDs) exist only inside these functions; what they
 return and write carries keyed hashes only.
 
 Modules: :mod:`~medpipe.ingest.planning` (steps 1 and 2), :mod:`~medpipe.ingest.writing`
-(step 3) and :mod:`~medpipe.ingest.run` (a whole run without Prefect, its summary).
+(step 3), :mod:`~medpipe.ingest.isolation` (a batch whose worker died is bisected on
+fresh processes; the file that kills its process is quarantined) and
+:mod:`~medpipe.ingest.run` (a whole run without Prefect, its summary).
 """
 
 from __future__ import annotations
 
+from medpipe.ingest.isolation import DECODE_TIMEOUT_S, is_worker_death, isolate_batch
 from medpipe.ingest.planning import GroupPlan, batches, plan, probe_batch
 from medpipe.ingest.run import (
     IngestSummary,
@@ -42,4 +45,7 @@ __all__ = [
     "ingest_archive",
     "missing_rows",
     "start_summary",
+    "isolate_batch",
+    "is_worker_death",
+    "DECODE_TIMEOUT_S",
 ]

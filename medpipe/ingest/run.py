@@ -10,6 +10,7 @@ import pandas as pd
 
 from medpipe import catalog
 from medpipe.catalog import FileStat
+from medpipe.ingest.isolation import DECODE_TIMEOUT_S, is_worker_death, isolate_batch
 from medpipe.ingest.planning import batches, plan, probe_batch
 from medpipe.ingest.writing import ingest_batch, ingest_group
 from medpipe.io.registry import REGISTRY
@@ -93,6 +94,7 @@ def ingest_archive(
     limit: int | None = None,
     run_id: str | None = None,
     client: Any = None,
+    timeout_s: float = DECODE_TIMEOUT_S,
 ) -> IngestSummary:
     """Ingest an archive without Prefect: in this process, or on a Dask cluster.
 
@@ -117,7 +119,12 @@ def ingest_archive(
     client
         A ``distributed.Client``: probe and ingest batches run on its workers.  The
         secret travels to them with the work (use the flow, whose workers read it
-        from their environment, where that is not wanted).
+        from their environment, where that is not wanted).  A batch whose worker
+        process died (``KilledWorker``) is bisected on fresh processes
+        (:func:`medpipe.ingest.isolation.isolate_batch`): the series that kills its
+        process is quarantined with the reason, the others are ingested.
+    timeout_s
+        Seconds one series may take to read and write while a dead batch is isolated.
 
     Returns
     -------
@@ -130,7 +137,7 @@ def ingest_archive(
     summary = start_summary(run_id, files, delta)
     catalog.append(store, missing_rows(delta), run_id=run_id)
     if client is not None:
-        _on_cluster(client, archive, store, delta.todo, known, summary, secret)
+        _on_cluster(client, archive, store, delta.todo, known, summary, secret, timeout_s)
         return summary
     probed = probe_batch(archive, delta.todo, secret=secret)
     settled = [r for r in probed if r["status"] != "pending"]
@@ -155,6 +162,7 @@ def _on_cluster(
     known: pd.DataFrame,
     summary: IngestSummary,
     secret: bytes,
+    timeout_s: float,
 ) -> None:
     """Probe and ingest on a Dask cluster; this process writes the catalog."""
     from distributed import as_completed
@@ -174,12 +182,23 @@ def _on_cluster(
     summarize(summary, settled)
     plans = plan(probed, known, registry=readers)
     workers = max(1, sum(client.nthreads().values()))
+    plan_batches = batches(plans, n=4 * workers)
     futures = [
         client.submit(ingest_batch, archive, store, b, secret=secret, run_id=run_id, pure=False)
-        for b in batches(plans, n=4 * workers)
+        for b in plan_batches
     ]
+    batch_of = {id(f): b for f, b in zip(futures, plan_batches, strict=True)}
     for fut in as_completed(futures):
-        rows = fut.result()
+        try:
+            rows = fut.result()
+        except Exception as err:
+            if not is_worker_death(err):
+                raise
+            # a file killed the worker: find it on fresh processes, ingest the rest
+            rows = isolate_batch(
+                archive, store, batch_of[id(fut)], secret=secret, run_id=run_id,
+                timeout_s=timeout_s,
+            )
         catalog.append(store, rows, run_id=run_id)
         summarize(summary, rows)
 

@@ -20,6 +20,7 @@ import xarray as xr
 from medpipe import store as _store
 from medpipe.deid import pseudonym
 from medpipe.errors import ConfigError
+from medpipe.models.registry import registry_lock
 from medpipe.store import layout
 
 __all__ = [
@@ -146,7 +147,8 @@ def write_labels(store: str, labels: pd.DataFrame) -> str:
     if not fs.exists(f"{root}/{path}"):
         buf = io.BytesIO()
         labels[["kind", "key", "label", "split"]].to_parquet(buf, index=False)
-        _store.atomic_write(store, path, buf.getvalue(), overwrite=False)
+        with registry_lock(store):
+            _store.atomic_write(store, path, buf.getvalue(), overwrite=False)
     return path
 
 

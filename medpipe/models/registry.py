@@ -4,22 +4,37 @@ Models are saved with :mod:`skops.io`, whose loader rebuilds objects from a list
 types instead of unpickling, and here is only ever given :data:`TRUSTED_TYPES` — an
 explicit list of the scikit-learn / dask-ml / NumPy types our pipelines are made of.
 A file naming any other type (a tampered or foreign model) is refused with
-:class:`~medpipe.errors.UntrustedModelError` before anything is built.
+:class:`~medpipe.errors.UntrustedModelError` before anything is built, and
+``model.json`` records the SHA-256 of the model file, which loading checks.
+
+Writers of ``models/``, ``scores/`` and ``labels/`` hold :func:`registry_lock` (the
+store lock ``locks/models.lock``, waited for) while they write; a version is created
+under it with "no overwrite", so two concurrent trainings get two versions.  Readers
+do not lock.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
+import logging
+import os
 import posixpath
 import re
+import socket
+import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 import skops.io as sio
 
 from medpipe import store as _store
-from medpipe.errors import ModelError, UntrustedModelError
-from medpipe.store import layout
+from medpipe.errors import ModelError, StoreLockedError, UntrustedModelError
+from medpipe.store import layout, store_lock
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "MODELS",
@@ -34,7 +49,12 @@ __all__ = [
     "write_model_file",
     "read_model_file",
     "model_path",
+    "registry_lock",
+    "REGISTRY_LOCK",
 ]
+
+#: Name of the store lock held by every writer of ``models/``, ``scores/``, ``labels/``.
+REGISTRY_LOCK = "models"
 
 #: Store group of the registry.
 MODELS = layout.MODELS
@@ -133,9 +153,54 @@ def list_models(store: str) -> list[dict[str, Any]]:
 
 
 def next_version(store: str, name: str) -> str:
-    """The version the next :func:`save_model` of ``name`` gets."""
-    versions = list_versions(store, name)
-    return f"v{_version_number(versions[-1]) + 1 if versions else 1}"
+    """The version the next :func:`save_model` of ``name`` gets.
+
+    Every ``v<N>`` folder counts, complete or not, so a version is never reused.
+    """
+    fs, root = _store.store_root(store)
+    try:
+        entries = fs.ls(f"{root}/{layout.model(check_name(name))}", detail=False)
+    except (FileNotFoundError, OSError):
+        entries = []
+    numbers = [_version_number(posixpath.basename(e.rstrip("/"))) for e in entries]
+    return f"v{max([0, *numbers]) + 1}"
+
+
+@contextlib.contextmanager
+def registry_lock(store: str, *, timeout_s: float = 600.0) -> Iterator[None]:
+    """Hold the registry's store lock (``locks/models.lock``), waiting while it is held.
+
+    Writers hold it only while they create a model version, append scores or record a
+    label table (seconds), so a second writer waits instead of failing.  A lock left
+    by a dead holder is taken over (see :func:`medpipe.store.store_lock`).
+
+    Parameters
+    ----------
+    store
+        Store URL or path.
+    timeout_s
+        Give up after this long.
+
+    Raises
+    ------
+    StoreLockedError
+        Still held by another live process after ``timeout_s``.
+    """
+    owner = f"models-{socket.gethostname()}-{os.getpid()}"
+    deadline = time.monotonic() + timeout_s
+    delay = 0.05
+    while True:
+        stack = contextlib.ExitStack()
+        try:
+            stack.enter_context(store_lock(store, REGISTRY_LOCK, owner=owner))
+            break
+        except StoreLockedError:
+            if time.monotonic() > deadline:
+                raise
+        time.sleep(delay)
+        delay = min(delay * 2, 1.0)
+    with stack:
+        yield
 
 
 def resolve_version(store: str, name: str, version: str | None) -> str:
@@ -182,23 +247,27 @@ def save_model(
     untrusted = sorted(set(sio.get_untrusted_types(data=data)) - set(TRUSTED_TYPES))
     if untrusted:  # would be refused at load time: fail now, not at scoring
         raise ModelError(f"model contains types outside the trusted list: {untrusted}")
-    version = next_version(store, name)
-    meta = {
-        "name": name,
-        "version": version,
-        "created_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        **meta,
-    }
     fs, _ = _store.store_root(store)
-    with _store.atomic_group(store, model_path(name, version)) as tmp:
-        fs.makedirs(tmp, exist_ok=True)
-        with fs.open(f"{tmp}/{_PIPELINE}", "wb") as fh:
-            fh.write(data)
-        for fname, blob in (files or {}).items():
-            with fs.open(f"{tmp}/{fname}", "wb") as fh:
-                fh.write(blob)
-        with fs.open(f"{tmp}/{_META}", "w") as fh:
-            json.dump(meta, fh, indent=2, default=str)
+    with registry_lock(store):
+        version = next_version(store, name)
+        meta = {
+            "name": name,
+            "version": version,
+            "created_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            **meta,
+            "model_file": _PIPELINE,
+            "sha256": hashlib.sha256(data).hexdigest(),
+        }
+        # a new version is published whole, and never replaces an existing one
+        with _store.atomic_group(store, model_path(name, version), overwrite=False) as tmp:
+            fs.makedirs(tmp, exist_ok=True)
+            with fs.open(f"{tmp}/{_PIPELINE}", "wb") as fh:
+                fh.write(data)
+            for fname, blob in (files or {}).items():
+                with fs.open(f"{tmp}/{fname}", "wb") as fh:
+                    fh.write(blob)
+            with fs.open(f"{tmp}/{_META}", "w") as fh:
+                json.dump(meta, fh, indent=2, default=str)
     return version
 
 
@@ -211,8 +280,15 @@ def read_model_json(store: str, name: str, version: str | None = None) -> dict[s
 
 
 def write_model_file(store: str, name: str, version: str, fname: str, blob: bytes) -> str:
-    """Add a report file (e.g. ``reports/val.json``) to a model version; returns its path."""
-    return _store.atomic_write(store, f"{model_path(name, version)}/{fname}", blob)
+    """Add a report file (e.g. ``reports/val.json``) to a model version; returns its path.
+
+    The model file and ``model.json`` of a version are never rewritten.
+    """
+    if fname in (_PIPELINE, _META):
+        raise ModelError(f"{model_path(name, version)}/{fname} is part of the version; "
+                         "a model version is never rewritten")
+    with registry_lock(store):
+        return _store.atomic_write(store, f"{model_path(name, version)}/{fname}", blob)
 
 
 def read_model_file(store: str, name: str, version: str, fname: str) -> bytes:
@@ -230,10 +306,22 @@ def load_model(store: str, name: str, version: str | None = None) -> tuple[Any, 
     UntrustedModelError
         The file names a type outside :data:`TRUSTED_TYPES`; nothing is instantiated.
     ModelError
-        No such model, or an unreadable file.
+        No such model, an unreadable file, or a model file whose SHA-256 is not the one
+        ``model.json`` records (altered or damaged after it was written).
     """
     meta = read_model_json(store, name, version)
     data = read_model_file(store, name, meta["version"], _PIPELINE)
+    where = f"{model_path(name, meta['version'])}/{_PIPELINE}"
+    expected = meta.get("sha256")
+    if expected is None:
+        log.warning("%s: model.json records no SHA-256 (written before medpipe checked "
+                    "it); loading it unchecked", where)
+    elif hashlib.sha256(data).hexdigest() != expected:
+        raise ModelError(
+            f"model file {where} in store {store!r} does not match the SHA-256 recorded in "
+            "its model.json: it was altered or damaged after it was written; refusing to "
+            "load it (retrain, or restore the file)"
+        )
     try:
         untrusted = sorted(set(sio.get_untrusted_types(data=data)) - set(TRUSTED_TYPES))
     except Exception as err:  # noqa: BLE001 - a corrupt archive is a model error

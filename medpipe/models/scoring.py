@@ -70,6 +70,16 @@ def score_model(
     group = scores_group(meta["name"], meta["version"])
     table = feature_table(store, features or meta["features_group"])
     check_compatible(meta, table)
+    # the scored set is read and the new rows appended under the registry lock, so two
+    # concurrent runs never score (and append) the same samples twice
+    with reg.registry_lock(store):
+        return _append_new(store, group, table, fitted, meta, limit)
+
+
+def _append_new(
+    store: str, group: str, table: xr.Dataset, fitted: Any, meta: dict[str, Any],
+    limit: int | None,
+) -> dict[str, Any]:
     old = open_scores(store, group)
     done = set() if old is None else set(strings(old["sample"]))
     samples = strings(table["sample"])

@@ -103,7 +103,7 @@ def _discard(fs: fsspec.AbstractFileSystem, tmp: str) -> None:
 
 
 @contextlib.contextmanager
-def atomic_group(store: str, path: str) -> Iterator[str]:
+def atomic_group(store: str, path: str, *, overwrite: bool = True) -> Iterator[str]:
     """Write a whole group at a temporary sibling, then move it into ``path``.
 
     For writers other than :func:`medpipe.store.write_image` (an xarray
@@ -116,11 +116,20 @@ def atomic_group(store: str, path: str) -> Iterator[str]:
         Store URL or path.
     path
         Group path inside the store.
+    overwrite
+        When false, an existing group at ``path`` is never replaced: the block's group
+        is discarded and :class:`~medpipe.errors.StoreError` raised (hold the store
+        lock so that the check and the move are one step for every writer).
 
     Yields
     ------
     str
         The temporary location (a URL or local path) to write the group to.
+
+    Raises
+    ------
+    StoreError
+        ``overwrite`` is false and ``path`` exists already.
     """
     fs, root = store_root(store)
     target = join(root, path)
@@ -128,6 +137,8 @@ def atomic_group(store: str, path: str) -> Iterator[str]:
     ensure_parent_groups(fs, root, path)
     try:
         yield url_of(fs, tmp)
+        if not overwrite and fs.exists(target):
+            raise StoreError(f"{path} exists already; not replacing it")
         replace(fs, tmp, target)
     except BaseException:
         _discard(fs, tmp)
