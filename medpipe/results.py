@@ -286,7 +286,7 @@ class NightlyResult:
     stages
         Stage name → seconds.
     report
-        Store path of the QA report.
+        Store path of the QA report (``None``: nothing changed, no report written).
     """
 
     run_id: str
@@ -295,7 +295,7 @@ class NightlyResult:
     features: FeatureResult
     model: ModelStageResult
     stages: Mapping[str, float]
-    report: str
+    report: str | None
 
 
 def start_summary(run_id: str, files: Sequence[FileStat], delta: Diff) -> IngestSummary:
