@@ -18,8 +18,7 @@ nightly run with nothing to do writes no report (:func:`needs_report`).
 from __future__ import annotations
 
 import base64
-import io
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -56,11 +55,7 @@ __all__ = [
     "qa_markdown",
     "needs_report",
     "mid_plane",
-    "png_data_uri",
     "png_bytes_uri",
-    "thumbnail_pair",
-    "drift_figure",
-    "feature_drift",
     "quarantine_rows",
     "write_report",
     "write_nightly_report",
@@ -73,22 +68,12 @@ __all__ = [
 ]
 
 #: Store folder of the QA reports.
-REPORTS = "reports"
+REPORTS = _store.layout.REPORTS
 
 
 def png_bytes_uri(png: bytes) -> str:
     """A PNG file's bytes as a ``data:image/png;base64,…`` URI (for HTML and Markdown)."""
     return "data:image/png;base64," + base64.b64encode(png).decode()
-
-
-def png_data_uri(fig: Any) -> str:
-    """Render a matplotlib figure to a ``data:image/png;base64,…`` URI and close it."""
-    import matplotlib.pyplot as plt
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=80, bbox_inches="tight")
-    plt.close(fig)
-    return png_bytes_uri(buf.getvalue())
 
 
 def mid_plane(store: str, path: str) -> np.ndarray:
@@ -101,53 +86,6 @@ def mid_plane(store: str, path: str) -> np.ndarray:
     if "z" in image.dims:
         image = image.isel(z=image.sizes["z"] // 2)
     return np.asarray(image.values, dtype=float)  # one small plane, for a thumbnail
-
-
-def thumbnail_pair(store: str, key: str, *, preprocessed: str) -> str:
-    """Before/after PNG (data URI) of the middle slice of one series."""
-    from medpipe.report.figures import thumbnail_png
-
-    return png_bytes_uri(
-        thumbnail_png(
-            [
-                ("ingested", mid_plane(store, f"images/{key}")),
-                ("preprocessed", mid_plane(store, f"{preprocessed}/{key}")),
-            ]
-        )
-    )
-
-
-def drift_figure(current: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarray]) -> str:
-    """Histograms (quantile-clipped ranges) of features: this run against the training set."""
-    from medpipe.report.figures import drift_png
-
-    png, _ = drift_png(
-        [(n, np.asarray(v), np.asarray(reference.get(n, [])), "") for n, v in current.items()]
-    )
-    return png_bytes_uri(png)
-
-
-def feature_drift(
-    store: str,
-    features_group: str,
-    new_series: Sequence[str],
-    *,
-    threshold: float = DEFAULT_PSI_THRESHOLD,
-) -> list[FeatureDrift]:
-    """Drift of every feature of a table: the new series' samples against the others.
-
-    Returns an empty list when there are no new samples or no other samples.
-    """
-    from medpipe.features.dataset import open_features
-
-    table = open_features(store, features_group)
-    series = np.array([str(s) for s in table["series"].values])
-    is_new = np.isin(series, list(new_series))
-    if not is_new.any() or is_new.all():
-        return []
-    names = [str(n) for n in table["feature"].values]
-    values = np.asarray(table["features"].values, dtype=float)
-    return drift_table(values[is_new], values[~is_new], names, threshold=threshold)
 
 
 def quarantine_rows(store: str) -> list[dict[str, Any]]:

@@ -269,9 +269,9 @@ def _thumbnails(store: str, keys: Sequence[str], source: str | None) -> dict[str
     out = {}
     for i, key in enumerate(keys):
         try:
-            planes = [("ingested", mid_plane(store, f"{layout.IMAGES}/{key}"))]
+            planes = [("ingested", mid_plane(store, layout.image(key)))]
             if source and source.startswith(layout.PREPROCESSED):
-                planes.append(("preprocessed", mid_plane(store, f"{source}/{key}")))
+                planes.append(("preprocessed", mid_plane(store, layout.source_image(source, key))))
         except (OSError, KeyError, ValueError, MedpipeError):  # not in both groups
             continue
         out[f"thumb-{i}.png"] = thumbnail_png(planes)
