@@ -18,8 +18,8 @@ from medpipe.features.dataset import features_group
 from medpipe.models import labels as lab
 from medpipe.models import lifecycle
 from medpipe.models import registry as reg
-from medpipe.models.train import evaluate_model, train_model
 from medpipe.models.metrics import format_metric
+from medpipe.models.train import evaluate_model, train_model
 from medpipe.report import metrics_markdown, metrics_rows, png_bytes_uri
 from medpipe.results import EvaluationResult, TrainResult
 

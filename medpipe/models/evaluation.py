@@ -12,9 +12,9 @@ import numpy as np
 import xarray as xr
 
 from medpipe.errors import ConfigError, ModelError, ModelMismatchError
+from medpipe.models import compare as cmp
 from medpipe.models import estimators as est
 from medpipe.models import labels as lab
-from medpipe.models import compare as cmp
 from medpipe.models import metrics as met
 from medpipe.models import registry as reg
 from medpipe.models.calibration import calibration_summary, reliability_png
@@ -95,8 +95,9 @@ def _scored_split(
     groups = patient_groups(table)[idx]
     keys = (_strings(table["series_uid"])[idx] if "series_uid" in table.coords
             else idx.astype(str))
-    return {"meta": meta, "ref": ref, "label_source": label_source, "y": y_all[idx][ok].astype(int),
-            "prob": prob[ok], "groups": groups[ok], "keys": keys[ok], "n_unscorable": int((~ok).sum())}
+    return {"meta": meta, "ref": ref, "label_source": label_source,
+            "y": y_all[idx][ok].astype(int), "prob": prob[ok], "groups": groups[ok],
+            "keys": keys[ok], "n_unscorable": int((~ok).sum())}
 
 
 def evaluate_model(
