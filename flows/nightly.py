@@ -64,6 +64,11 @@ class NightlyParams(BaseModel):
     features: FeatureConfig | None = Field(
         None, description="Feature families; default the nightly families"
     )
+    drift_threshold: float = Field(
+        report.DEFAULT_PSI_THRESHOLD,
+        ge=0,
+        description="PSI at or above which the QA report flags a feature as drifted",
+    )
 
 
 @contextmanager
@@ -82,7 +87,8 @@ def nightly_flow(params: NightlyParams) -> NightlyResult:
     Returns
     -------
     NightlyResult
-        Per-stage results, stage durations and the report path.
+        Per-stage results, stage durations and the report path (``None`` when
+        nothing changed: such a night writes no report).
     """
     logger = get_run_logger()
     store, archive = params.store, params.archive
@@ -128,22 +134,34 @@ def nightly_flow(params: NightlyParams) -> NightlyResult:
                 )
         with _stage("model", stages):
             model = _model_stage(params, plan.features_group, cluster)
-    path = report.write_nightly_report(
-        store,
-        run_id,
-        ingest=ingested,
-        preprocess=preprocessed,
-        features=featured,
-        model=model,
-        stages=stages,
-    )
-    url = report.report_url(store, path)
+        path = None
+        if report.needs_report(any_work=plan.any_work, model=model):
+            # inside the lock: the report is a store write like any other
+            path, qa = report.write_nightly_report(
+                store,
+                run_id,
+                ingest=ingested,
+                preprocess=preprocessed,
+                features=featured,
+                model=model,
+                stages=stages,
+                threshold=params.drift_threshold,
+            )
+    if path is None:
+        logger.info("nothing changed: no QA report for run %s", run_id)
+        summary_md = report.nightly_markdown(ingested, stages, model, report=None, url=None)
+    else:
+        url = report.report_url(store, path)
+        summary_md = report.nightly_markdown(ingested, stages, model, report=path, url=url)
+        create_markdown_artifact(
+            markdown=report.qa_markdown(qa, path=path, url=url),
+            key="nightly-qa",
+            description="medpipe QA report: drifted features and key figures",
+        )
+        create_link_artifact(url, link_text="QA report", key="nightly-qa-report")
     create_markdown_artifact(
-        markdown=report.nightly_markdown(ingested, stages, model, report=path, url=url),
-        key="nightly-summary",
-        description="medpipe nightly run",
+        markdown=summary_md, key="nightly-summary", description="medpipe nightly run"
     )
-    create_link_artifact(url, link_text="QA report", key="nightly-qa-report")
     logger.info(
         "nightly run %s done: %s", run_id, ", ".join(f"{k} {v:.1f}s" for k, v in stages.items())
     )

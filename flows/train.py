@@ -18,8 +18,9 @@ from medpipe.features.dataset import features_group
 from medpipe.models import labels as lab
 from medpipe.models import lifecycle
 from medpipe.models import registry as reg
+from medpipe.models.metrics import format_metric
 from medpipe.models.train import evaluate_model, train_model
-from medpipe.report import metrics_markdown, metrics_rows
+from medpipe.report import metrics_markdown, metrics_rows, png_bytes_uri
 from medpipe.results import EvaluationResult, TrainResult
 
 __all__ = ["TrainParams", "train_flow", "train_task", "evaluate_task", "metrics_artifacts"]
@@ -49,7 +50,12 @@ class TrainParams(BaseModel):
     estimator: Literal["svm", "logreg", "rf", "all"] = Field(
         "all", description="all: each, and their soft vote; the best CV AUC wins"
     )
-    n_splits: int = Field(5, ge=2, description="Patient-grouped CV folds")
+    n_splits: int = Field(5, ge=2, description="Patient-grouped CV folds of the selection")
+    outer_folds: int = Field(
+        3, ge=0, description="Outer folds of the nested CV that estimates the chosen model's "
+        "AUC (selection never sees them; training takes ~(outer_folds + 1)x as long); "
+        "0 = none: the reported CV AUC is then the optimistic selection score",
+    )
     seed: int = 0
     evaluate_split: str | None = Field(
         "val", description="Evaluate on this held-out split afterwards, if it has labels"
@@ -83,6 +89,7 @@ def train_task(
             estimator=params.estimator,
             n_splits=params.n_splits,
             seed=params.seed,
+            outer_folds=params.outer_folds,
         )
     return TrainResult.from_dict(out)
 
@@ -103,14 +110,30 @@ def metrics_artifacts(
     title: str,
     png_file: str | None,
     key: str,
+    calibration_file: str | None = None,
 ) -> None:
-    """Publish a metrics table and the ROC plot (embedded PNG) as Prefect artifacts."""
+    """Publish a metrics table, the ROC plot and the reliability diagram as Prefect artifacts.
+
+    The Brier score follows the metrics; the PNGs are embedded as data URIs.
+    """
     create_table_artifact(table=metrics_rows(metrics), key=f"{key}-metrics", description=title)
     png = reg.read_model_file(store, name, version, png_file) if png_file else None
     md = metrics_markdown(
         title, metrics, png=png, png_path=f"{reg.model_path(name, version)}/{png_file}"
     )
+    if "brier" in metrics:
+        md += f"\n- {format_metric('brier', metrics['brier'])} (calibration; lower is better)\n"
+    if calibration_file:
+        cal = reg.read_model_file(store, name, version, calibration_file)
+        md += (f"\n![reliability diagram]({png_bytes_uri(cal)})\n\n"
+               f"`{reg.model_path(name, version)}/{calibration_file}`\n")
     create_markdown_artifact(markdown=md, key=f"{key}-roc", description=title)
+
+
+def _cv_title(outer_folds: int) -> str:
+    if outer_folds >= 2:
+        return f"nested patient-grouped cross-validation ({outer_folds} outer folds)"
+    return "patient-grouped cross-validation (selection score, optimistic)"
 
 
 def _key(name: str) -> str:
@@ -162,9 +185,10 @@ def train_flow(params: TrainParams) -> TrainResult:
         result.name,
         result.version,
         result.metrics,
-        title=f"{result.ref}: patient-grouped cross-validation ({result.estimator})",
+        title=f"{result.ref}: {_cv_title(params.outer_folds)} ({result.estimator})",
         png_file="roc_cv.png",
         key=f"{key}-cv",
+        calibration_file="calibration_cv.png",
     )
     if evaluation is not None:
         for line in evaluation.lines:
@@ -177,5 +201,6 @@ def train_flow(params: TrainParams) -> TrainResult:
             title=f"{result.ref}: held-out {params.evaluate_split} (n={evaluation.n})",
             png_file=f"reports/roc_{params.evaluate_split}.png" if evaluation.roc else None,
             key=f"{key}-{_key(params.evaluate_split)}",
+            calibration_file=f"reports/calibration_{params.evaluate_split}.png",
         )
     return dataclasses.replace(result, evaluation=evaluation)

@@ -284,7 +284,7 @@ class NightlyResult:
     stages
         Stage name → seconds.
     report
-        Store path of the QA report.
+        Store path of the QA report (``None``: nothing changed, no report written).
     """
 
     run_id: str
@@ -293,4 +293,4 @@ class NightlyResult:
     features: FeatureResult
     model: ModelStageResult
     stages: Mapping[str, float]
-    report: str
+    report: str | None

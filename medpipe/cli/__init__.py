@@ -12,6 +12,7 @@ import typer
 from medpipe.cli import ingest as _ingest
 from medpipe.cli import models as _models
 from medpipe.cli import nightly as _nightly
+from medpipe.cli import report as _report
 from medpipe.cli import stages as _stages
 from medpipe.cli.common import prefect_defaults
 
@@ -40,6 +41,7 @@ for _command in (
     _nightly.nightly,
     _nightly.serve,
     _nightly.demo,
+    _report.report,
 ):
     app.command()(_command)
 app.add_typer(_models.sample_app, name="sample")

@@ -92,6 +92,9 @@ def train(
     ] = None,
     source: Annotated[str, typer.Option(help="images or preprocessed/<hash>")] = "images",
     folds: Annotated[int, typer.Option(help="Patient-grouped CV folds.")] = 5,
+    outer_folds: Annotated[
+        int, typer.Option(help="Nested-CV outer folds (0 = report the selection score).")
+    ] = 3,
     evaluate_split: Annotated[
         str, typer.Option("--evaluate", help="Held-out split to evaluate afterwards ('' = none).")
     ] = "val",
@@ -112,16 +115,21 @@ def train(
     group = _feature_group(store, features, config, source)
     params = TrainParams(
         store=store, model=model, labels=str(labels), features=group, source=source,
-        estimator=estimator, n_splits=folds, evaluate_split=evaluate_split or None,
+        estimator=estimator, n_splits=folds, outer_folds=outer_folds,
+        evaluate_split=evaluate_split or None,
         cluster=cluster, demo_secret=demo_secret,
     )
     res = run_flow(train_flow, params)
     console.print(
         f"model [bold]{res.name}:{res.version}[/] ({res.estimator}, "
-        f"{res.n_train} training samples); CV AUC by estimator: "
+        f"{res.n_train} training samples); CV AUC {res.cv_auc:.3f}; selection AUC by estimator: "
         + ", ".join(f"{k} {v:.3f}" for k, v in res.search.items())
     )
-    console.print("cross-validation (out-of-fold, patient-grouped):")
+    console.print(
+        f"nested cross-validation ({outer_folds} outer folds, patient-grouped, out-of-fold):"
+        if outer_folds >= 2 else
+        "cross-validation on the selection folds (patient-grouped; optimistic):"
+    )
     for k in METRICS:
         console.print("  " + format_metric(k, res.metrics[k]))
     ev = res.evaluation
@@ -140,26 +148,47 @@ def evaluate(
         typer.Option(exists=True, dir_okay=False, help="Labels (default: those used to train)."),
     ] = None,
     n_boot: Annotated[int, typer.Option(help="Bootstrap resamples for the CIs.")] = 1000,
+    compare: Annotated[
+        str | None,
+        typer.Option("--compare", help="A second model (NAME[:VERSION]): compare the AUCs "
+                     "(DeLong test and paired patient-level bootstrap)."),
+    ] = None,
     demo_secret: Annotated[bool, typer.Option("--demo-secret")] = False,
 ) -> None:
-    """Print a model's metrics with 95% CIs on a split and write the report."""
+    """Print a model's metrics with 95% CIs and calibration on a split and write the report.
+
+    With --compare B, both models are evaluated and their AUC difference on the same
+    samples is tested.
+    """
     from medpipe.config import resolve_secret
     from medpipe.errors import MedpipeError
+    from medpipe.models.evaluation import compare_models
     from medpipe.models.train import evaluate_model
 
     try:
         secret = resolve_secret(allow_demo=demo_secret) if labels is not None else None
-        out = evaluate_model(store, model=model, split=split, labels=labels, secret=secret,
-                             n_boot=n_boot)
+        outs = [evaluate_model(store, model=m, split=split, labels=labels, secret=secret,
+                               n_boot=n_boot) for m in [model, *([compare] if compare else [])]]
+        cmp = (compare_models(store, model_a=model, model_b=compare, split=split, labels=labels,
+                              secret=secret, n_boot=n_boot) if compare else None)
     except MedpipeError as err:
         raise fail(err) from None
-    console.print(f"{out['model']} on {split} (n={out['n']}, {out['n_positive']} positive)")
-    for line in out["lines"]:
-        typer.echo(line)
-    c = out["confusion"]
-    console.print(f"confusion: TP {c['tp']}  FP {c['fp']}  FN {c['fn']}  TN {c['tn']}")
-    roc = f"{store}/{out['roc']}" if out["roc"] else "not drawn (one class)"
-    console.print(f"report: {store}/{out['report']}  ROC: {roc}")
+    for out in outs:
+        console.print(f"{out['model']} on {split} (n={out['n']}, {out['n_positive']} positive, "
+                      f"{out['n_patients']} patients; CIs resample patients)")
+        for line in out["lines"]:
+            typer.echo(line)
+        c = out["confusion"]
+        console.print(f"confusion: TP {c['tp']}  FP {c['fp']}  FN {c['fn']}  TN {c['tn']}")
+        roc = f"{store}/{out['roc']}" if out["roc"] else "not drawn (one class)"
+        console.print(f"report: {store}/{out['report']}  ROC: {roc}  "
+                      f"calibration: {store}/{out['reliability']}")
+    if cmp is not None:
+        console.print(f"comparison on the {cmp['n']} samples both score "
+                      f"({cmp['n_positive']} positive, {cmp['n_patients']} patients):")
+        for line in cmp["lines"]:
+            typer.echo("  " + line)
+        console.print(f"report: {store}/{cmp['report']}")
 
 
 def score(

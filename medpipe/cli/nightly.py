@@ -42,7 +42,9 @@ def nightly(
     )
     out = run_flow(nightly_flow, params)
     print_nightly(out)
-    console.print(f"QA report: {store}/{out.report}")
+    console.print(
+        f"QA report: {store}/{out.report}" if out.report else "nothing changed: no QA report"
+    )
 
 
 def serve(
@@ -112,7 +114,7 @@ def demo(
         console.print(f"model: {model.note}")
     console.print(
         f"\n[bold]store[/]: {store}\n"
-        f"[bold]QA report[/]: {store}/{result.report}\n"
+        f"[bold]QA report[/]: {store}/{result.report or '(nothing changed, none written)'}\n"
         f"  medpipe info {store}\n  medpipe quarantine {store}\n"
         f"  medpipe models list {store}\n"
         f"  an image: medpipe.store.open_image('{store}', 'images/<series>'), or napari "

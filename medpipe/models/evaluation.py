@@ -1,4 +1,5 @@
-"""Evaluate a registered model on a held-out split, and check a table fits a model."""
+"""Evaluate a registered model on a held-out split (metrics with patient-level CIs,
+calibration), compare two models, and check a table fits a model."""
 
 from __future__ import annotations
 
@@ -11,15 +12,17 @@ import numpy as np
 import xarray as xr
 
 from medpipe.errors import ConfigError, ModelError, ModelMismatchError
+from medpipe.models import compare as cmp
 from medpipe.models import estimators as est
 from medpipe.models import labels as lab
 from medpipe.models import metrics as met
 from medpipe.models import registry as reg
+from medpipe.models.calibration import calibration_summary, reliability_png
 from medpipe.models.common import catalog_hash, load_ref
 from medpipe.models.common import feature_table as _table
 from medpipe.models.common import strings as _strings
 
-__all__ = ["check_compatible", "evaluate_model"]
+__all__ = ["check_compatible", "evaluate_model", "compare_models", "patient_groups"]
 
 log = logging.getLogger(__name__)
 
@@ -52,42 +55,22 @@ def check_compatible(meta: dict[str, Any], table: xr.Dataset) -> None:
         )
 
 
-def evaluate_model(
+def patient_groups(table: xr.Dataset) -> np.ndarray:
+    """Pseudonymous patient key per sample (the series key where the patient is unknown)."""
+    patient = _strings(table["patient"])
+    series = _strings(table["series_uid"]) if "series_uid" in table.coords else patient
+    return np.where(patient != "", patient, series)
+
+
+def _scored_split(
     store: str,
-    *,
     model: str,
-    split: str = "val",
-    labels: str | Path | None = None,
-    secret: bytes | None = None,
-    features: str | None = None,
-    n_boot: int = 1000,
-    seed: int = 0,
+    split: str,
+    labels: str | Path | None,
+    secret: bytes | None,
+    features: str | None,
 ) -> dict[str, Any]:
-    """Metrics with 95% bootstrap CIs of a registered model on one split.
-
-    Parameters
-    ----------
-    store
-        Store URL or path.
-    model
-        ``NAME`` or ``NAME:VERSION``.
-    split
-        ``val`` or ``test`` (``train`` is allowed but is not a held-out estimate).
-    labels
-        A label file; default the labels recorded at training time.
-    secret
-        Pseudonymisation secret (needed with ``labels``).
-    features
-        Feature-table group; default the model's.
-    n_boot, seed
-        Bootstrap settings.
-
-    Returns
-    -------
-    dict
-        ``metrics``, ``confusion``, ``lines`` (printable), ``n``, and ``report`` /
-        ``roc`` (paths of the files written into the model folder).
-    """
+    """A model's P(class 1) on the labelled, scorable samples of ``split``."""
     fitted, meta = load_ref(store, model)
     ref = f"{meta['name']}:{meta['version']}"
     table = _table(store, features or meta["features_group"])
@@ -109,18 +92,66 @@ def evaluate_model(
     x = table["features"].isel(sample=idx).sel(feature=meta["feature_names"]).values
     prob = np.asarray(est.positive_proba(fitted, x))
     ok = np.isfinite(prob)
-    y = y_all[idx][ok].astype(int)
-    prob = prob[ok]
+    groups = patient_groups(table)[idx]
+    keys = (_strings(table["series_uid"])[idx] if "series_uid" in table.coords
+            else idx.astype(str))
+    return {"meta": meta, "ref": ref, "label_source": label_source,
+            "y": y_all[idx][ok].astype(int), "prob": prob[ok], "groups": groups[ok],
+            "keys": keys[ok], "n_unscorable": int((~ok).sum())}
+
+
+def evaluate_model(
+    store: str,
+    *,
+    model: str,
+    split: str = "val",
+    labels: str | Path | None = None,
+    secret: bytes | None = None,
+    features: str | None = None,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Metrics with 95% patient-level bootstrap CIs and calibration of a model on one split.
+
+    Parameters
+    ----------
+    store
+        Store URL or path.
+    model
+        ``NAME`` or ``NAME:VERSION``.
+    split
+        ``val`` or ``test`` (``train`` is allowed but is not a held-out estimate).
+    labels
+        A label file; default the labels recorded at training time.
+    secret
+        Pseudonymisation secret (needed with ``labels``).
+    features
+        Feature-table group; default the model's.
+    n_boot, seed
+        Bootstrap settings (patients are resampled: a cluster bootstrap).
+
+    Returns
+    -------
+    dict
+        ``metrics`` (with ``brier``), ``calibration``
+        (:func:`medpipe.models.calibration.calibration_summary`), ``confusion``,
+        ``lines`` (printable), ``n``, and ``report`` / ``roc`` / ``reliability`` (paths
+        of the files written into the model folder).
+    """
+    s = _scored_split(store, model, split, labels, secret, features)
+    meta, ref, y, prob, groups = s["meta"], s["ref"], s["y"], s["prob"], s["groups"]
     thr = float(meta.get("threshold", 0.5))
-    metrics = met.binary_metrics(y, prob, threshold=thr, n_boot=n_boot, seed=seed)
+    metrics = met.binary_metrics(y, prob, threshold=thr, n_boot=n_boot, seed=seed, groups=groups)
     report = {
         "model": ref,
         "split": split,
-        "labels": label_source,
+        "labels": s["label_source"],
         "n": int(len(y)),
         "n_positive": int(y.sum()),
-        "n_unscorable": int((~ok).sum()),
+        "n_patients": int(len(np.unique(groups))),
+        "n_unscorable": s["n_unscorable"],
         "metrics": metrics,
+        "calibration": calibration_summary(y, prob),
         "confusion": met.confusion(y, prob, threshold=thr),
         "catalog_hash": catalog_hash(store),
     }
@@ -131,17 +162,72 @@ def evaluate_model(
             "accuracy are undefined (nan) and no ROC is drawn"
         )
         log.warning("%s: %s", ref, report["note"])
-    rep_path = reg.write_model_file(
-        store, meta["name"], meta["version"], f"{_REPORTS}/{split}.json",
-        json.dumps(report, indent=2).encode(),
-    )
+    name, version = meta["name"], meta["version"]
+    rep_path = reg.write_model_file(store, name, version, f"{_REPORTS}/{split}.json",
+                                    json.dumps(report, indent=2).encode())
     png = met.roc_png(y, prob, title=f"{ref}: ROC on {split}") if len(set(y)) == 2 else b""
     roc_path = (
-        reg.write_model_file(store, meta["name"], meta["version"], f"{_REPORTS}/roc_{split}.png",
-                             png)
+        reg.write_model_file(store, name, version, f"{_REPORTS}/roc_{split}.png", png)
         if png
         else None
     )
-    lines = [met.format_metric(k, metrics[k]) for k in met.METRICS]
-    return {**report, "lines": lines, "report": rep_path, "roc": roc_path, "roc_png": png}
+    rel_png = reliability_png(y, prob, title=f"{ref}: calibration on {split}")
+    rel_path = reg.write_model_file(store, name, version,
+                                    f"{_REPORTS}/calibration_{split}.png", rel_png)
+    lines = [met.format_metric(k, metrics[k]) for k in (*met.METRICS, "brier")]
+    return {**report, "lines": lines, "report": rep_path, "roc": roc_path, "roc_png": png,
+            "reliability": rel_path, "reliability_png": rel_png}
 
+
+def compare_models(
+    store: str,
+    *,
+    model_a: str,
+    model_b: str,
+    split: str = "val",
+    labels: str | Path | None = None,
+    secret: bytes | None = None,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Compare two registered models' AUCs on the same samples of one split.
+
+    The samples both models can score (matched by pseudonymous series key) are
+    compared with DeLong's test and a paired patient-level bootstrap
+    (:func:`medpipe.models.compare.compare_aucs`).  The report is written into model
+    A's folder (``reports/compare_<split>_<B>.json``).
+
+    Returns
+    -------
+    dict
+        ``model_a``, ``model_b``, ``split``, ``auc_a``, ``auc_b``, ``delong``,
+        ``bootstrap``, ``n``, ``n_positive``, ``n_patients``, ``lines``, ``report``.
+    """
+    a = _scored_split(store, model_a, split, labels, secret, None)
+    b = _scored_split(store, model_b, split, labels, secret, None)
+    common, ia, ib = np.intersect1d(a["keys"], b["keys"], return_indices=True)
+    if common.size == 0:
+        raise ModelError(f"{a['ref']} and {b['ref']} score no common sample of split {split!r}")
+    y = a["y"][ia]
+    if not np.array_equal(y, b["y"][ib]):
+        raise ModelError(f"{a['ref']} and {b['ref']} see different labels for the same samples; "
+                         "pass --labels to use one label file for both")
+    res = cmp.compare_aucs(y, a["prob"][ia], b["prob"][ib], groups=a["groups"][ia],
+                           n_boot=n_boot, seed=seed)
+    d, bs = res["delong"], res["bootstrap"]
+    out = {"model_a": a["ref"], "model_b": b["ref"], "split": split,
+           "auc_a": d["auc_a"], "auc_b": d["auc_b"], **res}
+    lines = [
+        f"{a['ref']}: AUC {d['auc_a']:.3f}",
+        f"{b['ref']}: AUC {d['auc_b']:.3f}",
+        f"difference (A - B) {d['diff']:+.3f} (95% CI {d['ci_low']:+.3f} to {d['ci_high']:+.3f}),"
+        f" DeLong p = {d['p_value']:.3g}",
+        f"paired bootstrap over {bs['resampled']}: 95% CI {bs['ci_low']:+.3f} to "
+        f"{bs['ci_high']:+.3f}, p = {bs['p_value']:.3g}",
+    ]
+    meta = a["meta"]
+    other = b["ref"].replace(":", "-")
+    out["report"] = reg.write_model_file(
+        store, meta["name"], meta["version"], f"{_REPORTS}/compare_{split}_{other}.json",
+        json.dumps(out, indent=2).encode())
+    return {**out, "lines": lines}

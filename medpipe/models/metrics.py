@@ -1,9 +1,16 @@
-"""Binary classification metrics with bootstrap confidence intervals, ROC and confusion."""
+"""Binary classification metrics with bootstrap confidence intervals, ROC and confusion.
+
+The intervals come from a percentile bootstrap.  Given ``groups`` (the pseudonymous
+patient key per sample) it is a *cluster* bootstrap: patients are drawn with
+replacement and each drawn patient brings all of its samples, so that correlated
+images of one patient do not pass for independent evidence.  Calibration (Brier score,
+reliability diagram) is in :mod:`medpipe.models.calibration`.
+"""
 
 from __future__ import annotations
 
 import io
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 
 import numpy as np
 from sklearn.metrics import confusion_matrix, roc_auc_score, roc_curve
@@ -16,6 +23,7 @@ __all__ = [
     "roc_png",
     "format_metric",
     "youden_threshold",
+    "bootstrap_indices",
 ]
 
 #: Reported metrics, in order.
@@ -26,6 +34,7 @@ _LABELS = {
     "sensitivity": "Sensitivity",
     "specificity": "Specificity",
     "balanced_accuracy": "Balanced accuracy",
+    "brier": "Brier score",
 }
 
 
@@ -50,6 +59,52 @@ def point_metrics(y_true: np.ndarray, prob: np.ndarray, *, threshold: float = 0.
     }
 
 
+def bootstrap_indices(
+    n: int, *, n_boot: int, seed: int = 0, groups: np.ndarray | None = None
+) -> Iterator[np.ndarray]:
+    """Row indices of ``n_boot`` bootstrap resamples.
+
+    Parameters
+    ----------
+    n
+        Number of samples.
+    n_boot
+        Number of resamples.
+    seed
+        Seed of ``numpy.random.default_rng``.
+    groups
+        Cluster (patient) key per sample, or None for the sample-level bootstrap.  With
+        groups, each resample draws as many patients as there are, with replacement,
+        and takes all samples of each drawn patient.  Patients are numbered in order of
+        their first sample, so with one sample per patient the resamples are exactly
+        those of the sample-level bootstrap with the same seed.
+
+    Yields
+    ------
+    numpy.ndarray
+        Indices into the samples (a patient's rows stay together, in their order).
+    """
+    rng = np.random.default_rng(seed)
+    if groups is None:
+        for _ in range(n_boot):
+            yield rng.integers(0, n, n)
+        return
+    g = np.asarray(groups)
+    if g.shape != (n,):
+        raise ValueError(f"groups has shape {g.shape}; expected ({n},)")
+    _, first, inverse = np.unique(g, return_index=True, return_inverse=True)
+    order = np.argsort(first, kind="stable")  # cluster number by first appearance
+    code = np.empty_like(order)
+    code[order] = np.arange(order.size)
+    code = code[inverse.ravel()]
+    rows = np.argsort(code, kind="stable")  # samples sorted by cluster, stable
+    starts = np.searchsorted(code[rows], np.arange(order.size + 1))
+    members = [rows[starts[c]:starts[c + 1]] for c in range(order.size)]
+    for _ in range(n_boot):
+        pick = rng.integers(0, order.size, order.size)
+        yield np.concatenate([members[c] for c in pick])
+
+
 def binary_metrics(
     y_true: np.ndarray,
     prob: np.ndarray,
@@ -58,49 +113,63 @@ def binary_metrics(
     n_boot: int = 1000,
     level: float = 0.95,
     seed: int = 0,
+    groups: np.ndarray | None = None,
 ) -> dict[str, dict[str, float]]:
-    """Metrics with percentile bootstrap confidence intervals.
+    """Metrics and the Brier score with percentile bootstrap confidence intervals.
 
     Parameters
     ----------
     y_true
         0/1 labels.
     prob
-        Predicted probability (or any score) of class 1.
+        Predicted probability of class 1 (the Brier score needs a probability).
     threshold
         Decision threshold on ``prob`` for the threshold-based metrics.
     n_boot
-        Bootstrap resamples (samples drawn with replacement, same size).  Resamples in
-        which a metric is undefined (e.g. a single class for AUC) are left out of that
-        metric's interval.
+        Bootstrap resamples.  Resamples in which a metric is undefined (e.g. a single
+        class for AUC) are left out of that metric's interval.
     level
         Confidence level of the interval.
     seed
         Seed of the resampling.
+    groups
+        Patient key per sample: resample patients (cluster bootstrap, see
+        :func:`bootstrap_indices`).  None resamples samples (right only when every
+        sample is its own patient).
 
     Returns
     -------
     dict
-        ``{metric: {"value", "ci_low", "ci_high"}}`` for :data:`METRICS`, plus
-        ``{"n": ..., "n_positive": ...}`` under the key ``"support"``.
+        ``{metric: {"value", "ci_low", "ci_high"}}`` for :data:`METRICS` and
+        ``"brier"``, plus ``{"n", "n_positive", "threshold", "n_patients",
+        "bootstrap"}`` under the key ``"support"``.
     """
     y = np.asarray(y_true).astype(int)
     p = np.asarray(prob, dtype=float)
-    point = point_metrics(y, p, threshold=threshold)
-    rng = np.random.default_rng(seed)
-    boots = {k: [] for k in METRICS}
-    for _ in range(n_boot):
-        idx = rng.integers(0, y.size, y.size)
-        for k, v in point_metrics(y[idx], p[idx], threshold=threshold).items():
+    keys = (*METRICS, "brier")
+
+    def stats(yy: np.ndarray, pp: np.ndarray) -> dict[str, float]:
+        out = point_metrics(yy, pp, threshold=threshold)
+        out["brier"] = float(np.mean((pp - yy) ** 2)) if yy.size else np.nan
+        return out
+
+    point = stats(y, p)
+    boots: dict[str, list[float]] = {k: [] for k in keys}
+    for idx in bootstrap_indices(y.size, n_boot=n_boot, seed=seed, groups=groups):
+        for k, v in stats(y[idx], p[idx]).items():
             if np.isfinite(v):
                 boots[k].append(v)
     alpha = (1 - level) / 2
     out: dict[str, dict[str, float]] = {}
-    for k in METRICS:
+    for k in keys:
         b = np.asarray(boots[k])
         lo, hi = (np.quantile(b, [alpha, 1 - alpha]) if b.size else (np.nan, np.nan))
         out[k] = {"value": point[k], "ci_low": float(lo), "ci_high": float(hi)}
-    out["support"] = {"n": int(y.size), "n_positive": int(y.sum()), "threshold": threshold}
+    out["support"] = {
+        "n": int(y.size), "n_positive": int(y.sum()), "threshold": threshold,
+        "n_patients": int(len(np.unique(groups))) if groups is not None else int(y.size),
+        "bootstrap": "patient (cluster)" if groups is not None else "sample",
+    }
     return out
 
 

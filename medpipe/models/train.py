@@ -2,7 +2,8 @@
 
 * :func:`train_model` — join pseudonymised labels to a feature table, select the
   estimator and its hyperparameters by patient-grouped cross-validation on the
-  training rows only, refit, and register the model with its CV metrics.
+  training rows only, refit, and register the model with its nested-CV metrics
+  (:mod:`medpipe.models.nested`: an outer loop that selection never saw).
 * :func:`evaluate_model` — metrics with bootstrap CIs, ROC and confusion matrix of a
   registered model on a held-out split (never used for selection).
 * :func:`score_model` — probabilities for every sample not yet scored by that model
@@ -28,7 +29,9 @@ from medpipe.errors import ConfigError, ModelError
 from medpipe.models import estimators as est
 from medpipe.models import labels as lab
 from medpipe.models import metrics as met
+from medpipe.models import nested
 from medpipe.models import registry as reg
+from medpipe.models.calibration import calibration_summary, reliability_png
 from medpipe.models.common import catalog_hash, library_versions
 from medpipe.models.common import feature_table as _table
 from medpipe.models.common import strings as _strings
@@ -71,6 +74,7 @@ def train_model(
     n_boot: int = 1000,
     large: bool | None = None,
     label_source: str | None = None,
+    outer_folds: int = 3,
 ) -> dict[str, Any]:
     """Select, fit and register a classifier.
 
@@ -92,7 +96,8 @@ def train_model(
         ``svm``, ``logreg``, ``rf`` or ``all`` (each searched, plus the soft vote of the
         tuned three scored on the same folds; the best CV AUC wins).
     n_splits
-        Patient-grouped stratified folds.
+        Patient-grouped stratified folds of the selection (the inner folds of the
+        nested cross-validation).
     seed
         Seed of the folds and estimators.
     n_boot
@@ -101,12 +106,20 @@ def train_model(
         Force (or forbid) the incremental SVM; default by sample count.
     label_source
         What to record as the labels' origin (default the label file's name).
+    outer_folds
+        Outer folds of the nested cross-validation that gives the reported CV metrics
+        (:func:`medpipe.models.nested.nested_cv`; it repeats the whole selection in each
+        outer fold, so training takes about ``outer_folds + 1`` times as long).  0
+        skips it: the reported CV AUC is then the winner's selection score, which is
+        optimistic, and ``model.json`` says ``"cv": {"method": "selection"}``.
 
     Returns
     -------
     dict
-        ``name``, ``version``, ``estimator``, ``cv_auc``, ``metrics`` (out-of-fold,
-        with CIs), ``n_train``.
+        ``name``, ``version``, ``estimator``, ``cv_auc`` (the mean outer-fold AUC of
+        the nested CV), ``cv_method``, ``selection_auc`` (the winner's score on its
+        selection folds), ``metrics`` (pooled outer out-of-fold, with patient-level
+        bootstrap CIs), ``n_train``.
     """
     reg.check_name(name)
     kinds = [est.get_estimator(k).name for k in (
@@ -142,14 +155,9 @@ def train_model(
     x = x[:, finite]
     feature_names = [n for n, keep in zip(names_all, finite, strict=True) if keep]
     folds = est.grouped_folds(y, groups, n_splits=n_splits, seed=seed)
-    results = []
-    for k in kinds:
-        log.info("grid search %s on %d samples x %d features", k, *x.shape)
-        results.append(est.search(k, x, y, groups, folds=folds, random_state=seed, large=large))
-    if estimator == "all" and sum(not r.large for r in results) >= 2:
-        log.info("soft vote of %s on the same folds", ", ".join(r.kind for r in results))
-        results.append(est.ensemble_result(results, x, y, folds=folds, random_state=seed))
-    best = max(results, key=lambda r: r.best_score)
+    vote = estimator == "all"
+    best, results = nested.select(kinds, x, y, groups, folds=folds, random_state=seed,
+                                  large=large, vote=vote)
     model = est.fit_final(best, x, y, random_state=seed)
     oof = best.oof
     if oof is None:
@@ -157,7 +165,27 @@ def train_model(
     # the decision threshold is chosen on the training rows' out-of-fold probabilities
     # (Youden's J = max balanced accuracy), never on a held-out split
     threshold = met.youden_threshold(y, oof)
-    cv_metrics = met.binary_metrics(y, oof, threshold=threshold, n_boot=n_boot, seed=seed)
+    selection_metrics = met.binary_metrics(y, oof, threshold=threshold, n_boot=n_boot,
+                                           seed=seed, groups=groups)
+    cv_info: dict[str, Any] = {"grouped_by": "patient", "stratified": True, "seed": seed}
+    if outer_folds >= 2:
+        nres = nested.nested_cv(kinds, x, y, groups, outer_folds=outer_folds,
+                                inner_folds=n_splits, seed=seed, large=large, vote=vote)
+        eval_prob = nres.oof
+        cv_metrics = met.binary_metrics(y, eval_prob, threshold=threshold, n_boot=n_boot,
+                                        seed=seed, groups=groups)
+        cv_auc = nres.mean_auc
+        cv_info.update(method="nested", outer_folds=nres.outer_folds,
+                       inner_folds=nres.inner_folds, n_splits=len(folds),
+                       outer=[f.summary() for f in nres.folds])
+    else:  # no outer loop: the selection score, named as such (optimistic)
+        eval_prob, cv_metrics, cv_auc = oof, selection_metrics, best.best_score
+        cv_info.update(method="selection", outer_folds=0, inner_folds=len(folds),
+                       n_splits=len(folds))
+    cv_info["auc"] = {"value": cv_auc, "ci_low": cv_metrics["auc"]["ci_low"],
+                      "ci_high": cv_metrics["auc"]["ci_high"],
+                      "ci": "cluster (patient) bootstrap of the pooled out-of-fold AUC"}
+    cv_info["selection_auc"] = best.best_score
     attrs = table.attrs
     source = str(attrs.get("source", "images"))
     meta = {
@@ -170,10 +198,12 @@ def train_model(
                      "candidates": r.candidates}
             for r in results
         },
-        "cv": {"n_splits": len(folds), "grouped_by": "patient", "stratified": True,
-               "seed": seed},
-        "metrics": {"cv": cv_metrics},
-        "confusion": {"cv": met.confusion(y, oof, threshold=threshold)},
+        "cv": cv_info,
+        "selection_auc": best.best_score,
+        "metrics": {"cv": cv_metrics, "selection": selection_metrics},
+        "calibration": {"cv": calibration_summary(y, eval_prob)},
+        "confusion": {"cv": met.confusion(y, eval_prob, threshold=threshold),
+                      "selection": met.confusion(y, oof, threshold=threshold)},
         "feature_names": feature_names,
         "features_group": features,
         "feature_config_hash": attrs.get("config_hash"),
@@ -193,15 +223,22 @@ def train_model(
         },
         "libraries": library_versions(),
     }
+    cv_title = "nested CV" if outer_folds >= 2 else "selection CV"
     version = reg.save_model(
         store, name, model, meta,
-        files={"roc_cv.png": met.roc_png(y, oof, title=f"{name}: cross-validation ROC")},
+        files={
+            "roc_cv.png": met.roc_png(y, eval_prob, title=f"{name}: {cv_title} ROC"),
+            "calibration_cv.png": reliability_png(
+                y, eval_prob, title=f"{name}: {cv_title} calibration"),
+        },
     )
     return {
         "name": name,
         "version": version,
         "estimator": best.kind,
-        "cv_auc": best.best_score,
+        "cv_auc": cv_auc,
+        "cv_method": cv_info["method"],
+        "selection_auc": best.best_score,
         "metrics": cv_metrics,
         "n_train": int(len(y)),
         "search": {r.kind: r.best_score for r in results},

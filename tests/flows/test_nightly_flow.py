@@ -45,14 +45,19 @@ def test_nightly_runs_twice_incrementally(tmp_path: Path) -> None:
     assert first.preprocess.skipped is first.features.skipped is None
     assert first.model.note == "no model registered yet (give --labels to train one)"
     page = (Path(out) / first.report).read_text()
-    assert "MR_truncated.dcm" in page and page.count("data:image/png;base64") >= 4
-    assert {"nightly-summary", "nightly-qa-report", "ingest-summary"} <= _artifact_keys()
+    # quarantined files by reason only (no archive path); figures are PNG files beside it
+    assert "MR_truncated.dcm" not in page and page.count(".png'") >= 4
+    assert {"nightly-summary", "nightly-qa", "nightly-qa-report", "ingest-summary"} <= (
+        _artifact_keys()
+    )
 
     second = nightly_flow(NightlyParams(archive=str(archive), store=out, cluster="local:1"))
     assert second.ingest.unchanged == second.ingest.scanned == 5
     assert second.ingest.series_ingested == 0
     assert second.preprocess.done == 0 and second.features.computed == 0
     assert second.features.skipped == "nothing new"  # decided from metadata: no stage ran
+    assert second.report is None  # a night with nothing to do writes no report
+    assert [p.name for p in (Path(out) / "reports").iterdir() if p.is_dir()] == [first.run_id]
 
 
 @pytest.mark.slow
