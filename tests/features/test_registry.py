@@ -170,17 +170,17 @@ def small_store(tmp_path_factory: pytest.TempPathFactory) -> str:
 def test_features_flow_computes_a_family_registered_here(
     prefect_api: None, small_store: str, toy_family: Family
 ) -> None:
-    from flows.features import features_flow
+    from flows.features import FeatureParams, features_flow
 
     cfg = FeatureConfig(families=("firstorder", TOY), bin_count=100)
-    result = features_flow(store=small_store, config=cfg, cluster="local:2")
-    assert result["computed"] == 2
-    table = xr.open_zarr(f"{small_store}/{result['group']}", consolidated=False).load()
+    result = features_flow(FeatureParams(store=small_store, config=cfg, cluster="local:2"))
+    assert result.computed == 2
+    table = xr.open_zarr(f"{small_store}/{result.group}", consolidated=False).load()
     assert list(table["feature"].values) == cfg.feature_names()
     names = list(table["feature"].values)
     for sample in table["sample"].values:
         key = str(table["series"].sel(sample=sample).values)
-        image = _store.open_image(small_store, f"images/{key}")
+        image = _store.open_image(small_store, _store.layout.image(key))
         ref = compute_features(
             image.values, None, spacing=image.attrs["spacing"], config=cfg
         )
