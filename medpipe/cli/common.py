@@ -25,6 +25,9 @@ __all__ = [
     "load_stage_config",
     "print_summary",
     "print_nightly",
+    "print_listing",
+    "JsonOpt",
+    "TsvOpt",
     "ClusterOpt",
     "DemoSecretOpt",
     "ConfigOpt",
@@ -138,3 +141,62 @@ def print_nightly(result: Any) -> None:
     print_summary(result.ingest)
     for stage, secs in result.stages.items():
         console.print(f"  {stage:<11} {secs:6.1f} s")
+
+
+JsonOpt = Annotated[
+    bool, typer.Option("--json", help="Print one JSON document (a list of objects) for scripts.")
+]
+TsvOpt = Annotated[
+    bool, typer.Option("--tsv", help="Print tab-separated rows with a header, for scripts.")
+]
+
+
+def print_listing(
+    title: str,
+    columns: list[str],
+    rows: list[list[Any]],
+    as_json: bool = False,
+    as_tsv: bool = False,
+) -> None:
+    """Print a listing as a table that folds long cells, as JSON, or as TSV.
+
+    Parameters
+    ----------
+    title : str
+        Table title (table format only).
+    columns : list of str
+        Column names; the JSON objects' keys and the TSV header.
+    rows : list of list
+        One list of cell values per row, in ``columns`` order.
+    as_json : bool
+        Print one JSON document: a list of objects keyed by ``columns``.
+    as_tsv : bool
+        Print a header and tab-separated rows (tabs and newlines in cells become spaces).
+
+    Raises
+    ------
+    typer.BadParameter
+        If both ``as_json`` and ``as_tsv`` are set.
+    """
+    import json
+
+    if as_json and as_tsv:
+        raise typer.BadParameter("--json and --tsv are exclusive")
+    if as_json:
+        typer.echo(json.dumps([dict(zip(columns, r, strict=True)) for r in rows], default=str))
+        return
+    if as_tsv:
+
+        def cell(v: Any) -> str:
+            return "" if v is None else str(v).replace("\t", " ").replace("\n", " ")
+
+        typer.echo("\t".join(columns))
+        for r in rows:
+            typer.echo("\t".join(cell(v) for v in r))
+        return
+    table = Table(title=title)
+    for col in columns:
+        table.add_column(col, overflow="fold", no_wrap=False)
+    for r in rows:
+        table.add_row(*("" if v is None else str(v) for v in r))
+    console.print(table)

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
 from medpipe.cli.common import (
     ClusterOpt,
     DemoSecretOpt,
+    JsonOpt,
+    TsvOpt,
     check_secret,
     console,
+    print_listing,
     print_summary,
     run_flow,
 )
@@ -39,7 +40,11 @@ def ingest(
     console.print(f"quarantined files: [bold]medpipe quarantine {store}[/]")
 
 
-def info(store: Annotated[str, typer.Argument(help="Store path or URL.")]) -> None:
+def info(
+    store: Annotated[str, typer.Argument(help="Store path or URL.")],
+    as_json: JsonOpt = False,
+    as_tsv: TsvOpt = False,
+) -> None:
     """List the series in STORE with modality, shape, spacing, labels and status."""
     from medpipe import catalog
     from medpipe import store as st
@@ -50,40 +55,35 @@ def info(store: Annotated[str, typer.Argument(help="Store path or URL.")]) -> No
     if not cat.empty:
         for key, rows in cat.dropna(subset=["series"]).groupby("series"):
             status[key] = ",".join(sorted(set(rows["status"])))
-    table = Table(title=f"{store}: images")
-    for col in ("series", "modality", "shape", "spacing (mm)", "labels", "status"):
-        table.add_column(col)
+    rows = []
     for path in st.list_groups(store, IMAGES):
         attrs = st.read_attrs(store, path).get("medpipe", {})
         key = path.rsplit("/", 1)[-1]
         spacing = "×".join(f"{s:.3g}" for s in attrs.get("spacing", []))
-        table.add_row(
-            key,
-            str(attrs.get("modality")),
-            "×".join(map(str, attrs.get("shape", []))),
-            spacing,
-            ",".join(attrs.get("labels", [])),
-            status.get(key, "ingested"),
+        rows.append(
+            [
+                key,
+                str(attrs.get("modality")),
+                "×".join(map(str, attrs.get("shape", []))),
+                spacing,
+                ",".join(attrs.get("labels", [])),
+                status.get(key, "ingested"),
+            ]
         )
-    console.print(table)
+    cols = ["series", "modality", "shape", "spacing (mm)", "labels", "status"]
+    print_listing(f"{store}: images", cols, rows, as_json, as_tsv)
 
 
 def quarantine(
     store: Annotated[str, typer.Argument(help="Store path or URL.")],
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines.")] = False,
+    as_json: JsonOpt = False,
+    as_tsv: TsvOpt = False,
 ) -> None:
     """List the quarantined files of STORE with their reasons."""
     from medpipe import catalog
 
     cat = catalog.current(store)
     bad = cat[cat["status"] == "quarantined"] if not cat.empty else cat
-    if as_json:
-        for rec in bad[["path", "reason", "run_id"]].to_dict("records"):
-            typer.echo(json.dumps(rec))
-        return
-    table = Table(title=f"{store}: {len(bad)} quarantined files")
-    table.add_column("path")
-    table.add_column("reason")
-    for rec in bad.to_dict("records"):
-        table.add_row(rec["path"], rec["reason"])
-    console.print(table)
+    cols = ["path", "reason", "run_id"]
+    rows = [[rec.get(c) for c in cols] for rec in bad.to_dict("records")]
+    print_listing(f"{store}: {len(bad)} quarantined files", cols, rows, as_json, as_tsv)

@@ -11,11 +11,14 @@ import typer
 
 from medpipe.cli.common import (
     ClusterOpt,
+    JsonOpt,
     ModelOpt,
     StoreArg,
+    TsvOpt,
     console,
     fail,
     load_stage_config,
+    print_listing,
     run_flow,
 )
 
@@ -201,31 +204,31 @@ def score(
     """Score every sample that has features and no score yet for that model version."""
     from flows.score import ScoreParams, score_flow
 
-    params = ScoreParams(store=store, model=model, features=features, limit=limit,
-                         cluster=cluster)
+    params = ScoreParams(store=store, model=model, features=features, limit=limit, cluster=cluster)
     out = run_flow(score_flow, params)
     console.print(f"scored {out.scored} new samples; {out.total} in {store}/{out.group}")
 
 
 @models_app.command("list")
-def models_list(store: StoreArg) -> None:
+def models_list(store: StoreArg, as_json: JsonOpt = False, as_tsv: TsvOpt = False) -> None:
     """List the registered models with their estimator and metrics."""
-    from rich.table import Table
-
     from medpipe.models.registry import list_models
 
-    table = Table(title=f"{store}: models")
-    for col in ("model", "estimator", "created", "n train", "CV AUC", "features"):
-        table.add_column(col)
+    rows = []
     for m in list_models(store):
         auc = m.get("metrics", {}).get("cv", {}).get("auc", {})
-        table.add_row(
-            f"{m['name']}:{m['version']}", m.get("estimator", ""), m.get("created_at", ""),
-            str(m.get("labels", {}).get("n_train", "")),
-            f"{auc.get('value', float('nan')):.3f}" if auc else "",
-            m.get("features_group", ""),
+        rows.append(
+            [
+                f"{m['name']}:{m['version']}",
+                m.get("estimator", ""),
+                m.get("created_at", ""),
+                str(m.get("labels", {}).get("n_train", "")),
+                f"{auc.get('value', float('nan')):.3f}" if auc else "",
+                m.get("features_group", ""),
+            ]
         )
-    console.print(table)
+    cols = ["model", "estimator", "created", "n train", "CV AUC", "features"]
+    print_listing(f"{store}: models", cols, rows, as_json, as_tsv)
 
 
 @models_app.command("show")
@@ -247,13 +250,19 @@ def models_show(
         typer.echo(json.dumps(meta, indent=2))
         return
     c = console
-    c.print(f"[bold]{meta['name']}:{meta['version']}[/]  {meta['estimator']} "
-            f"{meta.get('best_params')}  created {meta['created_at']}")
-    c.print(f"features: {meta['features_group']} (config {meta['feature_config_hash']}, "
-            f"{len(meta['feature_names'])} features, source {meta['source']})")
+    c.print(
+        f"[bold]{meta['name']}:{meta['version']}[/]  {meta['estimator']} "
+        f"{meta.get('best_params')}  created {meta['created_at']}"
+    )
+    c.print(
+        f"features: {meta['features_group']} (config {meta['feature_config_hash']}, "
+        f"{len(meta['feature_names'])} features, source {meta['source']})"
+    )
     lb = meta["labels"]
-    c.print(f"labels: {lb['source']} -> {lb['path']} (by {lb['key']}; {lb['n_train']} train, "
-            f"{lb['n_positive']} positive, {lb['n_patients']} patients)")
+    c.print(
+        f"labels: {lb['source']} -> {lb['path']} (by {lb['key']}; {lb['n_train']} train, "
+        f"{lb['n_positive']} positive, {lb['n_patients']} patients)"
+    )
     c.print(f"catalog snapshot: {meta['catalog_hash']}")
     for split, metrics in meta.get("metrics", {}).items():
         c.print(f"{split}:")
