@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -163,9 +164,25 @@ def test_tampered_model_is_refused(tmp_path: Path) -> None:
     version = reg.save_model(store, "m", model, {"feature_names": ["a"]})
     path = tmp_path / "s.zarr" / reg.model_path("m", version) / "pipeline.skops"
 
-    # 1. the file swapped for one that would call os.system on load/predict
+    meta_path = path.with_name("model.json")
+
+    def rewrite(blob: bytes, *, with_checksum: bool) -> None:
+        """Replace the model file; an attacker who can also rewrite model.json fixes its sha."""
+        path.write_bytes(blob)
+        if with_checksum:
+            meta = json.loads(meta_path.read_text())
+            meta["sha256"] = hashlib.sha256(blob).hexdigest()
+            meta_path.write_text(json.dumps(meta))
+
+    # 0. any change to the file alone: the SHA-256 in model.json no longer matches
     evil = Pipeline([("run", FunctionTransformer(os.system))])
-    path.write_bytes(sio.dumps(evil))
+    rewrite(sio.dumps(evil), with_checksum=False)
+    with pytest.raises(ModelError, match="SHA-256") as info:
+        reg.load_model(store, "m", version)
+    assert not isinstance(info.value, UntrustedModelError)
+
+    # 1. the file swapped for one that would call os.system on load/predict (checksum too)
+    rewrite(sio.dumps(evil), with_checksum=True)
     with pytest.raises(UntrustedModelError, match="os.system|posix.system"):
         reg.load_model(store, "m", version)
 
@@ -180,7 +197,7 @@ def test_tampered_model_is_refused(tmp_path: Path) -> None:
                 blob = blob.replace(b'"sklearn.svm._classes"', b'"subprocess"').replace(
                     b'"LinearSVC"', b'"Popen"')
             dst.writestr(item, blob)
-    path.write_bytes(buf.getvalue())
+    rewrite(buf.getvalue(), with_checksum=True)
     with pytest.raises(UntrustedModelError, match="subprocess.Popen"):
         reg.load_model(store, "m", version)
     # a caller may catch it as a ValueError too
