@@ -34,6 +34,8 @@ def test_breastmnist_beats_raw_pixel_logistic_regression(shared_data: Path,
     ev = evaluate_model(store, model="breast", split="val", n_boot=500)
     assert ev["n"] == 78
     # published: logistic regression on raw pixels ~0.79 test AUC, ResNet-18 0.901;
-    # these features and classifier reached 0.882 on val here (patient-grouped CV 0.847)
-    assert out["cv_auc"] > 0.82
+    # these features and classifier reached 0.882 on val here.  cv_auc is the nested
+    # (outer-fold) estimate that selection never saw: 0.816 here, where the selection score
+    # on the same folds it chose by was 0.847; it must still beat raw-pixel regression
+    assert out["cv_auc"] > 0.79
     assert ev["metrics"]["auc"]["value"] > 0.85, ev["lines"]
