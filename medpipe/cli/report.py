@@ -56,4 +56,4 @@ def report(
             console.print(f"  {d.feature}  PSI {d.psi:.3f}  KS {d.ks:.3f} (p {d.ks_pvalue:.2g})")
     else:
         console.print("no drift check: no new samples with features, or no training set")
-    console.print(f"QA report: {report_url(store, path)}")
+    console.print(f"QA report: {report_url(store, path)}", soft_wrap=True)  # one line: a URL
