@@ -36,12 +36,14 @@ def check_compatible(meta: dict[str, Any], table: xr.Dataset) -> None:
     Raises
     ------
     ModelMismatchError
-        Different feature-config hash, or feature names the model needs are missing.
+        Different feature-config hash, or feature names the model needs are missing.  A
+        model from before the 16-digit hash matches a table of the same config by its old
+        12-digit hash (:meth:`~medpipe.features.FeatureConfig.legacy_hash`).
     """
     ref = f"{meta.get('name')}:{meta.get('version')}"
     have = table.attrs.get("config_hash")
     want = meta.get("feature_config_hash")
-    if want is not None and have != want:
+    if want is not None and have != want and not _legacy_match(want, table):
         raise ModelMismatchError(
             f"model {ref} was trained on features with config {want} "
             f"({meta.get('features_group')}), but these features have config {have}; "
@@ -53,6 +55,16 @@ def check_compatible(meta: dict[str, Any], table: xr.Dataset) -> None:
         raise ModelMismatchError(
             f"model {ref} needs {len(missing)} feature(s) this table lacks, e.g. {missing[:3]}"
         )
+
+
+def _legacy_match(want: str, table: xr.Dataset) -> bool:
+    """A model trained before the 16-digit config hash: its 12-digit hash of the same config."""
+    from medpipe.features import FeatureConfig
+
+    config = table.attrs.get("config")
+    if len(want) != 12 or not config:
+        return False
+    return FeatureConfig.model_validate_json(config).legacy_hash() == want
 
 
 def patient_groups(table: xr.Dataset) -> np.ndarray:
