@@ -9,9 +9,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from flows._runner import WRITE_LOCK, dask_runner, log_dashboard, on_cluster
 from medpipe.catalog import new_run_id
-from medpipe.errors import UnsupportedSourceError
 from medpipe.preprocess import PreprocessConfig
-from medpipe.preprocess.apply import pending_series, preprocess_series, preprocessed_group
+from medpipe.preprocess.apply import pending_series, preprocessed_group
+from medpipe.preprocess.apply import preprocess_batch as preprocess_series_batch
 from medpipe.progress import progress_bar
 from medpipe.results import PreprocessBatch, PreprocessResult
 from medpipe.store import store_lock
@@ -43,14 +43,8 @@ class PreprocessParams(BaseModel):
 @task(name="preprocess-series", retries=1)
 def preprocess_batch(store: str, keys: list[str], config: PreprocessConfig) -> PreprocessBatch:
     """Preprocess a batch of series; unsupported ones are listed with their reason."""
-    written: dict[str, str] = {}
-    unsupported: dict[str, str] = {}
     with on_cluster():
-        for key in keys:
-            try:
-                written[key] = preprocess_series(store, key, config=config)
-            except UnsupportedSourceError as err:
-                unsupported[key] = err.reason
+        written, unsupported = preprocess_series_batch(store, keys, config=config)
     return PreprocessBatch(written=written, unsupported=unsupported)
 
 

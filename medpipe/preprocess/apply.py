@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import xarray as xr
@@ -133,3 +134,36 @@ def preprocess_series(
     }
     path = layout.preprocessed_image(config.hash(), key)
     return _store.write_image(out, store=store, path=path, attrs=attrs, labels=labels)
+
+
+def preprocess_batch(
+    store: str, keys: Sequence[str], *, config: PreprocessConfig, source: str = layout.IMAGES
+) -> tuple[dict[str, str], dict[str, str]]:
+    """Preprocess a batch of series; an unsupported one is listed with its reason.
+
+    Parameters
+    ----------
+    store
+        Store URL or path.
+    keys
+        Series keys of ``source``.
+    config
+        The preprocessing config.
+    source
+        ``images`` (as ingested).
+
+    Returns
+    -------
+    written : dict
+        Series key → store path of its preprocessed image.
+    unsupported : dict
+        Series key → why it was not preprocessed (e.g. not a grey-level z,y,x volume).
+    """
+    written: dict[str, str] = {}
+    unsupported: dict[str, str] = {}
+    for key in keys:
+        try:
+            written[key] = preprocess_series(store, key, config=config, source=source)
+        except UnsupportedSourceError as err:
+            unsupported[key] = err.reason
+    return written, unsupported
