@@ -15,9 +15,41 @@ from typing import Any
 
 import numpy as np
 
+from medpipe.errors import SourceTooLargeError
 from medpipe.geometry import identity_direction
 
-__all__ = ["Probe", "Series", "identity_direction"]
+__all__ = ["MAX_BYTES", "Probe", "Series", "check_declared_size", "identity_direction"]
+
+#: Every reader refuses a file whose header declares more pixel bytes than this,
+#: before it allocates anything (8 GiB: a 2,000-slice 1024×1024 float32 CT fits).
+MAX_BYTES = 8 << 30
+
+
+def check_declared_size(nbytes: int, rel: str, what: str, *, limit: int = MAX_BYTES) -> None:
+    """Refuse, before any allocation, a file whose header declares too many pixel bytes.
+
+    Parameters
+    ----------
+    nbytes
+        The pixel bytes the header declares (computed from its dimensions, in Python
+        integers, so that 65535³ does not overflow).
+    rel
+        The file's archive-relative path, named in the error.
+    what
+        How the header states it (``"512×512×3000 int16"``), for the reason.
+    limit
+        The refusal threshold.
+
+    Raises
+    ------
+    SourceTooLargeError
+        ``nbytes > limit``; ingest quarantines the file with this one-line reason.
+    """
+    if nbytes > limit:
+        raise SourceTooLargeError(
+            f"header declares {what} = {nbytes} bytes of pixels, over the {limit}-byte limit",
+            path=rel,
+        )
 
 
 @dataclass

@@ -32,10 +32,9 @@ import numpy as np
 from medpipe.errors import (
     InvalidSourceError,
     SeriesGeometryError,
-    SourceTooLargeError,
     UnsupportedSourceError,
 )
-from medpipe.io.base import Probe, Series
+from medpipe.io.base import Probe, Series, check_declared_size
 from medpipe.io.nifti_names import _mask_name, _stem, mask_image_of
 from medpipe.io.registry import register_reader
 
@@ -57,8 +56,6 @@ _MODALITY_TOKENS = (
     ("DWI", "MR"),
     ("BOLD", "MR"),
 )
-#: Refuse to decode images whose header declares more than this many bytes.
-MAX_BYTES = 8 * 1024**3
 
 
 def _load(path: Path, rel: str) -> nib.Nifti1Image | nib.Nifti2Image:
@@ -86,8 +83,8 @@ def _expected_bytes(img: nib.Nifti1Image) -> int:
 def _check_size(path: Path, img: nib.Nifti1Image, rel: str) -> None:
     """Detect truncation cheaply: file size (``.nii``) or the gzip ISIZE trailer."""
     need = _expected_bytes(img)
-    if need - _offset(img) > MAX_BYTES:
-        raise SourceTooLargeError(f"header declares {need} bytes of voxels", path=rel)
+    shape = "×".join(str(int(n)) for n in img.shape)
+    check_declared_size(need - _offset(img), rel, f"{shape} {img.header.get_data_dtype()}")
     size = path.stat().st_size
     if not path.name.lower().endswith(".gz"):
         if size < need:

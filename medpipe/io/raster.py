@@ -25,14 +25,13 @@ import tifffile
 from PIL import Image, UnidentifiedImageError
 
 from medpipe.errors import InvalidSourceError, SourceTooLargeError, UnsupportedSourceError
-from medpipe.io.base import Probe, Series
+from medpipe.io.base import MAX_BYTES, Probe, Series, check_declared_size
 from medpipe.io.registry import register_reader
 
 __all__ = ["probe_raster", "read_raster", "MAX_BYTES"]
 
 _TIFF = (".tif", ".tiff")
 #: Refuse to decode images larger than this (bytes of decoded pixels).
-MAX_BYTES = 8 * 1024**3
 _UNIT_MM = {
     "m": 1000.0,
     "meter": 1000.0,
@@ -75,6 +74,8 @@ def probe_raster(root: Path, rel: str) -> Probe:
     ------
     InvalidSourceError
         Not a readable image of that format.
+    SourceTooLargeError
+        A PNG/JPEG header past Pillow's decompression-bomb limit.
     """
     path = Path(root) / rel
     if _is_tiff(rel):
@@ -99,6 +100,8 @@ def probe_raster(root: Path, rel: str) -> Probe:
         with Image.open(path) as im:
             detail = {"format": im.format, "shape": [im.height, im.width], "mode": im.mode}
             im.verify()  # checks the PNG chunk CRCs without decoding
+    except Image.DecompressionBombError as exc:
+        raise SourceTooLargeError(f"header declares too many pixels ({exc})", path=rel) from exc
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise InvalidSourceError(f"not a readable image ({exc})", path=rel) from exc
     return Probe(path=rel, kind="raster", group=rel, detail=detail)
@@ -152,8 +155,7 @@ def _read_tiff(root: Path, rel: str) -> Series:
                 raise InvalidSourceError("TIFF without image data", path=rel)
             s = tif.series[0]
             nbytes = int(np.prod(s.shape, dtype=np.int64)) * np.dtype(s.dtype).itemsize
-            if nbytes > MAX_BYTES:
-                raise SourceTooLargeError(f"{nbytes} bytes of pixels", path=rel)
+            check_declared_size(nbytes, rel, f"{'×'.join(map(str, s.shape))} {s.dtype}")
             data = s.asarray()
             axes_in = s.axes
             spacing_yx, spacing_z, source = _tiff_spacing(tif)
@@ -264,8 +266,7 @@ def _read_pil(root: Path, rel: str) -> Series:
     try:
         with Image.open(path) as im:
             fmt = im.format
-            if im.width * im.height * 4 > MAX_BYTES:
-                raise SourceTooLargeError(f"{im.width}×{im.height} pixels", path=rel)
+            check_declared_size(im.width * im.height * 4, rel, f"{im.width}×{im.height} RGBA")
             dpi = im.info.get("dpi")
             mode = im.mode
             if mode == "P":
@@ -277,6 +278,8 @@ def _read_pil(root: Path, rel: str) -> Series:
             arr = np.asarray(im)
     except SourceTooLargeError:
         raise
+    except Image.DecompressionBombError as exc:  # Pillow's own pixel-count guard, first
+        raise SourceTooLargeError(f"header declares too many pixels ({exc})", path=rel) from exc
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise InvalidSourceError(f"not a readable image ({exc})", path=rel) from exc
     if arr.ndim == 2:
