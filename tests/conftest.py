@@ -9,6 +9,10 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
+# flows under test start Prefect's embedded server; its 20 s default start-up wait is
+# too short on 2 busy cores (as in CI), and a timeout there is not what a test tests
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+
 
 def shared_data_dir() -> Path:
     """``../shared/data`` beside the checkout, or ``$MEDPIPE_SHARED_DATA``."""

@@ -75,6 +75,8 @@ def prefect_defaults() -> None:
     """Quiet, offline-friendly Prefect defaults for command-line runs (overridable)."""
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
+    # the embedded server's 20 s default start-up wait times out on a busy 2-core laptop
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
     os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")  # dask's own INFO chatter
     # dask-ml's searches set the deprecated 'fuse_ave_width' key: one FutureWarning per fit
     quiet = "ignore::FutureWarning:dask.config"
