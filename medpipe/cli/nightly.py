@@ -112,6 +112,11 @@ def demo(
             console.print(f"  {line}")
     elif model.note:
         console.print(f"model: {model.note}")
+    evaluation = model.trained.evaluation if model.trained else None
+    if evaluation:
+        console.print(f"held-out {evaluation.split} (n={evaluation.n}, never used for selection):")
+        for line in evaluation.lines:
+            console.print(f"  {line}")
     console.print(
         f"\n[bold]store[/]: {store}\n"
         f"[bold]QA report[/]: {store}/{result.report or '(nothing changed, none written)'}\n"
