@@ -258,3 +258,58 @@ def test_lazy_extract_matches_direct_features() -> None:
     ref = {**glszm_features(lv), **gldzm_features(lv)}
     np.testing.assert_allclose(got, [ref[n] for n in cfg.feature_names()], rtol=1e-12)
     assert np.isfinite(got).all()
+
+
+#: pyradiomics's GLSZM → medpipe (same definitions; pyradiomics's GLSZM is IBSI's "3D")
+PYRADIOMICS_GLSZM = {
+    "SmallAreaEmphasis": "sze",
+    "LargeAreaEmphasis": "lze",
+    "LowGrayLevelZoneEmphasis": "lgze",
+    "HighGrayLevelZoneEmphasis": "hgze",
+    "SmallAreaLowGrayLevelEmphasis": "szlge",
+    "SmallAreaHighGrayLevelEmphasis": "szhge",
+    "LargeAreaLowGrayLevelEmphasis": "lzlge",
+    "LargeAreaHighGrayLevelEmphasis": "lzhge",
+    "GrayLevelNonUniformity": "glnu",
+    "GrayLevelNonUniformityNormalized": "glnu_norm",
+    "SizeZoneNonUniformity": "zsnu",
+    "SizeZoneNonUniformityNormalized": "zsnu_norm",
+    "ZonePercentage": "z_perc",
+    "GrayLevelVariance": "gl_var",
+    "ZoneVariance": "zs_var",
+    "ZoneEntropy": "zs_entr",
+}
+
+
+@pytest.mark.parametrize("case", ["brain1", "brain2", "breast1"])
+def test_pyradiomics_baseline(shared_data, case: str) -> None:
+    """Secondary check on real MR/CT cases: pyradiomics's published GLSZM baseline (bin
+    width 25 from ``floor(min / 25) * 25``, as in ``test_pyradiomics_baseline.py``)."""
+    import ast
+    import csv
+    import math
+
+    nrrd = pytest.importorskip("nrrd", reason="pynrrd (dev extra) reads the NRRD test cases")
+    root = shared_data / "reference" / "pyradiomics" / "data"
+    path = root / "baseline" / "baseline_glszm.csv"
+    if not path.is_file():
+        pytest.skip(f"pyradiomics baseline not found: {path}")
+    with open(path, newline="", encoding="utf-8") as fh:
+        table = {r["featureName"]: r[case] for r in csv.DictReader(fh)}
+    settings = ast.literal_eval(table["diagnostics_Configuration_Settings"])
+    assert settings["binWidth"] == 25 and settings["resegmentRange"] is None
+    assert settings["resampledPixelSpacing"] is None and not settings["force2D"]
+    img, _ = nrrd.read(str(root / f"{case}_image.nrrd"))
+    lab, _ = nrrd.read(str(root / f"{case}_label.nrrd"))
+    image = np.transpose(img, (2, 1, 0)).astype(np.float64)
+    mask = np.transpose(lab, (2, 1, 0)) == 1
+    lo = math.floor(float(image[mask].min()) / 25) * 25
+    got = glszm_features(
+        discretise_image(image, mask, bin_width=25, min_value=lo), aggregations=("3d",)
+    )
+    bad = {}
+    for pname, name in PYRADIOMICS_GLSZM.items():
+        ref = float(table[f"original_glszm_{pname}"])
+        if not np.isclose(got[f"glszm_{name}_3d"], ref, rtol=1e-6, atol=1e-12):
+            bad[pname] = (ref, got[f"glszm_{name}_3d"])
+    assert not bad, bad
