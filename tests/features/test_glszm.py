@@ -313,3 +313,25 @@ def test_pyradiomics_baseline(shared_data, case: str) -> None:
         if not np.isclose(got[f"glszm_{name}_3d"], ref, rtol=1e-6, atol=1e-12):
             bad[pname] = (ref, got[f"glszm_{name}_3d"])
     assert not bad, bad
+
+
+def test_feature_stack_with_huge_keys() -> None:
+    """Levels too large for one int64 key per cell take the slower exact path: the
+    features of counts alone (non-uniformities, entropy, size emphasis) are unchanged."""
+    from medpipe.features.zones import FORMULAS, zone_feature_stack
+
+    rng = np.random.default_rng(8)
+    level = rng.integers(1, 4, size=200)
+    value = rng.integers(1, 6, size=200)
+    group = rng.integers(0, 3, size=200)
+    nv = np.array([500, 400, 300])
+    small = zone_feature_stack(level, value, group, n_groups=3, n_voxels=nv)
+    huge = zone_feature_stack(np.array([0, 1, 2**40, 2**41])[level], value, group,
+                              n_groups=3, n_voxels=nv)
+    for f in ("se", "le", "glnu", "glnu_norm", "nu", "nu_norm", "z_perc", "var", "entr"):
+        np.testing.assert_allclose(huge[f], small[f], rtol=1e-12, err_msg=f)
+    for agg in (0, 1, 2):  # and the fast path against the matrix formulas
+        m = np.zeros((3, 5))
+        np.add.at(m, (level[group == agg] - 1, value[group == agg] - 1), 1)
+        got = [small[f][agg] for f in FORMULAS]
+        np.testing.assert_allclose(got, reference_features(m, nv[agg]), rtol=1e-12)
