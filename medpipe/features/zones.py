@@ -204,7 +204,10 @@ def find_zones(
     zslice = pos[first[1:]] // (lv.shape[1] * lv.shape[2]) if n else np.zeros(0, np.int64)
     dist = None
     if distance is not None:
-        dmap = _as_3d(np.asarray(distance)).ravel()
+        d3 = _as_3d(np.asarray(distance))
+        if d3.shape != lv.shape:
+            raise ValueError(f"distance map shape {d3.shape} differs from levels {lv.shape}")
+        dmap = d3.ravel()
         d = np.full(n + 1, np.iinfo(np.int64).max, dtype=np.int64)
         np.minimum.at(d, zl, dmap[pos].astype(np.int64))
         dist = d[1:]
