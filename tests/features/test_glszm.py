@@ -281,10 +281,13 @@ PYRADIOMICS_GLSZM = {
 }
 
 
+@pytest.mark.parametrize("column", ["", "_2d"])
 @pytest.mark.parametrize("case", ["brain1", "brain2", "breast1"])
-def test_pyradiomics_baseline(shared_data, case: str) -> None:
+def test_pyradiomics_baseline(shared_data, case: str, column: str) -> None:
     """Secondary check on real MR/CT cases: pyradiomics's published GLSZM baseline (bin
-    width 25 from ``floor(min / 25) * 25``, as in ``test_pyradiomics_baseline.py``)."""
+    width 25 from ``floor(min / 25) * 25``, as in ``test_pyradiomics_baseline.py``).
+    pyradiomics's 3-D GLSZM is IBSI's 3D; its ``force2D`` one (slices along z, their
+    matrices summed: the ``_2d`` columns) is IBSI's 2.5D."""
     import ast
     import csv
     import math
@@ -295,23 +298,25 @@ def test_pyradiomics_baseline(shared_data, case: str) -> None:
     if not path.is_file():
         pytest.skip(f"pyradiomics baseline not found: {path}")
     with open(path, newline="", encoding="utf-8") as fh:
-        table = {r["featureName"]: r[case] for r in csv.DictReader(fh)}
+        table = {r["featureName"]: r[case + column] for r in csv.DictReader(fh)}
     settings = ast.literal_eval(table["diagnostics_Configuration_Settings"])
-    assert settings["binWidth"] == 25 and settings["resegmentRange"] is None
-    assert settings["resampledPixelSpacing"] is None and not settings["force2D"]
+    assert settings.get("binWidth", 25) == 25 and settings["resegmentRange"] is None
+    assert settings["resampledPixelSpacing"] is None and settings["force2D"] == (column == "_2d")
+    assert settings["force2Ddimension"] == 0  # (z, y, x) arrays: slices along z
+    agg = "2_5d_merged" if column else "3d"
     img, _ = nrrd.read(str(root / f"{case}_image.nrrd"))
     lab, _ = nrrd.read(str(root / f"{case}_label.nrrd"))
     image = np.transpose(img, (2, 1, 0)).astype(np.float64)
     mask = np.transpose(lab, (2, 1, 0)) == 1
     lo = math.floor(float(image[mask].min()) / 25) * 25
     got = glszm_features(
-        discretise_image(image, mask, bin_width=25, min_value=lo), aggregations=("3d",)
+        discretise_image(image, mask, bin_width=25, min_value=lo), aggregations=(agg,)
     )
     bad = {}
     for pname, name in PYRADIOMICS_GLSZM.items():
         ref = float(table[f"original_glszm_{pname}"])
-        if not np.isclose(got[f"glszm_{name}_3d"], ref, rtol=1e-6, atol=1e-12):
-            bad[pname] = (ref, got[f"glszm_{name}_3d"])
+        if not np.isclose(got[f"glszm_{name}_{agg}"], ref, rtol=1e-6, atol=1e-12):
+            bad[pname] = (ref, got[f"glszm_{name}_{agg}"])
     assert not bad, bad
 
 
