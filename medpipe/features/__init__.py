@@ -10,7 +10,9 @@ from medpipe.features.discretise import discretise_fbn, discretise_fbs, discreti
 from medpipe.features.extract import FeatureConfig, compute_features, extract
 from medpipe.features.firstorder import histogram_features, statistics_features
 from medpipe.features.glcm import glcm_features
+from medpipe.features.gldzm import gldzm_features
 from medpipe.features.glrlm import glrlm_features
+from medpipe.features.glszm import glszm_features
 from medpipe.features.keypoints import bovw_histogram, learn_codebook, orb_descriptors
 from medpipe.features.registry import (
     Family,
@@ -36,6 +38,8 @@ __all__ = [
     "extract",
     "glcm_features",
     "glrlm_features",
+    "glszm_features",
+    "gldzm_features",
     "bovw_histogram",
     "learn_codebook",
     "orb_descriptors",

@@ -5,14 +5,34 @@ from __future__ import annotations
 import hashlib
 from typing import Annotated, Any
 
-from pydantic import Field, PrivateAttr, field_validator, model_validator
+from pydantic import (
+    Field,
+    PrivateAttr,
+    SerializerFunctionWrapHandler,
+    ValidationInfo,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from medpipe.config import FrozenConfig
 from medpipe.features import registry
 from medpipe.features.aggregate import AGGREGATIONS
 from medpipe.features.registry import Family
+from medpipe.features.zones import ZONE_AGGREGATIONS
 
 __all__ = ["FeatureConfig"]
+
+#: The aggregation keys of each ``*_aggregations`` field not using :data:`AGGREGATIONS`.
+_AGGREGATION_KEYS: dict[str, dict[str, str]] = {
+    "glszm_aggregations": ZONE_AGGREGATIONS,
+    "gldzm_aggregations": ZONE_AGGREGATIONS,
+}
+
+#: Fields added after feature groups were first named by the config hash: left out of
+#: the dump (so of the hash and the YAML) while at their default, so every earlier
+#: config keeps its hash and its feature group.
+_OMITTED_AT_DEFAULT: tuple[str, ...] = ("glszm_aggregations", "gldzm_aggregations")
 
 
 class FeatureConfig(FrozenConfig):
@@ -36,6 +56,9 @@ class FeatureConfig(FrozenConfig):
     glcm_aggregations: tuple[str, ...] = ("3d_merged", "3d_averaged", "2d_averaged")
     glcm_distance: Annotated[int, Field(ge=1)] = 1
     glrlm_aggregations: tuple[str, ...] = ("3d_merged", "3d_averaged", "2d_averaged")
+    # zones: GLSZM / GLDZM aggregations (keys of medpipe.features.zones.ZONE_AGGREGATIONS)
+    glszm_aggregations: tuple[str, ...] = ("3d", "2d_averaged", "2_5d_merged")
+    gldzm_aggregations: tuple[str, ...] = ("3d", "2d_averaged", "2_5d_merged")
     lbp_points: int = 8
     lbp_radius: float = 1.0
     hsv_bins: int = 8
@@ -58,13 +81,26 @@ class FeatureConfig(FrozenConfig):
             raise ValueError("families must not repeat")
         return v
 
-    @field_validator("glcm_aggregations", "glrlm_aggregations")
+    @field_validator(
+        "glcm_aggregations", "glrlm_aggregations", "glszm_aggregations", "gldzm_aggregations"
+    )
     @classmethod
-    def _known_aggregations(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        unknown = sorted(set(v) - set(AGGREGATIONS))
+    def _known_aggregations(cls, v: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
+        known = _AGGREGATION_KEYS.get(info.field_name or "", AGGREGATIONS)
+        unknown = sorted(set(v) - set(known))
         if unknown:
-            raise ValueError(f"unknown aggregation(s) {unknown}; use {list(AGGREGATIONS)}")
+            raise ValueError(f"unknown aggregation(s) {unknown}; use {list(known)}")
         return v
+
+    @model_serializer(mode="wrap")
+    def _omit_later_defaults(self, handler: SerializerFunctionWrapHandler) -> Any:
+        data = handler(self)
+        if isinstance(data, dict):
+            fields = type(self).model_fields
+            for name in _OMITTED_AT_DEFAULT:
+                if name in data and getattr(self, name) == fields[name].default:
+                    del data[name]
+        return data
 
     @model_validator(mode="before")
     @classmethod

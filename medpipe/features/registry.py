@@ -43,6 +43,8 @@ BUILTIN_MODULES: tuple[str, ...] = (
     "medpipe.features.firstorder",  # firstorder, histogram
     "medpipe.features.glcm",
     "medpipe.features.glrlm",
+    "medpipe.features.glszm",
+    "medpipe.features.gldzm",
     "medpipe.features.shape",  # morphology, regionprops
     "medpipe.features.texture",
     "medpipe.features.colour",

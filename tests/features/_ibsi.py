@@ -17,7 +17,10 @@ import numpy as np
 
 from medpipe.features import FeatureConfig, compute_features
 from medpipe.features.glcm import AGGREGATIONS, FEATURES
+from medpipe.features.gldzm import FEATURES as GLDZM_FEATURES
 from medpipe.features.glrlm import FEATURES as GLRLM_FEATURES
+from medpipe.features.glszm import FEATURES as GLSZM_FEATURES
+from medpipe.features.zones import ZONE_AGGREGATIONS
 
 _STAT = {
     "Mean intensity": "mean",
@@ -148,14 +151,82 @@ _MORPH = {
     "Moran’s I index": "morans_i",
     "Geary’s C measure": "gearys_c",
 }
+# --------------------------------------------------------------------------- zones
+# GLSZM (IBSI 1 section 3.8) and GLDZM (3.9); IBSI's aggregation names are "2D", "2.5D"
+# and "3D" (medpipe.features.zones.ZONE_AGGREGATIONS).
+_GLSZM = dict(
+    zip(
+        (
+            "Small zone emphasis",
+            "Large zone emphasis",
+            "Low grey level zone emphasis",
+            "High grey level zone emphasis",
+            "Small zone low grey level emphasis",
+            "Small zone high grey level emphasis",
+            "Large zone low grey level emphasis",
+            "Large zone high grey level emphasis",
+            "Grey level non-uniformity",
+            "Normalised grey level non-uniformity",
+            "Zone size non-uniformity",
+            "Normalised zone size non-uniformity",
+            "Zone percentage",
+            "Grey level variance",
+            "Zone size variance",
+            "Zone size entropy",
+        ),
+        GLSZM_FEATURES,
+        strict=True,
+    )
+)
+_GLDZM = dict(
+    zip(
+        (
+            "Small distance emphasis",
+            "Large distance emphasis",
+            "Low grey level zone emphasis",
+            "High grey level zone emphasis",
+            "Small distance low grey level emphasis",
+            "Small distance high grey level emphasis",
+            "Large distance low grey level emphasis",
+            "Large distance high grey level emphasis",
+            "Grey level non-uniformity",
+            "Normalised grey level non-uniformity",
+            "Zone distance non-uniformity",
+            "Normalised zone distance non-uniformity",
+            "Zone percentage",
+            "Grey level variance",
+            "Zone distance variance",
+            "Zone distance entropy",
+        ),
+        GLDZM_FEATURES,
+        strict=True,
+    )
+)
+_ZONE_AGG = {v: k for k, v in ZONE_AGGREGATIONS.items()}
+_ZONE_FAMILIES = {
+    "Grey level size zone based features": ("glszm", _GLSZM),
+    "Grey level distance zone based features": ("gldzm", _GLDZM),
+}
+
+
+def _zone_name(family: str, feature: str, aggregation: str) -> str | None:
+    prefix, names = _ZONE_FAMILIES.get(family, ("", {}))
+    if feature in names and aggregation in _ZONE_AGG:
+        return f"{prefix}_{names[feature]}_{_ZONE_AGG[aggregation]}"
+    return None
+
+
+# ------------------------------------------------------------------------- end zones
 _AGG = {v: k for k, v in AGGREGATIONS.items()}
 
 #: The medpipe config that reproduces IBSI's digital phantom setting (no discretisation).
 PHANTOM_CONFIG = FeatureConfig(
-    families=("firstorder", "histogram", "glcm", "glrlm", "morphology"),
+    families=("firstorder", "histogram", "glcm", "glrlm", "morphology", "glszm", "gldzm"),
     bin_count=None,
     glcm_aggregations=tuple(AGGREGATIONS),
     glrlm_aggregations=tuple(AGGREGATIONS),
+    glszm_aggregations=tuple(ZONE_AGGREGATIONS),  # zones
+    gldzm_aggregations=tuple(ZONE_AGGREGATIONS),  # zones
 )
 
 
@@ -171,7 +242,9 @@ class Row:
     @property
     def id(self) -> str:
         agg = f"[{self.aggregation}]" if self.aggregation else ""
-        return f"{self.family.split()[0]}:{self.feature}{agg}".replace(" ", "_")
+        zones = _ZONE_FAMILIES.get(self.family)  # zones: GLSZM/GLDZM share feature names
+        short = zones[0].upper() if zones else self.family.split()[0]
+        return f"{short}:{self.feature}{agg}".replace(" ", "_")
 
 
 def _rounding_tolerance(value: float) -> float:
@@ -192,6 +265,8 @@ def _name(family: str, feature: str, aggregation: str) -> str | None:
         return f"glrlm_{_GLRLM[feature]}_{_AGG[aggregation]}"
     if family == "Morphological features" and feature in _MORPH:
         return f"morph_{_MORPH[feature]}"
+    if family in _ZONE_FAMILIES:  # zones
+        return _zone_name(family, feature, aggregation)
     return None
 
 
