@@ -19,6 +19,7 @@ import numpy as np
 import pydicom
 import pytest
 from pydicom.data import get_testdata_file
+from sklearn.ensemble import RandomForestClassifier
 from typer.testing import CliRunner
 
 from medpipe import ingest
@@ -28,7 +29,12 @@ from medpipe.features import FeatureConfig
 from medpipe.features.dataset import features_group, update_features
 from medpipe.models import registry as reg
 from medpipe.models.domain import domain_problems
-from medpipe.models.estimators import positive_proba
+from medpipe.models.estimators import (
+    Estimator,
+    positive_proba,
+    register_estimator,
+    unregister_estimator,
+)
 from medpipe.models.train import open_scores, score_model, scores_group, train_model
 from medpipe.predict import FOREST, LINEAR, explain, predict
 from medpipe.preprocess import GaussianStep, PreprocessConfig
@@ -37,7 +43,14 @@ from medpipe.sample import build_medmnist_archive, packaged_medmnist
 from medpipe.store import layout, list_groups, read_attrs, tables
 
 SECRET = b"test-secret"
-N_TRAIN = 40
+N_TRAIN = 30
+#: A 25-tree forest (the built-in ``rf`` has 300): the attribution is the same code.
+SMALL_RF = Estimator(
+    "rf-small",
+    classifier=lambda *, large, random_state: RandomForestClassifier(
+        n_estimators=25, n_jobs=1, random_state=random_state),
+    grid=lambda *, large: {"clf__min_samples_leaf": [1, 3]},
+)
 CONFIG = FeatureConfig(families=("firstorder", "histogram", "pixels"), pixels_size=14)
 
 
@@ -67,13 +80,18 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict:
     written, unsupported = preprocess_batch(store, keys, config=pre)
     assert not unsupported and len(written) == N_TRAIN
     smooth = update_features(store, config=CONFIG, source=preprocessed_group(pre))["group"]
-    return {
+    out = {
         "root": root, "archive": archive, "store": store, "pre": pre, "smooth": smooth,
         "files": sorted((archive / "dicom" / "train").glob("*.dcm")),
         "logreg": _train(store, labels, "breast", raw, "logreg"),
-        "rf": _train(store, labels, "breast-rf", raw, "rf"),
         "smoothed": _train(store, labels, "breast-pre", smooth, "logreg"),
     }
+    register_estimator(SMALL_RF)
+    try:
+        out["rf"] = _train(store, labels, "breast-rf", raw, SMALL_RF.name)
+    finally:
+        unregister_estimator(SMALL_RF.name)
+    return out
 
 
 def _score_of(store: str, model: str, series: str) -> tuple[float, int]:

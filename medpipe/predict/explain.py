@@ -124,12 +124,15 @@ def _forest_terms(forest: RandomForestClassifier, z: np.ndarray) -> tuple[np.nda
     pos = list(forest.classes_).index(1) if 1 in forest.classes_ else -1
     contrib = np.zeros(z.shape[0])
     bias = 0.0
-    for tree in forest.estimators_:
+    indicator, offsets = forest.decision_path(z[None, :])  # every tree's path, one call
+    visited = np.sort(indicator.indices)
+    for k, tree in enumerate(forest.estimators_):
         t = tree.tree_
         value = t.value[:, 0, :]
         frac = value[:, pos] / value.sum(axis=1)
         # node ids grow from parent to child, so the sorted path is root -> leaf
-        path = np.sort(tree.decision_path(z[None, :]).indices)
+        lo, hi = offsets[k], offsets[k + 1]
+        path = visited[(visited >= lo) & (visited < hi)] - lo
         bias += frac[path[0]]
         for parent, child in zip(path[:-1], path[1:], strict=True):
             contrib[t.feature[parent]] += frac[child] - frac[parent]
