@@ -196,6 +196,20 @@ def test_refuses_another_modality(trained: dict) -> None:
     assert "y size 64 voxels is outside the training range 28" in msg
 
 
+def test_refuses_a_nifti_volume(trained: dict) -> None:
+    """A NIfTI file goes through the NIfTI reader; a 3D MRI is not what the model saw."""
+    import nibabel as nib
+    from nibabel.testing import data_path
+
+    f = Path(data_path) / "anatomical.nii"
+    nx, ny, nz = nib.load(f).shape  # NIfTI i, j, k -> store x, y, z
+    with pytest.raises(ModelMismatchError) as err:
+        predict(f, model="breast", model_store=trained["store"], secret=SECRET)
+    msg = str(err.value)
+    assert f"a 3D image ({nz} slices): the model was trained on 2D images" in msg
+    assert f"y size {ny} voxels" in msg and f"x size {nx} voxels" in msg
+
+
 def test_refuses_another_geometry(trained: dict, tmp_path: Path) -> None:
     """Real ultrasound images, but 56x56: the model saw 28x28 only."""
     from skimage.transform import resize
@@ -284,6 +298,15 @@ def test_cli_json_on_a_folder_with_kept_store(trained: dict, tmp_path: Path) -> 
     assert tables.has_table(kept, group)
     assert sorted(str(s) for s in tables.open_table(kept, group)["sample"].values) == sorted(
         p["series"] for p in out["predictions"])
+    # no identifier of the export's headers in the output or anywhere in the kept store
+    phi = set()
+    for f in trained["files"][10:13]:
+        ds = pydicom.dcmread(f, stop_before_pixels=True)
+        phi |= {str(ds.PatientName), str(ds.PatientID), str(ds.AccessionNumber),
+                str(ds.InstitutionName), str(ds.SeriesInstanceUID), str(ds.StudyInstanceUID)}
+    phi.discard("")
+    blobs = b"".join(p.read_bytes() for p in Path(kept).rglob("*") if p.is_file())
+    assert not [v for v in phi if v in result.stdout or v.encode() in blobs]
     # again into the same store: the rows are replaced, not duplicated
     assert CliRunner().invoke(app, args).exit_code == 0
     assert tables.open_table(kept, group).sizes["sample"] == 3
