@@ -196,6 +196,21 @@ def test_refuses_another_modality(trained: dict) -> None:
     assert "y size 64 voxels is outside the training range 28" in msg
 
 
+def test_mixed_folder_predicts_the_known_series_and_refuses_the_other(
+        trained: dict, tmp_path: Path) -> None:
+    study = tmp_path / "study"
+    study.mkdir()
+    shutil.copy2(trained["files"][2], study / "us.dcm")
+    shutil.copy2(get_testdata_file("MR_small.dcm"), study / "mr.dcm")
+    res = predict(study, model="breast", model_store=trained["store"], secret=SECRET)
+    (p,) = res.predictions
+    assert p.probability == pytest.approx(
+        _score_of(trained["store"], "breast", p.series)[0], rel=1e-9)
+    (r,) = res.refused
+    assert r.reason.startswith("modality MR: the model was trained on US images only")
+    assert r.what != p.series
+
+
 def test_refuses_a_nifti_volume(trained: dict) -> None:
     """A NIfTI file goes through the NIfTI reader; a 3D MRI is not what the model saw."""
     import nibabel as nib

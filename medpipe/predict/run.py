@@ -164,6 +164,17 @@ class Recipe:
 def recipe(meta: dict[str, Any]) -> Recipe:
     """The stage configs a model was trained with, rebuilt from its ``model.json``.
 
+    Parameters
+    ----------
+    meta
+        The model's ``model.json`` (:func:`medpipe.models.read_model_json`).
+
+    Returns
+    -------
+    Recipe
+        The validated feature and preprocessing configs, the features' source group
+        (``images`` or ``preprocessed/<hash>``) and the training domain.
+
     Raises
     ------
     ModelError
