@@ -12,6 +12,7 @@ import typer
 from medpipe.cli import ingest as _ingest
 from medpipe.cli import models as _models
 from medpipe.cli import nightly as _nightly
+from medpipe.cli import predict as _predict
 from medpipe.cli import report as _report
 from medpipe.cli import stages as _stages
 from medpipe.cli.common import prefect_defaults
@@ -46,7 +47,7 @@ for _command in (
     app.command()(_command)
 app.add_typer(_models.sample_app, name="sample")
 app.add_typer(_models.models_app, name="models")
-for _command in (_models.train, _models.evaluate, _models.score):
+for _command in (_models.train, _models.evaluate, _models.score, _predict.predict):
     app.command()(_command)
 
 if __name__ == "__main__":  # pragma: no cover

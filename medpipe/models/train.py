@@ -35,6 +35,7 @@ from medpipe.models.calibration import calibration_summary, reliability_png
 from medpipe.models.common import catalog_hash, library_versions
 from medpipe.models.common import feature_table as _table
 from medpipe.models.common import strings as _strings
+from medpipe.models.domain import preprocess_record, training_domain
 from medpipe.models.evaluation import check_compatible, evaluate_model
 from medpipe.models.scoring import SCORES, open_scores, score_model, scores_group
 from medpipe.store import layout
@@ -210,6 +211,9 @@ def train_model(
         "feature_config": json.loads(attrs["config"]) if "config" in attrs else None,
         "source": source,
         "preprocessing_hash": layout.preprocessing_hash(source),
+        # what `medpipe predict` needs to rebuild the stages and check a new input
+        "preprocess_config": preprocess_record(store, source, _strings(table["series"])[idx]),
+        "domain": training_domain(store, table.isel(sample=idx), source=source),
         "catalog_hash": catalog_hash(store),
         "labels": {
             "path": labels_path,
