@@ -36,6 +36,26 @@ class FeatureConfig(FrozenConfig):
     glcm_aggregations: tuple[str, ...] = ("3d_merged", "3d_averaged", "2d_averaged")
     glcm_distance: Annotated[int, Field(ge=1)] = 1
     glrlm_aggregations: tuple[str, ...] = ("3d_merged", "3d_averaged", "2d_averaged")
+    # neighbourhood (NGTDM, NGLDM, IVH, local intensity peaks; IBSI 3.10, 3.11, 3.5, 3.2)
+    #: NGTDM/NGLDM aggregations; there is one matrix per slice or volume, so
+    #: 3d_averaged = 3d_merged, 2_5d_directionmerged = 2_5d_merged and
+    #: 2d_slicemerged = 2d_averaged
+    ngtdm_aggregations: tuple[str, ...] = ("3d_merged", "2_5d_merged", "2d_averaged")
+    ngtdm_distance: Annotated[int, Field(ge=1)] = 1
+    ngldm_aggregations: tuple[str, ...] = ("3d_merged", "2_5d_merged", "2d_averaged")
+    ngldm_distance: Annotated[int, Field(ge=1)] = 1
+    ngldm_alpha: Annotated[int, Field(ge=0)] = 0
+    #: IVH discretisation (IBSI: finer than for texture, e.g. 0.1 SUV or 1000 bins); both
+    #: None: the bin_width / bin_count above
+    ivh_bin_width: Annotated[float, Field(gt=0)] | None = None
+    ivh_bin_count: Annotated[int, Field(ge=1)] | None = None
+
+    @model_validator(mode="after")
+    def _one_ivh_discretisation(self) -> FeatureConfig:
+        if self.ivh_bin_width is not None and self.ivh_bin_count is not None:
+            raise ValueError("ivh_bin_width, ivh_bin_count: set one of them, not both")
+        return self
+
     lbp_points: int = 8
     lbp_radius: float = 1.0
     hsv_bins: int = 8
@@ -58,7 +78,9 @@ class FeatureConfig(FrozenConfig):
             raise ValueError("families must not repeat")
         return v
 
-    @field_validator("glcm_aggregations", "glrlm_aggregations")
+    @field_validator(
+        "glcm_aggregations", "glrlm_aggregations", "ngtdm_aggregations", "ngldm_aggregations"
+    )
     @classmethod
     def _known_aggregations(cls, v: tuple[str, ...]) -> tuple[str, ...]:
         unknown = sorted(set(v) - set(AGGREGATIONS))
