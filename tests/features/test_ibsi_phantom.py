@@ -37,6 +37,11 @@ def test_phantom_table(shared_data: Path) -> None:
         "Grey level co-occurrence based features",
         "Grey level run length based features",
         "Morphological features",
+        # neigh
+        "Neighbourhood grey tone difference based features",
+        "Neighbouring grey level dependence based features",
+        "Intensity-volume histogram features",
+        "Local intensity features",
     ):
         passed, failed, missing = summary[family]
         assert failed == 0 and missing == 0 and passed > 0, (family, summary[family])
