@@ -11,6 +11,9 @@ matrices of different slices stack and merge.  The counts come from one shifted
 comparison of the whole level array per neighbour offset (26 in 3-D), never a loop over
 voxels.
 
+pyradiomics's ``gldm`` (``gldm_a`` = α) is this matrix: its values are IBSI's 3D, and with
+``force2D`` IBSI's 2.5D merged; it has no 2D averaging and no dependence count percentage.
+
 Aggregations as for :mod:`medpipe.features.ngtdm`: 3D (``3d_merged`` = ``3d_averaged``),
 2.5D merged (``2_5d_merged`` = ``2_5d_directionmerged``) and 2D averaged
 (``2d_averaged`` = ``2d_slicemerged``).  An empty matrix gives NaN.

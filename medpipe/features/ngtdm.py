@@ -5,7 +5,9 @@ neighbours within Chebyshev distance ``δ`` (``ngtdm_distance``, default 1) that
 the ROI; the centre is not a neighbour.  Neighbours outside the ROI are excluded, and a
 voxel without any neighbour in the ROI has no valid neighbourhood and is left out
 (IBSI's definition; the original one of Amadasun and King demands complete
-neighbourhoods inside the ROI, pyradiomics uses IBSI's rule).  The matrix is the pair
+neighbourhoods inside the ROI).  pyradiomics's ``ngtdm`` follows IBSI's rule: its values are
+IBSI's 3D, and with ``force2D`` IBSI's 2.5D merged (it has no 2D averaging); the test
+checks both against its published baseline.  The matrix is the pair
 ``s_i = Σ_k |i − X̄_k|`` and ``n_i`` (the voxels of level ``i`` with a valid
 neighbourhood), computed for every voxel at once with two ``scipy.ndimage.correlate``
 passes (neighbour sums and neighbour counts over the masked levels).

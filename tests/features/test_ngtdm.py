@@ -1,8 +1,13 @@
-"""NGTDM (IBSI 3.10) against a voxel-by-voxel reference written from the IBSI text."""
+"""NGTDM (IBSI 3.10) against a voxel-by-voxel reference written from the IBSI text, and
+NGTDM/NGLDM against pyradiomics's published baseline (shared data)."""
 
 from __future__ import annotations
 
+import ast
+import csv
 import itertools
+import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -130,3 +135,69 @@ def test_ngtdm_family_empty_roi_is_nan_and_config_checked() -> None:
     assert all(np.isfinite(v) for v in full.values())
     with pytest.raises(ValueError, match="ngtdm_aggregations"):
         FeatureConfig(ngtdm_aggregations=("4d",))
+
+
+# --- secondary check: pyradiomics's published baseline (shared data) ----------------------
+
+#: pyradiomics ngtdm / gldm → medpipe feature; pyradiomics's 3-D matrices are IBSI's 3D, its
+#: ``force2D`` matrices summed over the slices IBSI's 2.5D merged (it has no 2D averaging),
+#: and it has no dependence count percentage (always 1 under IBSI's rule)
+PYRAD = {
+    "ngtdm": {
+        k: f"ngtdm_{k.lower()}"
+        for k in ("Coarseness", "Contrast", "Busyness", "Complexity", "Strength")
+    },
+    "gldm": {
+        "SmallDependenceEmphasis": "ngldm_lde",
+        "LargeDependenceEmphasis": "ngldm_hde",
+        "LowGrayLevelEmphasis": "ngldm_lgce",
+        "HighGrayLevelEmphasis": "ngldm_hgce",
+        "SmallDependenceLowGrayLevelEmphasis": "ngldm_ldlge",
+        "SmallDependenceHighGrayLevelEmphasis": "ngldm_ldhge",
+        "LargeDependenceLowGrayLevelEmphasis": "ngldm_hdlge",
+        "LargeDependenceHighGrayLevelEmphasis": "ngldm_hdhge",
+        "GrayLevelNonUniformity": "ngldm_glnu",
+        "DependenceNonUniformity": "ngldm_dcnu",
+        "DependenceNonUniformityNormalized": "ngldm_dcnu_norm",
+        "GrayLevelVariance": "ngldm_gl_var",
+        "DependenceVariance": "ngldm_dc_var",
+        "DependenceEntropy": "ngldm_dc_entr",
+    },
+}
+
+
+@pytest.mark.parametrize("case", ["brain1", "brain2", "breast1"])
+def test_ngtdm_and_ngldm_match_pyradiomics_baseline(shared_data: Path, case: str) -> None:
+    nrrd = pytest.importorskip("nrrd", reason="pynrrd (dev extra) reads the NRRD test cases")
+    root = shared_data / "reference" / "pyradiomics" / "data"
+    tables = {}
+    for cls in PYRAD:
+        with open(root / "baseline" / f"baseline_{cls}.csv", newline="", encoding="utf-8") as fh:
+            tables[cls] = {r["featureName"]: r for r in csv.DictReader(fh)}
+        for col, force2d in ((case, False), (f"{case}_2d", True)):
+            cfg = ast.literal_eval(tables[cls]["diagnostics_Configuration_Settings"][col])
+            assert cfg["distances"] == [1] and cfg["force2D"] is force2d
+            assert cfg.get("binWidth", 25) == 25 and cfg.get("gldm_a", 0) == 0
+            assert cfg["resampledPixelSpacing"] is None and cfg["resegmentRange"] is None
+    img, hdr = nrrd.read(str(root / f"{case}_image.nrrd"))
+    lab, _ = nrrd.read(str(root / f"{case}_label.nrrd"))
+    image = np.transpose(img, (2, 1, 0)).astype(np.float64)  # NRRD (x, y, z) -> (z, y, x)
+    mask = np.transpose(lab, (2, 1, 0)) == 1
+    spacing = tuple(np.linalg.norm(np.asarray(hdr["space directions"], float), axis=1)[::-1])
+    aggs = ("3d_merged", "2_5d_merged")
+    cfg = FeatureConfig(
+        families=("ngtdm", "ngldm"),
+        bin_width=25,
+        min_value=math.floor(float(image[mask].min()) / 25) * 25,  # pyradiomics's bin edges
+        ngtdm_aggregations=aggs,
+        ngldm_aggregations=aggs,
+    )
+    feats = compute_features(image, mask, spacing=spacing, config=cfg)
+    bad = {}
+    for cls, names in PYRAD.items():
+        for pname, mname in names.items():
+            for col, agg in ((case, "3d_merged"), (f"{case}_2d", "2_5d_merged")):
+                ref = float(tables[cls][f"original_{cls}_{pname}"][col])
+                if not np.isclose(feats[f"{mname}_{agg}"], ref, rtol=1e-9, atol=1e-12):
+                    bad[f"{cls} {pname} [{col}]"] = (ref, feats[f"{mname}_{agg}"])
+    assert not bad, bad
