@@ -108,3 +108,19 @@ def test_ngldm_family_uses_config_and_empty_roi_is_nan() -> None:
     assert f2["ngldm_hde_3d_merged"] > f0["ngldm_hde_3d_merged"]
     empty = compute_features(img, np.zeros(img.shape, bool), spacing=(1, 1, 1), config=a0)
     assert all(np.isnan(v) for v in empty.values())
+
+
+def test_neighbourhood_settings_name_a_new_group_only_when_set() -> None:
+    """The new fields at their defaults leave every existing feature group name as it was."""
+    base = FeatureConfig(families=("firstorder", "glcm"))
+    assert "ngldm_alpha" not in base.canonical_json()
+    for change in (
+        {"ngldm_alpha": 1},
+        {"ngtdm_distance": 2},
+        {"ngldm_aggregations": ("3d_merged",)},
+        {"ivh_bin_width": 0.1},
+    ):
+        other = FeatureConfig(families=("firstorder", "glcm"), **change)
+        assert other.hash() != base.hash() and other.legacy_hash() != base.legacy_hash()
+        assert next(iter(change)) in other.canonical_json()
+        assert FeatureConfig.from_dict(other.model_dump()).hash() == other.hash()
