@@ -10,7 +10,9 @@ either is set, otherwise from the config's own ``bin_width`` / ``bin_count``:
 
 * neither (discrete calibrated intensities, e.g. CT in HU, or the digital phantom's grey
   levels): the intensities rounded to integers, ``w_d = 1``,
-  ``G = [min_value or min(X), max(X)]``;
+  ``G = [min_value or min(X), max(X)]`` (IBSI takes a re-segmentation range as ``G``;
+  medpipe has no upper bound setting, and IBSI's CT phantom values for configuration A,
+  re-segmented to [-500, 400] HU, are centred on ``max(X) = 377``; the test checks them);
 * fixed bin size ``w_b`` (continuous calibrated intensities, e.g. PET in SUV; IBSI
   suggests 0.1 SUV): bin numbers from ``min_value`` (or the ROI minimum), reported as
   bin centres ``X_min + (i − 0.5) w_b``;

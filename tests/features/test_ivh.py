@@ -1,7 +1,12 @@
-"""Intensity-volume histogram (IBSI 3.5) against a direct reference and a hand-worked case."""
+"""Intensity-volume histogram (IBSI 3.5) against a direct reference, a hand-worked case and
+IBSI's CT phantom (configuration A, shared data)."""
 
 from __future__ import annotations
 
+import csv
+from pathlib import Path
+
+import nibabel as nib
 import numpy as np
 import pytest
 
@@ -85,3 +90,33 @@ def test_ivh_family_takes_its_own_discretisation() -> None:
     assert coarse == ivh_features(img, bin_count=8)
     with pytest.raises(ConfigError, match="ivh_bin_width, ivh_bin_count"):
         FeatureConfig(ivh_bin_width=0.1, ivh_bin_count=100)
+
+
+def test_ibsi_ct_phantom_config_a(shared_data: Path) -> None:
+    """IBSI's CT phantom, configuration A (ROI re-segmented to [-500, 400] HU, HU taken as
+    discrete intensities): every IVH row of the reference table within its tolerance."""
+    d = shared_data / "reference"
+    if not (d / "ibsi1_ct_phantom" / "image" / "phantom.nii.gz").is_file():
+        pytest.skip(f"IBSI CT phantom not found under {d}")
+    img = nib.load(d / "ibsi1_ct_phantom" / "image" / "phantom.nii.gz")
+    msk = nib.load(d / "ibsi1_ct_phantom" / "mask" / "mask.nii.gz")
+    image = np.rint(np.asanyarray(img.dataobj).astype(np.float64))  # IBSI: round to integers
+    roi = (np.asanyarray(msk.dataobj) > 0) & (image >= -500) & (image <= 400)
+    got = ivh_features(image[roi], min_value=-500)
+    names = {
+        "Volume at intensity fraction": ["ivh_v10", "ivh_v90"],  # IBSI lists 10 % first
+        "Intensity at volume fraction": ["ivh_i10", "ivh_i90"],
+        "Volume fraction difference between intensity fractions": ["ivh_v10_minus_v90"],
+        "Intensity fraction difference between volume fractions": ["ivh_i10_minus_i90"],
+    }
+    checked, bad = set(), {}
+    with open(d / "ibsi1_reference_values.csv", newline="", encoding="utf-8") as fh:
+        for r in csv.DictReader(fh):
+            if r["family"] != "Intensity-volume histogram features" or r["data"] != "config. A":
+                continue
+            name = names[r["feature"]].pop(0)
+            tol = float(r["tolerance"]) if r["tolerance"] else 0.5  # integers quoted exactly
+            checked.add(name)
+            if abs(got[name] - float(r["value"])) > tol:
+                bad[name] = (float(r["value"]), tol, got[name])
+    assert len(checked) == 6 and not bad, bad

@@ -5,8 +5,10 @@ sphere's reach around the ROI."""
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 
 import dask.array as da
+import nibabel as nib
 import numpy as np
 import pytest
 import xarray as xr
@@ -84,3 +86,20 @@ def test_distributed_extraction_reads_the_sphere_beyond_the_roi() -> None:
     assert want["peaks_global"] == pytest.approx(_reference(vol, roi, spacing)["peaks_global"])
     assert list(got) == list(want) and len(got) == 2 + 15 + 51 + 7
     assert got == pytest.approx(want, rel=1e-12)  # every family, through the lazy path
+
+
+def test_ibsi_ct_phantom_config_a(shared_data: Path) -> None:
+    """IBSI's CT phantom, configuration A (no resampling, ROI re-segmented to
+    [-500, 400] HU): local peak -277 ± 10, global peak 189 ± 5 (moderate consensus)."""
+    d = shared_data / "reference" / "ibsi1_ct_phantom"
+    if not (d / "image" / "phantom.nii.gz").is_file():
+        pytest.skip(f"IBSI CT phantom not found under {d}")
+    img = nib.load(d / "image" / "phantom.nii.gz")
+    # NIfTI (x, y, z) -> (z, y, x); IBSI: round the intensities to integers
+    image = np.rint(np.transpose(np.asanyarray(img.dataobj), (2, 1, 0)).astype(np.float64))
+    mask = np.transpose(np.asanyarray(nib.load(d / "mask" / "mask.nii.gz").dataobj), (2, 1, 0))
+    roi = (mask > 0) & (image >= -500) & (image <= 400)
+    spacing = tuple(float(s) for s in img.header.get_zooms()[:3][::-1])
+    assert spacing[0] == 3.0 and spacing[1] == pytest.approx(0.977)
+    got = peak_features(image, roi, spacing=spacing)
+    assert abs(got["peaks_local"] - -277) <= 10 and abs(got["peaks_global"] - 189) <= 5, got
