@@ -1,15 +1,20 @@
-"""NGLDM (IBSI 3.11) against a voxel-by-voxel reference written from the IBSI text."""
+"""NGLDM (IBSI 3.11) against a voxel-by-voxel reference written from the IBSI text, and
+NGTDM/NGLDM against IBSI's CT phantom (configuration A, shared data)."""
 
 from __future__ import annotations
 
+import csv
 import itertools
 import math
+from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import pytest
 
 from medpipe.features import FeatureConfig, compute_features
 from medpipe.features.ngldm import FEATURES, ngldm_features, ngldm_matrices
+from tests.features import _ibsi
 
 
 def _reference_matrix(lv: np.ndarray, ng: int, alpha: int, *, in_plane: bool) -> np.ndarray:
@@ -124,3 +129,38 @@ def test_neighbourhood_settings_name_a_new_group_only_when_set() -> None:
         assert other.hash() != base.hash() and other.legacy_hash() != base.legacy_hash()
         assert next(iter(change)) in other.canonical_json()
         assert FeatureConfig.from_dict(other.model_dump()).hash() == other.hash()
+
+
+def test_ibsi_ct_phantom_config_a(shared_data: Path) -> None:
+    """IBSI's CT phantom, configuration A (2D / 2.5D, ROI re-segmented to [-500, 400] HU,
+    fixed bin size 25 HU from -500): every NGTDM and NGLDM row within its tolerance."""
+    d = shared_data / "reference"
+    if not (d / "ibsi1_ct_phantom" / "image" / "phantom.nii.gz").is_file():
+        pytest.skip(f"IBSI CT phantom not found under {d}")
+    img = nib.load(d / "ibsi1_ct_phantom" / "image" / "phantom.nii.gz")
+    msk = nib.load(d / "ibsi1_ct_phantom" / "mask" / "mask.nii.gz")
+    # NIfTI (x, y, z) -> (z, y, x); IBSI: round the intensities to integers
+    image = np.rint(np.transpose(np.asanyarray(img.dataobj), (2, 1, 0)).astype(np.float64))
+    roi = np.transpose(np.asanyarray(msk.dataobj), (2, 1, 0)) > 0
+    roi &= (image >= -500) & (image <= 400)
+    aggs = {"2D": "2d_averaged", "2.5D": "2_5d_merged"}
+    cfg = FeatureConfig(
+        families=("ngtdm", "ngldm"),
+        bin_width=25,
+        min_value=-500,
+        ngtdm_aggregations=tuple(aggs.values()),
+        ngldm_aggregations=tuple(aggs.values()),
+    )
+    feats = compute_features(image, roi, spacing=(3.0, 0.977, 0.977), config=cfg)
+    checked, bad = 0, {}
+    with open(d / "ibsi1_reference_values.csv", newline="", encoding="utf-8") as fh:
+        for r in csv.DictReader(fh):
+            if r["data"] != "config. A" or r["family"] not in _ibsi._NEIGH_MATRIX:
+                continue
+            prefix, names = _ibsi._NEIGH_MATRIX[r["family"]]
+            name = f"{prefix}_{names[r['feature']]}_{aggs[r['aggregation']]}"
+            value, tol = float(r["value"]), float(r["tolerance"] or 0.0)
+            checked += 1
+            if not abs(feats[name] - value) <= tol * (1 + 1e-9):
+                bad[name] = (value, tol, feats[name])
+    assert checked == 2 * (5 + 17) and not bad, bad
