@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import hashlib
-from typing import Annotated, Any
+import json
+from typing import Annotated, Any, ClassVar
 
 from pydantic import (
     Field,
     PrivateAttr,
-    SerializerFunctionWrapHandler,
     ValidationInfo,
     field_validator,
-    model_serializer,
     model_validator,
 )
 
@@ -28,11 +27,6 @@ _AGGREGATION_KEYS: dict[str, dict[str, str]] = {
     "glszm_aggregations": ZONE_AGGREGATIONS,
     "gldzm_aggregations": ZONE_AGGREGATIONS,
 }
-
-#: Fields added after feature groups were first named by the config hash: left out of
-#: the dump (so of the hash and the YAML) while at their default, so every earlier
-#: config keeps its hash and its feature group.
-_OMITTED_AT_DEFAULT: tuple[str, ...] = ("glszm_aggregations", "gldzm_aggregations")
 
 
 class FeatureConfig(FrozenConfig):
@@ -59,6 +53,26 @@ class FeatureConfig(FrozenConfig):
     # zones: GLSZM / GLDZM aggregations (keys of medpipe.features.zones.ZONE_AGGREGATIONS)
     glszm_aggregations: tuple[str, ...] = ("3d", "2d_averaged", "2_5d_merged")
     gldzm_aggregations: tuple[str, ...] = ("3d", "2d_averaged", "2_5d_merged")
+    # neighbourhood (NGTDM, NGLDM, IVH, local intensity peaks; IBSI 3.10, 3.11, 3.5, 3.2)
+    #: NGTDM/NGLDM aggregations; there is one matrix per slice or volume, so
+    #: 3d_averaged = 3d_merged, 2_5d_directionmerged = 2_5d_merged and
+    #: 2d_slicemerged = 2d_averaged
+    ngtdm_aggregations: tuple[str, ...] = ("3d_merged", "2_5d_merged", "2d_averaged")
+    ngtdm_distance: Annotated[int, Field(ge=1)] = 1
+    ngldm_aggregations: tuple[str, ...] = ("3d_merged", "2_5d_merged", "2d_averaged")
+    ngldm_distance: Annotated[int, Field(ge=1)] = 1
+    ngldm_alpha: Annotated[int, Field(ge=0)] = 0
+    #: IVH discretisation (IBSI: finer than for texture, e.g. 0.1 SUV or 1000 bins); both
+    #: None: the bin_width / bin_count above
+    ivh_bin_width: Annotated[float, Field(gt=0)] | None = None
+    ivh_bin_count: Annotated[int, Field(ge=1)] | None = None
+
+    @model_validator(mode="after")
+    def _one_ivh_discretisation(self) -> FeatureConfig:
+        if self.ivh_bin_width is not None and self.ivh_bin_count is not None:
+            raise ValueError("ivh_bin_width, ivh_bin_count: set one of them, not both")
+        return self
+
     lbp_points: int = 8
     lbp_radius: float = 1.0
     hsv_bins: int = 8
@@ -82,7 +96,8 @@ class FeatureConfig(FrozenConfig):
         return v
 
     @field_validator(
-        "glcm_aggregations", "glrlm_aggregations", "glszm_aggregations", "gldzm_aggregations"
+        "glcm_aggregations", "glrlm_aggregations", "glszm_aggregations", "gldzm_aggregations",
+        "ngtdm_aggregations", "ngldm_aggregations",
     )
     @classmethod
     def _known_aggregations(cls, v: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
@@ -92,15 +107,6 @@ class FeatureConfig(FrozenConfig):
             raise ValueError(f"unknown aggregation(s) {unknown}; use {list(known)}")
         return v
 
-    @model_serializer(mode="wrap")
-    def _omit_later_defaults(self, handler: SerializerFunctionWrapHandler) -> Any:
-        data = handler(self)
-        if isinstance(data, dict):
-            fields = type(self).model_fields
-            for name in _OMITTED_AT_DEFAULT:
-                if name in data and getattr(self, name) == fields[name].default:
-                    del data[name]
-        return data
 
     @model_validator(mode="before")
     @classmethod
@@ -138,6 +144,33 @@ class FeatureConfig(FrozenConfig):
             names += family.feature_names(self)
         return names
 
+    #: The fields that named the feature groups written so far (pinned in
+    #: ``tests/test_config.py``).  A field added since is left out of the hashed JSON while
+    #: it holds its default, so a new family's settings rename no existing group (nor
+    #: orphan the models trained on it); such a field's default must never change.
+    NAMING_FIELDS: ClassVar[frozenset[str]] = frozenset(
+        {
+            "families", "bin_count", "bin_width", "min_value", "glcm_aggregations",
+            "glcm_distance", "glrlm_aggregations", "lbp_points", "lbp_radius", "hsv_bins",
+            "crop_margin", "pixels_size",
+        }
+    )
+
+    def _unnamed_defaults(self) -> set[str]:
+        """Fields added after the groups were first named that still hold their default."""
+        return {
+            k
+            for k, f in type(self).model_fields.items()
+            if k not in self.NAMING_FIELDS and getattr(self, k) == f.default
+        }
+
+    def canonical_json(self) -> str:
+        """:meth:`FrozenConfig.canonical_json` without the later fields at their defaults."""
+        return json.dumps(
+            self.model_dump(mode="json", exclude=self._unnamed_defaults()), sort_keys=True,
+            separators=(",", ":"), ensure_ascii=True, allow_nan=False,
+        )
+
     def legacy_hash(self) -> str:
         """The 12-hex-digit digest that named feature groups before medpipe used
         :meth:`hash` (SHA-256 of pydantic's JSON dump).
@@ -145,4 +178,5 @@ class FeatureConfig(FrozenConfig):
         Only to find a table written by an older medpipe: ``features/<legacy_hash>``
         became ``features/<hash>`` (the ``-<preprocess hash>`` suffix is unchanged).
         """
-        return hashlib.sha256(self.model_dump_json().encode()).hexdigest()[:12]
+        dumped = self.model_dump_json(exclude=self._unnamed_defaults())
+        return hashlib.sha256(dumped.encode()).hexdigest()[:12]

@@ -15,6 +15,7 @@ caller writes the result (``ds.to_zarr(store / "features" / cfg.hash())``).
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -92,12 +93,15 @@ def _block_bbox(mask_block: np.ndarray, offset: tuple[int, ...]) -> tuple | None
     return lo, hi
 
 
-def _merge_bbox(boxes: list, margin: int, shape: tuple[int, ...]) -> tuple | None:
+def _merge_bbox(
+    boxes: list, margin: int | Sequence[int], shape: tuple[int, ...]
+) -> tuple | None:
     boxes = [b for b in boxes if b is not None]
     if not boxes:
         return None
-    lo = tuple(max(min(b[0][a] for b in boxes) - margin, 0) for a in range(len(shape)))
-    hi = tuple(min(max(b[1][a] for b in boxes) + margin, shape[a]) for a in range(len(shape)))
+    mg = (margin,) * len(shape) if isinstance(margin, int) else tuple(margin)
+    lo = tuple(max(min(b[0][a] for b in boxes) - mg[a], 0) for a in range(len(shape)))
+    hi = tuple(min(max(b[1][a] for b in boxes) + mg[a], shape[a]) for a in range(len(shape)))
     return lo, hi
 
 
@@ -187,7 +191,10 @@ def _sample_vector(
     offsets = {g: tuple(int(starts[a][g[a]]) for a in range(3)) for g in grid}
     bbox = dask.delayed(_block_bbox, pure=True)
     boxes = [bbox(mblocks[g], offsets[g]) for g in grid]
-    box = dask.delayed(_merge_bbox, pure=True)(boxes, config.crop_margin, m.shape)
+    # crop_margin voxels, or as many as a family reads beyond the ROI (Family.margin_mm)
+    reach = max((f.margin_mm for f in config.family_records()), default=0.0)
+    margin = tuple(max(config.crop_margin, math.ceil(reach / s - 1e-9)) for s in spacing)
+    box = dask.delayed(_merge_bbox, pure=True)(boxes, margin, m.shape)
     crop = dask.delayed(_block_crop, pure=True)
     pieces = [crop(iblocks[g + (0,) * len(extra)], mblocks[g], offsets[g], box) for g in grid]
     return dask.delayed(_assemble_and_compute, pure=True)(

@@ -49,6 +49,10 @@ BUILTIN_MODULES: tuple[str, ...] = (
     "medpipe.features.texture",
     "medpipe.features.colour",
     "medpipe.features.pixels",  # pixels, hog
+    "medpipe.features.ngtdm",
+    "medpipe.features.ngldm",
+    "medpipe.features.ivh",
+    "medpipe.features.peaks",
 )
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
@@ -72,12 +76,16 @@ class Family:
         pickles by reference.
     needs_roi
         Skip ``compute`` (all NaN) when the ROI is empty.
+    margin_mm
+        How far (mm) beyond the ROI ``compute`` reads the image; the distributed
+        extraction crops at least this much around the ROI (local intensity peaks).
     """
 
     name: str
     feature_names: Callable[[FeatureConfig], Sequence[str]]
     compute: Callable[[Sample], Mapping[str, float]]
     needs_roi: bool = True
+    margin_mm: float = 0.0
 
 
 _registry: dict[str, Family] = {}

@@ -21,6 +21,8 @@ from medpipe.features.gldzm import FEATURES as GLDZM_FEATURES
 from medpipe.features.glrlm import FEATURES as GLRLM_FEATURES
 from medpipe.features.glszm import FEATURES as GLSZM_FEATURES
 from medpipe.features.zones import ZONE_AGGREGATIONS
+from medpipe.features.ngldm import FEATURES as NGLDM_FEATURES  # neigh
+from medpipe.features.ngtdm import FEATURES as NGTDM_FEATURES  # neigh
 
 _STAT = {
     "Mean intensity": "mean",
@@ -219,14 +221,92 @@ def _zone_name(family: str, feature: str, aggregation: str) -> str | None:
 # ------------------------------------------------------------------------- end zones
 _AGG = {v: k for k, v in AGGREGATIONS.items()}
 
+# --- neigh: NGTDM, NGLDM, intensity-volume histogram, local intensity (IBSI 3.10, 3.11,
+# 3.5, 3.2) ------------------------------------------------------------------------------
+_NEIGH_AGG = {"2D": "2d_averaged", "2.5D": "2_5d_merged", "3D": "3d_merged"}
+_NEIGH_MATRIX = {
+    "Neighbourhood grey tone difference based features": (
+        "ngtdm",
+        dict(
+            zip(
+                ("Coarseness", "Contrast", "Busyness", "Complexity", "Strength"),
+                NGTDM_FEATURES,
+                strict=True,
+            )
+        ),
+    ),
+    "Neighbouring grey level dependence based features": (
+        "ngldm",
+        dict(
+            zip(
+                (
+                    "Low dependence emphasis",
+                    "High dependence emphasis",
+                    "Low grey level count emphasis",
+                    "High grey level count emphasis",
+                    "Low dependence low grey level emphasis",
+                    "Low dependence high grey level emphasis",
+                    "High dependence low grey level emphasis",
+                    "High dependence high grey level emphasis",
+                    "Grey level non-uniformity",
+                    "Normalised grey level non-uniformity",
+                    "Dependence count non-uniformity",
+                    "Normalised dependence count non-uniformity",
+                    "Dependence count percentage",
+                    "Grey level variance",
+                    "Dependence count variance",
+                    "Dependence count entropy",
+                    "Dependence count energy",
+                ),
+                NGLDM_FEATURES,
+                strict=True,
+            )
+        ),
+    ),
+}
+# IVH rows repeat the feature name; IBSI lists x = 10 % before x = 90 %
+_NEIGH_IVH = {
+    "Volume at intensity fraction": ("ivh_v10", "ivh_v90"),
+    "Intensity at volume fraction": ("ivh_i10", "ivh_i90"),
+    "Volume fraction difference between intensity fractions": ("ivh_v10_minus_v90",),
+    "Intensity fraction difference between volume fractions": ("ivh_i10_minus_i90",),
+    "Area under the IVH curve": ("ivh_auc",),
+}
+_NEIGH_PEAKS = {"Local intensity peak": "peaks_local", "Global intensity peak": "peaks_global"}
+#: families and settings the phantom config adds for these families
+NEIGH_FAMILIES = ("ngtdm", "ngldm", "ivh", "peaks")
+NEIGH_SETTINGS = {
+    "ngtdm_aggregations": tuple(_NEIGH_AGG.values()),
+    "ngldm_aggregations": tuple(_NEIGH_AGG.values()),
+}
+
+
+def _neigh_name(family: str, feature: str, aggregation: str, nth: int) -> str | None:
+    """medpipe name of a row of these families; ``nth``: earlier rows of the same key."""
+    if family in _NEIGH_MATRIX and aggregation in _NEIGH_AGG:
+        prefix, names = _NEIGH_MATRIX[family]
+        if feature in names:
+            return f"{prefix}_{names[feature]}_{_NEIGH_AGG[aggregation]}"
+    if family == "Intensity-volume histogram features" and feature in _NEIGH_IVH:
+        names = _NEIGH_IVH[feature]
+        return names[nth] if nth < len(names) else None
+    if family == "Local intensity features":
+        return _NEIGH_PEAKS.get(feature)
+    return None
+
+
+# --- end neigh ---------------------------------------------------------------------------
+
 #: The medpipe config that reproduces IBSI's digital phantom setting (no discretisation).
 PHANTOM_CONFIG = FeatureConfig(
-    families=("firstorder", "histogram", "glcm", "glrlm", "morphology", "glszm", "gldzm"),
+    families=("firstorder", "histogram", "glcm", "glrlm", "morphology", "glszm", "gldzm",
+              *NEIGH_FAMILIES),
     bin_count=None,
     glcm_aggregations=tuple(AGGREGATIONS),
     glrlm_aggregations=tuple(AGGREGATIONS),
     glszm_aggregations=tuple(ZONE_AGGREGATIONS),  # zones
     gldzm_aggregations=tuple(ZONE_AGGREGATIONS),  # zones
+    **NEIGH_SETTINGS,
 )
 
 
@@ -273,10 +353,13 @@ def _name(family: str, feature: str, aggregation: str) -> str | None:
 def reference_rows(csv_path: Path) -> list[Row]:
     """Every ``dig. phantom`` row of the reference table (implemented or not)."""
     rows = []
+    seen: dict[tuple[str, str, str], int] = {}  # rows repeating a key (IVH V10, V90)
     with open(csv_path, newline="", encoding="utf-8") as fh:
         for r in csv.DictReader(fh):
             if r["data"] != "dig. phantom":
                 continue
+            key = (r["family"], r["feature"], r["aggregation"])
+            nth = seen[key] = seen.get(key, -1) + 1
             value = float(r["value"])
             tol = float(r["tolerance"]) if r["tolerance"] else _rounding_tolerance(value)
             rows.append(
@@ -286,7 +369,7 @@ def reference_rows(csv_path: Path) -> list[Row]:
                     r["aggregation"],
                     value,
                     tol,
-                    _name(r["family"], r["feature"], r["aggregation"]),
+                    _name(*key) or _neigh_name(*key, nth),
                 )
             )
     return rows

@@ -39,6 +39,11 @@ def test_phantom_table(shared_data: Path) -> None:
         "Morphological features",
         "Grey level size zone based features",  # zones
         "Grey level distance zone based features",  # zones
+        # neigh
+        "Neighbourhood grey tone difference based features",
+        "Neighbouring grey level dependence based features",
+        "Intensity-volume histogram features",
+        "Local intensity features",
     ):
         passed, failed, missing = summary[family]
         assert failed == 0 and missing == 0 and passed > 0, (family, summary[family])
