@@ -20,9 +20,9 @@ from medpipe.features.glcm import AGGREGATIONS, FEATURES
 from medpipe.features.gldzm import FEATURES as GLDZM_FEATURES
 from medpipe.features.glrlm import FEATURES as GLRLM_FEATURES
 from medpipe.features.glszm import FEATURES as GLSZM_FEATURES
-from medpipe.features.zones import ZONE_AGGREGATIONS
 from medpipe.features.ngldm import FEATURES as NGLDM_FEATURES  # neigh
 from medpipe.features.ngtdm import FEATURES as NGTDM_FEATURES  # neigh
+from medpipe.features.zones import ZONE_AGGREGATIONS
 
 _STAT = {
     "Mean intensity": "mean",
