@@ -339,6 +339,21 @@ def test_resample_isotropic_equals_scipy(
     assert out.attrs["modality"] == "CT"
 
 
+@pytest.mark.parametrize("mode", ["wrap", "grid-wrap"])
+@pytest.mark.parametrize("chunks", WRAP_CHUNKS, ids=["multi-chunk", "uneven"])
+def test_resample_wrap_modes_equal_scipy(mode: str, chunks: tuple) -> None:
+    """The last output voxel lands exactly on the last input voxel (z: 7 × 5 mm = 35 / 1 mm;
+    y, x: 63 × 0.66 mm = 21 × 1.98 mm), where the periodic mode is reached."""
+    x, spacing = pydicom_ct_volume()
+    for target in (1.0, 3 * spacing[1]):
+        out = pp.resample_isotropic(as_image(x, spacing, chunks), spacing_mm=target, mode=mode)
+        ref = ndi.affine_transform(
+            x, np.diag([target / s for s in spacing]), output_shape=out.shape, order=1,
+            mode=mode, output=np.float32,
+        )
+        np.testing.assert_array_equal(out.data.compute(scheduler="synchronous"), ref)
+
+
 def test_resample_keeps_voxel_zero_and_physical_positions() -> None:
     x, spacing = pydicom_ct_volume()
     out = pp.resample_isotropic(as_image(x, spacing, (4, 32, 32)), spacing_mm=2.0, order=1)
