@@ -45,10 +45,15 @@ def info(
     as_json: JsonOpt = False,
     as_tsv: TsvOpt = False,
 ) -> None:
-    """List the series in STORE with modality, shape, spacing, labels and status."""
+    """List the series in STORE with modality, shape, spacing, labels, values and status.
+
+    ``values`` says what the voxels are (HU, SUVbw, or why a PET series' SUV was not
+    computed).
+    """
     from medpipe import catalog
     from medpipe import store as st
     from medpipe.ingest import IMAGES
+    from medpipe.io.coding import describe_values
 
     cat = catalog.current(store)
     status = {}
@@ -67,10 +72,11 @@ def info(
                 "×".join(map(str, attrs.get("shape", []))),
                 spacing,
                 ",".join(attrs.get("labels", [])),
+                describe_values(attrs.get("rescale", {})),
                 status.get(key, "ingested"),
             ]
         )
-    cols = ["series", "modality", "shape", "spacing (mm)", "labels", "status"]
+    cols = ["series", "modality", "shape", "spacing (mm)", "labels", "values", "status"]
     print_listing(f"{store}: images", cols, rows, as_json, as_tsv)
 
 

@@ -9,14 +9,14 @@ attributes it writes (``attrs``, read back by ``from_attrs``).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from medpipe.errors import InvalidSourceError
 
-__all__ = ["ModalityRescale"]
+__all__ = ["ModalityRescale", "describe_values", "suv_not_computed"]
 
 
 def _per_plane(values: float | Sequence[float]) -> tuple[float, ...]:
@@ -27,23 +27,31 @@ def _per_plane(values: float | Sequence[float]) -> tuple[float, ...]:
 
 @dataclass(frozen=True)
 class ModalityRescale:
-    """The DICOM modality LUT's linear rescale: ``physical = stored * slope + intercept``.
+    """The DICOM modality LUT's linear rescale: ``physical = stored * slope + intercept``,
+    times the PET body-weight SUV factor where one was computed.
 
     Slopes and intercepts apply per plane (along axis 0); one value applies to all
     planes.  Decoded values are float32, computed plane by plane in float64 and
     rounded once (never a float64 copy of the whole volume); the identity rescale
-    keeps the stored dtype and array.
+    keeps the stored dtype and array.  With ``suv_factor`` the decoded values are
+    ``float32((stored * slope + intercept) * suv_factor)`` (SUVbw, g/ml).
 
     Attributes
     ----------
     slope, intercept
         Per-plane values, or a single value for every plane.
     type
-        RescaleType (``HU``, ``US``, PET ``Units`` …).
+        What the decoded values are: RescaleType (``HU``, ``US`` …), PET ``Units``, or
+        ``GML`` (SUVbw) once the SUV factor is applied.
     units
-        PET Units, when the header has them.
+        PET Units of the stored image, when the header has them.
     stored_dtype
         Dtype of the stored (encoded) values.
+    suv_factor
+        Body-weight SUV factor (:func:`medpipe.io.dicom.suv.suv_bw`), or ``None``.
+    suv
+        The SUV record: status, inputs and their provenance, or why SUV was not
+        computed (durations only, no date or time).  Not part of equality.
     """
 
     slope: tuple[float, ...] = (1.0,)
@@ -51,6 +59,8 @@ class ModalityRescale:
     type: str = "US"
     units: str | None = None
     stored_dtype: str = "int16"
+    suv_factor: float | None = None
+    suv: Mapping[str, Any] | None = field(default=None, compare=False, hash=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "slope", _per_plane(self.slope))
@@ -58,11 +68,20 @@ class ModalityRescale:
         object.__setattr__(self, "stored_dtype", str(np.dtype(self.stored_dtype)))
         if not self.slope or not self.intercept:
             raise ValueError("slope and intercept need at least one value")
+        if self.suv_factor is not None:
+            factor = float(self.suv_factor)
+            if not (np.isfinite(factor) and factor > 0):
+                raise ValueError(f"suv_factor must be positive and finite, got {factor}")
+            object.__setattr__(self, "suv_factor", factor)
 
     @property
     def identity(self) -> bool:
         """Whether decoding leaves the stored values unchanged."""
-        return all(s == 1.0 for s in self.slope) and all(i == 0.0 for i in self.intercept)
+        return (
+            all(s == 1.0 for s in self.slope)
+            and all(i == 0.0 for i in self.intercept)
+            and self.suv_factor in (None, 1.0)
+        )
 
     @property
     def decoded_dtype(self) -> np.dtype:
@@ -90,7 +109,7 @@ class ModalityRescale:
         -------
         numpy.ndarray
             ``stored`` itself for the identity rescale, else a new float32 array equal
-            to ``float32(float64(stored) * slope + intercept)``.
+            to ``float32(float64(stored) * slope + intercept)`` (times ``suv_factor``).
         """
         if self.identity:
             return stored
@@ -100,11 +119,13 @@ class ModalityRescale:
             plane = stored[k].astype(np.float64)
             plane *= slope[k]
             plane += inter[k]
+            if self.suv_factor is not None:
+                plane *= self.suv_factor
             out[k] = plane
         return out
 
     def encode(self, values: np.ndarray) -> np.ndarray:
-        """Stored values of physical ones: ``round((values - intercept) / slope)``.
+        """Stored values of physical ones: ``round((values / suv_factor - intercept) / slope)``.
 
         Parameters
         ----------
@@ -128,6 +149,8 @@ class ModalityRescale:
         out = np.empty(values.shape, dtype=dtype)
         for k in range(values.shape[0]):
             plane = values[k].astype(np.float64)
+            if self.suv_factor is not None:
+                plane /= self.suv_factor
             plane -= inter[k]
             plane /= slope[k]
             if dtype.kind in "iu":
@@ -151,6 +174,10 @@ class ModalityRescale:
         }
         if self.units:
             out["units"] = self.units
+        if self.suv_factor is not None:
+            out["suv_factor"] = self.suv_factor
+        if self.suv is not None:
+            out["suv"] = dict(self.suv)
         return out
 
     @classmethod
@@ -162,4 +189,42 @@ class ModalityRescale:
             type=str(attrs.get("type", "US")),
             units=attrs.get("units"),
             stored_dtype=stored_dtype,
+            suv_factor=attrs.get("suv_factor"),
+            suv=attrs.get("suv"),
         )
+
+
+def suv_not_computed(rescale: Mapping[str, Any]) -> str | None:
+    """Why a PET series' SUV was not computed (from its ``rescale`` attributes), or ``None``.
+
+    ``None`` too for a series that is not PET or whose SUV was computed or stored.
+    """
+    suv = rescale.get("suv") if isinstance(rescale, Mapping) else None
+    if not isinstance(suv, Mapping) or suv.get("status") != "not computed":
+        return None
+    return str(suv.get("reason") or "unknown reason")
+
+
+def describe_values(rescale: Mapping[str, Any]) -> str:
+    """What a stored image's values are, in a few words (``medpipe info``).
+
+    Examples: ``HU``, ``SUVbw (from BQML)``, ``SUVbw (stored as GML)``,
+    ``BQML (SUV not computed: no PatientWeight (0010,1030))``; ``""`` when nothing is
+    recorded (NIfTI, raster images).
+    """
+    if not isinstance(rescale, Mapping) or not rescale:
+        return ""
+    suv = rescale.get("suv")
+    units = rescale.get("units")
+    if isinstance(suv, Mapping):
+        status = suv.get("status")
+        if status == "computed":
+            return f"SUVbw (from {units})"
+        if status == "stored":
+            return "SUVbw (stored as GML)"
+        if status == "not computed":
+            return f"{units or rescale.get('type', '?')} (SUV not computed: {suv.get('reason')})"
+    kind = rescale.get("type")
+    if kind is None:
+        return "rescaled" if rescale.get("applied") else "stored values"
+    return str(kind)

@@ -16,6 +16,10 @@ _VALID_DIMS = (("z", "y", "x"), ("y", "x"))
 #: scipy.ndimage boundary modes accepted by the filters.
 MODES = ("reflect", "constant", "nearest", "mirror", "wrap", "grid-constant", "grid-mirror",
          "grid-wrap")
+#: The periodic modes: scipy's filters extend the array with its other end (both are
+#: ``a b c d | a b c d``), so on a chunked axis the halo of an edge block must come from
+#: the opposite end of the array (``map_overlap(boundary="periodic")``).
+WRAP_MODES = ("wrap", "grid-wrap")
 
 
 def check_image(image: xr.DataArray) -> tuple[float, ...]:
@@ -92,14 +96,20 @@ def overlap_apply(
     depth: Sequence[int],
     *,
     dtype: Any,
+    periodic: bool = False,
     **kwargs: Any,
 ) -> da.Array:
-    """``map_overlap`` with ``boundary='none'`` after making every chunk >= its halo.
+    """``map_overlap`` after making every chunk >= its halo.
 
     With ``boundary='none'`` a block on the array edge gets no artificial padding, so the
     filter's own ``mode`` handles the true edge exactly as scipy does on the whole array,
     and interior blocks see real neighbours over the full halo.  An axis held in a single
     chunk needs no halo at all.
+
+    ``periodic=True`` (the filter's mode is one of :data:`WRAP_MODES`) uses
+    ``boundary='periodic'`` instead: the edge blocks get their halo from the opposite
+    end of the array, which is what scipy's ``wrap`` extension puts there, so the
+    result again equals the whole-array call.
     """
     depth = [int(d) for d in depth]
     new_chunks = tuple(
@@ -114,7 +124,7 @@ def overlap_apply(
     return arr.map_overlap(
         func,
         depth=tuple(depth),
-        boundary="none",
+        boundary="periodic" if periodic else "none",
         trim=True,
         dtype=dtype,
         meta=meta,
@@ -136,6 +146,11 @@ class BlockOp:
     dtype: np.dtype
     kwargs: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def periodic(self) -> bool:
+        """Whether the filter extends the array periodically (a mode in :data:`WRAP_MODES`)."""
+        return self.kwargs.get("mode") in WRAP_MODES
+
 
 def chain_block(block: np.ndarray, *, ops: Sequence[BlockOp]) -> np.ndarray:
     """Run ``ops`` one after the other on one block (with its halo)."""
@@ -152,12 +167,26 @@ def apply_ops(arr: da.Array, ops: Sequence[BlockOp]) -> da.Array:
     block edge (it sees no further) lie within its own halo, so the errors of the chain
     stay inside the summed halo, which is trimmed.  One task per chunk instead of one
     halo exchange between workers per filter.
+
+    Periodic filters (``mode="wrap"``) need ``boundary='periodic'`` and the others
+    ``boundary='none'``, so a chain is split into runs of the same kind, one
+    ``map_overlap`` each.
     """
     if not ops:
         return arr
-    depth = [sum(d) for d in zip(*(op.depth for op in ops), strict=True)]
-    arr = arr.astype(ops[0].in_dtype)
-    return overlap_apply(arr, chain_block, depth, dtype=ops[-1].dtype, ops=tuple(ops))
+    runs: list[list[BlockOp]] = []
+    for op in ops:
+        if runs and runs[-1][0].periodic == op.periodic:
+            runs[-1].append(op)
+        else:
+            runs.append([op])
+    for run in runs:
+        depth = [sum(d) for d in zip(*(op.depth for op in run), strict=True)]
+        arr = arr.astype(run[0].in_dtype)
+        arr = overlap_apply(
+            arr, chain_block, depth, dtype=run[-1].dtype, periodic=run[0].periodic, ops=tuple(run)
+        )
+    return arr
 
 
 def run_op(image: xr.DataArray, op: BlockOp) -> xr.DataArray:

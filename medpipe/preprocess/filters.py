@@ -3,8 +3,9 @@
 Every function mirrors a ``scipy.ndimage`` (or ``skimage.filters``) call on the whole
 array: the scale in mm is turned into a per-axis scale in voxels from
 ``image.attrs["spacing"]``, the halo is derived from it, and the filter runs block-wise with
-``map_overlap(boundary="none")`` and the filter's own ``mode``, so the result is
-bit-identical to the whole-array call.  Integer input is filtered as float32.
+``map_overlap(boundary="none")`` and the filter's own ``mode`` (``boundary="periodic"`` for
+the periodic modes ``wrap`` and ``grid-wrap``), so the result is bit-identical to the
+whole-array call.  Integer input is filtered as float32.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import xarray as xr
 from medpipe.errors import ConfigError
 from medpipe.preprocess import _kernels
 from medpipe.preprocess._core import (
+    WRAP_MODES,
     BlockOp,
     as_dask,
     check_image,
@@ -154,6 +156,7 @@ def difference_of_gaussians(
         _kernels.dog_block,
         depth,
         dtype=dtype,
+        periodic=mode in WRAP_MODES,
         low=low,
         high=high,
         truncate=truncate,
@@ -203,6 +206,7 @@ def laplacian_of_gaussian(
         _kernels.log_block,
         gaussian_radius(sigma, truncate),
         dtype=dtype,
+        periodic=mode in WRAP_MODES,
         sigma=sigma,
         truncate=truncate,
         mode=mode,

@@ -87,6 +87,9 @@ class QAReport:
         the calibration was computed on.
     quarantine
         Reason → number of currently quarantined files.
+    suv_not_computed
+        Series key → why its PET values were not converted to SUV (they keep their
+        stored units; see :func:`medpipe.io.coding.suv_not_computed`).
     figures
         File name → PNG bytes; ``ranges`` the plotted range of each drift panel.
     """
@@ -100,6 +103,7 @@ class QAReport:
     brier: float | None = None
     calibration_on: str | None = None
     quarantine: Mapping[str, int] = field(default_factory=dict)
+    suv_not_computed: Mapping[str, str] = field(default_factory=dict)
     figures: Mapping[str, bytes] = field(default_factory=dict)
     captions: Mapping[str, str] = field(default_factory=dict)
     ranges: Mapping[str, tuple[float, float]] = field(default_factory=dict)
@@ -278,6 +282,19 @@ def _thumbnails(store: str, keys: Sequence[str], source: str | None) -> dict[str
     return out
 
 
+def _suv_not_computed(store: str) -> dict[str, str]:
+    """Series key → why its SUV was not computed, for every stored PET series without SUV."""
+    from medpipe.io.coding import suv_not_computed
+
+    out = {}
+    for path in _store.list_groups(store, layout.IMAGES):
+        rescale = _store.read_attrs(store, path).get("medpipe", {}).get("rescale", {})
+        reason = suv_not_computed(rescale)
+        if reason is not None:
+            out[path.rsplit("/", 1)[-1]] = reason
+    return out
+
+
 def build_report(
     store: str,
     ctx: RunContext,
@@ -358,6 +375,7 @@ def build_report(
         brier=brier,
         calibration_on=on,
         quarantine=dict(reasons.most_common()),
+        suv_not_computed=_suv_not_computed(store),
         figures=figures,
         captions=captions,
         ranges=ranges,
@@ -381,6 +399,7 @@ def write_qa_report(store: str, rep: QAReport) -> str:
         "flagged": [asdict(d) for d in rep.flagged],
         "drift": [asdict(d) for d in rep.drift],
         "figures": sorted(rep.figures),
+        "suv_not_computed": dict(rep.suv_not_computed),
     }
     fs, _ = _store.store_root(store)
     with _store.atomic_group(store, layout.report(ctx.run_id)) as tmp:

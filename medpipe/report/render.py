@@ -103,6 +103,13 @@ def render(rep: QAReport) -> str:
     if thumbs:
         parts.append("<h2>New series, before and after preprocessing</h2>")
         parts += [_figure(rep, f) for f in thumbs]
+    if rep.suv_not_computed:
+        parts += [f"<h2>PET series without SUV ({len(rep.suv_not_computed)})</h2>",
+                  "<p>SUV not computed: these keep their stored units.</p><table>",
+                  "<tr><th>series</th><th>reason</th></tr>"]
+        parts += [f"<tr><td><code>{esc(k)}</code></td><td>{esc(r)}</td></tr>"
+                  for k, r in sorted(rep.suv_not_computed.items())]
+        parts.append("</table>")
     total = sum(rep.quarantine.values())
     parts += [f"<h2>Quarantine ({total} files)</h2>", "<table>",
               "<tr><th>files</th><th>reason</th></tr>"]
@@ -136,6 +143,9 @@ def qa_markdown(rep: QAReport, *, path: str, url: str) -> str:
         lines.append("No drift check (no new samples with features, or no training set).")
     if rep.model:
         lines += ["", f"## Model `{rep.model}`", ""] + [f"- {x}" for x in rep.model_lines]
+    if rep.suv_not_computed:
+        lines += ["", f"**{len(rep.suv_not_computed)} PET series without SUV** (SUV not "
+                      "computed; they keep their stored units)."]
     for fname in ("drift.png", "calibration.png", "roc-val.png", "roc-cv.png"):
         if fname in rep.figures:
             lines += ["", f"![{rep.captions.get(fname, fname)}]"

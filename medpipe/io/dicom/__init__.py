@@ -13,7 +13,8 @@ Modules: :mod:`~medpipe.io.dicom.part10` (opening files, truncation checks),
 :mod:`~medpipe.io.dicom.values` (header values), :mod:`~medpipe.io.dicom.scan` (the
 fast header scan), :mod:`~medpipe.io.dicom.probe`, :mod:`~medpipe.io.dicom.dicomdir`,
 :mod:`~medpipe.io.dicom.frames` (per-frame geometry, pixel decoding),
-:mod:`~medpipe.io.dicom.geometry` (slice order and grid) and
+:mod:`~medpipe.io.dicom.geometry` (slice order and grid),
+:mod:`~medpipe.io.dicom.suv` (PET body-weight SUV from the header, or why not) and
 :mod:`~medpipe.io.dicom.series` (the series reader).
 """
 

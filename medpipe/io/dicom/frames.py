@@ -260,4 +260,55 @@ def _decode(ds: FileDataset, rel: str) -> np.ndarray:
         ) from None
     if not arr.dtype.isnative:
         arr = arr.astype(arr.dtype.newbyteorder("="))
+    if photometric == "MONOCHROME1":
+        lo, hi = stored_range(ds, arr.dtype)
+        arr = monochrome1_to_2(arr, lo, hi)
     return arr
+
+
+def stored_range(ds: Dataset, dtype: np.dtype) -> tuple[float, float]:
+    """The range of stored values: ``BitsStored`` bits, signed per ``PixelRepresentation``.
+
+    Float pixel data has no such range: ``(nan, nan)`` (see :func:`monochrome1_to_2`).
+    """
+    if np.dtype(dtype).kind == "f":
+        return float("nan"), float("nan")
+    bits = int(ds.get("BitsStored") or np.dtype(dtype).itemsize * 8)
+    bits = min(bits, np.dtype(dtype).itemsize * 8)
+    if int(ds.get("PixelRepresentation") or 0) == 1:
+        return float(-(1 << (bits - 1))), float((1 << (bits - 1)) - 1)
+    return 0.0, float((1 << bits) - 1)
+
+
+def monochrome1_to_2(arr: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """MONOCHROME1 pixels as MONOCHROME2: ``x -> hi + lo - x``.
+
+    MONOCHROME1 displays its lowest value as white; inverting over the stored range
+    ``[lo, hi]`` (:func:`stored_range`: ``[0, 2**BitsStored - 1]`` unsigned,
+    ``[-2**(BitsStored-1), 2**(BitsStored-1) - 1]`` signed) gives the same picture with
+    the lowest value black, in the same dtype, so 12-bit unsigned ``x`` becomes
+    ``4095 - x``.  Values outside the range (stray bits above BitsStored) are clipped
+    to it first.  The modality rescale is applied afterwards, which is the same as
+    inverting the rescaled values over the rescaled range.  Float pixel data (no stored
+    range; ``lo``/``hi`` NaN) is inverted over its own minimum and maximum.
+
+    Parameters
+    ----------
+    arr
+        Decoded grey pixels.
+    lo, hi
+        The stored range.
+
+    Returns
+    -------
+    numpy.ndarray
+        A new array of ``arr``'s dtype.
+    """
+    if arr.dtype.kind == "f" or not (np.isfinite(lo) and np.isfinite(hi)):
+        if arr.size == 0:
+            return arr.copy()
+        lo, hi = float(np.nanmin(arr)), float(np.nanmax(arr))
+        return (np.asarray(hi + lo, dtype=np.float64) - arr).astype(arr.dtype)
+    out = np.clip(arr, arr.dtype.type(lo), arr.dtype.type(hi))
+    np.subtract(arr.dtype.type(int(hi) + int(lo)), out, out=out)
+    return out

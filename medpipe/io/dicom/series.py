@@ -2,8 +2,10 @@
 
 Four steps: :func:`_load` reads the headers (one copy of each SOP instance, others kept
 as decoding fall-backs), :func:`~medpipe.io.dicom.geometry.stack_geometry` orders the
-planes, :func:`_pixels` decodes and stacks them, and the modality rescale is applied
-by its coder (:class:`~medpipe.io.coding.ModalityRescale`).
+planes, :func:`_pixels` decodes and stacks them (MONOCHROME1 inverted to MONOCHROME2,
+:func:`~medpipe.io.dicom.frames.monochrome1_to_2`), and the modality rescale is applied
+by its coder (:class:`~medpipe.io.coding.ModalityRescale`), with PET converted to
+body-weight SUV where its header allows (:mod:`medpipe.io.dicom.suv`).
 """
 
 from __future__ import annotations
@@ -21,9 +23,10 @@ from medpipe.deid import basic_profile_filter
 from medpipe.errors import InvalidSourceError, SeriesGeometryError, UnsupportedSourceError
 from medpipe.io.base import Series
 from medpipe.io.coding import ModalityRescale
-from medpipe.io.dicom.frames import _decode_first_good, _Frame, _frames_of
+from medpipe.io.dicom.frames import _decode_first_good, _Frame, _frames_of, stored_range
 from medpipe.io.dicom.geometry import stack_geometry
 from medpipe.io.dicom.part10 import _PIXEL_TAGS, DEFAULT_MAX_BYTES, _dcmread, _open_part10, _quiet
+from medpipe.io.dicom.suv import SUV_COMPUTED, suv_bw
 from medpipe.io.dicom.values import _check_size, _declared_bytes, _get, _image_size
 
 
@@ -138,9 +141,19 @@ def _pixels(
 
 
 def _rescale(
-    frames: list[_Frame], order: list[int], data: np.ndarray, get0: Any, header: dict[str, Any]
+    frames: list[_Frame],
+    order: list[int],
+    data: np.ndarray,
+    get0: Any,
+    header: dict[str, Any],
+    datasets: Sequence[FileDataset],
 ) -> ModalityRescale:
-    """The modality rescale of the sorted planes (the identity for colour data)."""
+    """The modality rescale of the sorted planes (the identity for colour data).
+
+    Grey PET (Modality ``PT``) is converted to body-weight SUV where its header allows
+    (:func:`~medpipe.io.dicom.suv.suv_bw`); otherwise it keeps its stored units and
+    the coder's ``suv`` record says why.
+    """
     slopes = [frames[k].slope for k in order]
     inters = [frames[k].intercept for k in order]
     identity = all(s == 1.0 for s in slopes) and all(i == 0.0 for i in inters)
@@ -158,13 +171,55 @@ def _rescale(
             rtype = str(units)
         else:
             rtype = "US"
+    suv = factor = None
+    if modality == "PT" and data.shape[-1] == 1:
+        result = suv_bw(datasets)
+        suv = result.attrs
+        if result.status == SUV_COMPUTED:
+            factor, rtype = result.factor, "GML"  # SUVbw, in g/ml
     return ModalityRescale(
         slope=slopes,
         intercept=inters,
         type=str(rtype),
         units=str(units) if units else None,
         stored_dtype=str(data.dtype),
+        suv_factor=factor,
+        suv=suv,
     )
+
+
+def _note_monochrome1(
+    header: dict[str, Any], ds0: FileDataset, dtype: np.dtype, coder: ModalityRescale
+) -> None:
+    """The header of a series whose MONOCHROME1 planes were inverted to MONOCHROME2.
+
+    The values now read as MONOCHROME2; a VOI window (on the rescaled values) is moved
+    to the inverted values (centre ``s * (lo + hi) + 2 * b - centre``, same width), and
+    an ``INVERSE`` Presentation LUT Shape becomes ``IDENTITY``.
+    """
+    lo, hi = stored_range(ds0, dtype)
+    header["PhotometricInterpretation"] = "MONOCHROME2"
+    header["photometric_converted"] = (
+        f"MONOCHROME1 inverted to MONOCHROME2: x -> {hi + lo:g} - x over the stored range "
+        f"[{lo:g}, {hi:g}]"
+        if np.isfinite(lo)
+        else "MONOCHROME1 inverted to MONOCHROME2 over the data's minimum and maximum"
+    )
+    if header.get("PresentationLUTShape") == "INVERSE":
+        header["PresentationLUTShape"] = "IDENTITY"
+    centre = header.get("WindowCenter")
+    if centre is None:
+        return
+    if not np.isfinite(lo) or len(set(coder.slope)) != 1 or len(set(coder.intercept)) != 1:
+        # The window cannot be moved exactly: drop it rather than keep a wrong one.
+        header.pop("WindowCenter", None)
+        header.pop("WindowWidth", None)
+        return
+    total = coder.slope[0] * (lo + hi) + 2 * coder.intercept[0]
+    if isinstance(centre, list):
+        header["WindowCenter"] = [total - float(c) for c in centre]
+    else:
+        header["WindowCenter"] = total - float(centre)
 
 
 def _to_axes(
@@ -199,7 +254,9 @@ def _read_series(root: Path, rels: list[str], *, tolerance: float, max_bytes: in
     dropped: dict[str, str] = {}
     rejected: dict[str, str] = {}
     data = _pixels(loaded, order, dropped, rejected)
-    coder = _rescale(frames, order, data, get0, header)
+    coder = _rescale(frames, order, data, get0, header, loaded.datasets)
+    if any(str(d.get("PhotometricInterpretation", "")) == "MONOCHROME1" for d in loaded.datasets):
+        _note_monochrome1(header, ds0, data.dtype, coder)
     data = coder.decode(data)
     data, axes, spacing = _to_axes(data, sz, pixel_spacing)
 
