@@ -20,8 +20,10 @@ from pydicom.tag import BaseTag
 from pydicom.uid import UID
 
 from medpipe.errors import InvalidSourceError
+from medpipe.io.base import MAX_BYTES
 
-DEFAULT_MAX_BYTES = 8 << 30
+#: The reader's refusal threshold: the shared one of every reader.
+DEFAULT_MAX_BYTES = MAX_BYTES
 
 _DICOMDIR_SOP = "1.2.840.10008.1.3.10"
 _RTSTRUCT_SOP = "1.2.840.10008.5.1.4.1.1.481.3"
@@ -36,29 +38,6 @@ _COLUMNS = BaseTag(0x00280011)
 _BITS_ALLOCATED = BaseTag(0x00280100)
 _BITS_STORED = BaseTag(0x00280101)
 _PIXEL_REPRESENTATION = BaseTag(0x00280103)
-_UNDEFINED = 0xFFFFFFFF
-_MAX_REASON = 240
-#: Files up to this size are read into memory in one go (one system call instead of
-#: the many small reads pydicom makes); larger ones are parsed from the open file.
-_IN_MEMORY = 64 << 20
-#: A well-formed IS / DS value (backslash-separated, space-padded numbers).  Values
-#: matching these need no conversion to be known valid; anything else goes through
-#: pydicom's own conversion, which gives the reason.
-_PLAIN_IS = re.compile(rb"(?: *[+-]?\d+ *| *)(?:\\(?: *[+-]?\d+ *| *))*")
-_PLAIN_DS = re.compile(
-    rb"(?: *[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)? *| *)"
-    rb"(?:\\(?: *[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)? *| *))*"
-)
-
-
-DEFAULT_MAX_BYTES = 8 << 30
-
-_DICOMDIR_SOP = "1.2.840.10008.1.3.10"
-_RTSTRUCT_SOP = "1.2.840.10008.5.1.4.1.1.481.3"
-_SEG_SOP = "1.2.840.10008.5.1.4.1.1.66.4"
-
-_PIXEL_TAGS = (0x7FE00010, 0x7FE00008, 0x7FE00009)
-
 _UNDEFINED = 0xFFFFFFFF
 _MAX_REASON = 240
 #: Files up to this size are read into memory in one go (one system call instead of

@@ -11,7 +11,8 @@ from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.tag import BaseTag
 
-from medpipe.errors import InvalidSourceError, SourceTooLargeError
+from medpipe.errors import InvalidSourceError
+from medpipe.io.base import check_declared_size
 from medpipe.io.dicom.part10 import _PLAIN_DS, _PLAIN_IS, _one_line
 
 
@@ -124,11 +125,6 @@ def _declared_bytes(size: tuple[int, int, int, int, int]) -> int:
 
 
 def _check_size(size: tuple[int, int, int, int, int], rel: str, max_bytes: int) -> None:
-    n = _declared_bytes(size)
-    if n > max_bytes:
-        rows, cols, frames, samples, bits = size
-        raise SourceTooLargeError(
-            f"declared image of {rows}x{cols}x{frames} frames x{samples} samples x{bits} bits "
-            f"= {n} bytes exceeds max_bytes={max_bytes}",
-            path=rel,
-        )
+    rows, cols, frames, samples, bits = size
+    what = f"{rows}x{cols}x{frames} frames x{samples} samples x{bits} bits"
+    check_declared_size(_declared_bytes(size), rel, what, limit=max_bytes)
