@@ -20,7 +20,7 @@ import re
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from medpipe.errors import ConfigError
 
@@ -47,6 +47,7 @@ BUILTIN_MODULES: tuple[str, ...] = (
     "medpipe.features.texture",
     "medpipe.features.colour",
     "medpipe.features.pixels",  # pixels, hog
+    "medpipe.features.keypoints",  # sift, orb (fitted: a visual-word vocabulary)
 )
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
@@ -70,12 +71,19 @@ class Family:
         pickles by reference.
     needs_roi
         Skip ``compute`` (all NaN) when the ROI is empty.
+    fitted
+        For a *fitted* family (one whose features need state learnt from the training
+        rows, e.g. a visual-word vocabulary): ``fitted(feature_names, random_state) ->
+        FittedStep | None``, the model-pipeline step that turns its table columns (an
+        unfitted per-sample representation) into features; ``None`` when the names hold
+        none of its columns.  The contract is :mod:`medpipe.features.fitted`'s.
     """
 
     name: str
     feature_names: Callable[[FeatureConfig], Sequence[str]]
     compute: Callable[[Sample], Mapping[str, float]]
     needs_roi: bool = True
+    fitted: Callable[[Sequence[str], int], Any] | None = None
 
 
 _registry: dict[str, Family] = {}
