@@ -53,6 +53,7 @@ __all__ = [
     "SIFT_SIZE",
     "MAX_KEYPOINTS",
     "MIN_EDGE",
+    "MAX_EDGE",
     "N_WORDS",
     "sift_descriptors",
     "keypoint_plane",
@@ -74,6 +75,8 @@ SIFT_SIZE = 128
 MAX_KEYPOINTS = 32
 #: a plane's shorter edge is upsampled to at least this many pixels before detection
 MIN_EDGE = 128
+#: ... but never so much that its longer edge passes this many pixels
+MAX_EDGE = 1024
 #: vocabulary size of the model pipeline's bag of visual words
 N_WORDS = 32
 
@@ -205,7 +208,7 @@ _LAYOUT: dict[str, tuple[int, bool]] = {"sift": (SIFT_SIZE, False), "orb": (N_BI
 
 
 def keypoint_plane(
-    grey: np.ndarray, mask: np.ndarray, *, min_edge: int = MIN_EDGE
+    grey: np.ndarray, mask: np.ndarray, *, min_edge: int = MIN_EDGE, max_edge: int = MAX_EDGE
 ) -> tuple[np.ndarray, np.ndarray]:
     """The 2-D plane (and its ROI) that a sample's keypoints are detected on.
 
@@ -215,24 +218,29 @@ def keypoint_plane(
         ``z, y, x`` (or ``y, x``) intensities: the ROI's bounding box.
     mask
         The ROI on the same grid.
-    min_edge
+    min_edge, max_edge
         Upsample (linear; the mask by nearest neighbour) so that the shorter edge has
-        at least this many pixels.
+        at least ``min_edge`` pixels, unless the longer one would pass ``max_edge``
+        (a thin ROI is upsampled less; a plane is never downsampled).
 
     Returns
     -------
     (plane, plane_mask)
-        The ``z`` slice with the most ROI voxels (the first on ties), upsampled.
+        The ``z`` slice with the most ROI voxels (of those, the one nearest the
+        middle slice ``z // 2``, which is the one for a whole image), upsampled.
     """
     g = np.asarray(grey, dtype=np.float64)
     m = np.asarray(mask, dtype=bool)
     if g.ndim == 2:
         g, m = g[None], m[None]
-    z = int(np.argmax(m.reshape(len(m), -1).sum(axis=1)))
+    area = m.reshape(len(m), -1).sum(axis=1)
+    best = np.flatnonzero(area == area.max())
+    z = int(best[np.argmin(np.abs(best - len(m) // 2))])
     plane, pmask = g[z], m[z]
-    short = min(plane.shape)
-    if 0 < short < min_edge:
-        shape = tuple(int(round(n * min_edge / short)) for n in plane.shape)
+    short, long = min(plane.shape), max(plane.shape)
+    factor = min(min_edge / max(short, 1), max(1.0, max_edge / max(long, 1)))
+    if factor > 1:
+        shape = tuple(int(round(n * factor)) for n in plane.shape)
         plane = resize(plane, shape, order=1, anti_aliasing=False, preserve_range=True)
         pmask = resize(pmask, shape, order=0, anti_aliasing=False,
                        preserve_range=True).astype(bool)

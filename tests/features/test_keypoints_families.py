@@ -164,3 +164,18 @@ def test_visual_words_match_sklearn_minibatch_kmeans(table: dict) -> None:
     res = lazy.transform(xd)
     assert isinstance(res, da.Array)
     np.testing.assert_allclose(res.compute(), lazy.transform(x))
+
+
+def test_plane_of_a_volume_and_of_a_thin_roi() -> None:
+    vol = np.stack([np.full((40, 50), float(k)) for k in range(4)])
+    plane, mask = kp.keypoint_plane(vol, np.ones(vol.shape, bool))
+    assert (plane == 2).all() and mask.all()  # the middle slice z // 2, as `pixels`
+    assert plane.shape == (128, 160)
+    roi = np.zeros(vol.shape, bool)
+    roi[0, :5] = roi[3, :10] = True
+    plane, mask = kp.keypoint_plane(vol, roi)
+    assert (plane == 3).all() and mask.sum() == 10 * 50 * 128**2 // 40**2  # most voxels
+    thin, _ = kp.keypoint_plane(np.zeros((4, 600)), np.ones((4, 600), bool))
+    assert thin.shape == (7, kp.MAX_EDGE)  # upsampled less: the long edge is capped
+    big, _ = kp.keypoint_plane(np.zeros((300, 2000)), np.ones((300, 2000), bool))
+    assert big.shape == (300, 2000)  # never downsampled
