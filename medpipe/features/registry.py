@@ -20,7 +20,7 @@ import re
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from medpipe.errors import ConfigError
 
@@ -53,6 +53,7 @@ BUILTIN_MODULES: tuple[str, ...] = (
     "medpipe.features.ngldm",
     "medpipe.features.ivh",
     "medpipe.features.peaks",
+    "medpipe.features.keypoints",  # sift, orb (fitted: a visual-word vocabulary)
 )
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
@@ -79,6 +80,12 @@ class Family:
     margin_mm
         How far (mm) beyond the ROI ``compute`` reads the image; the distributed
         extraction crops at least this much around the ROI (local intensity peaks).
+    fitted
+        For a *fitted* family (one whose features need state learnt from the training
+        rows, e.g. a visual-word vocabulary): ``fitted(feature_names, random_state) ->
+        FittedStep | None``, the model-pipeline step that turns its table columns (an
+        unfitted per-sample representation) into features; ``None`` when the names hold
+        none of its columns.  The contract is :mod:`medpipe.features.fitted`'s.
     """
 
     name: str
@@ -86,6 +93,7 @@ class Family:
     compute: Callable[[Sample], Mapping[str, float]]
     needs_roi: bool = True
     margin_mm: float = 0.0
+    fitted: Callable[[Sequence[str], int], Any] | None = None
 
 
 _registry: dict[str, Family] = {}

@@ -14,6 +14,12 @@ the first step, so that its data stay Dask arrays):
 * ``ensemble`` (only with ``--estimator all``): :class:`SoftVote`, the mean probability of
   the three tuned pipelines, kept when its cross-validated AUC beats each of them.
 
+A feature table holding a *fitted* family (``sift``, ``orb``:
+:mod:`medpipe.features.fitted`) puts that family's step first (the bag of visual
+words, whose vocabulary is learnt from each fit's own training rows): pass the table's
+``feature_names`` to :func:`make_pipeline`, or build the pipelines inside
+:func:`pipeline_features` (what ``train`` does).
+
 This module holds the pipelines and the two medpipe types a saved model contains
 (:class:`StandardScaler`, :class:`SoftVote`: the skops trusted list names them by this
 module path).  The search, out-of-fold and final-fit helpers live in
@@ -22,7 +28,9 @@ module path).  The search, out-of-fold and final-fit helpers live in
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,6 +49,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.svm import LinearSVC
 
 from medpipe.errors import ConfigError
+from medpipe.features.fitted import fitted_steps
 
 __all__ = [  # noqa: F822 - the search helpers are served by __getattr__ below
     "ESTIMATORS",
@@ -56,6 +65,7 @@ __all__ = [  # noqa: F822 - the search helpers are served by __getattr__ below
     "StandardScaler",
     "ensemble_result",
     "make_pipeline",
+    "pipeline_features",
     "param_grid",
     "grouped_folds",
     "auc_scorer",
@@ -232,7 +242,38 @@ def estimator_names() -> tuple[str, ...]:
     return tuple(_REGISTRY)
 
 
-def make_pipeline(kind: str, *, large: bool = False, random_state: int = 0) -> Pipeline:
+#: The feature names of the matrix the pipelines of this context are built for.
+_FEATURE_NAMES: ContextVar[tuple[str, ...] | None] = ContextVar(
+    "medpipe_pipeline_features", default=None
+)
+
+
+@contextlib.contextmanager
+def pipeline_features(feature_names: Sequence[str]) -> Iterator[None]:
+    """Build every pipeline of this block for a matrix with these columns.
+
+    :func:`make_pipeline` (so the searches, the out-of-fold fits and the final fit)
+    then starts each pipeline with the steps of the fitted families among them.
+
+    Parameters
+    ----------
+    feature_names
+        The columns of the training matrix, in order.
+    """
+    token = _FEATURE_NAMES.set(tuple(str(n) for n in feature_names))
+    try:
+        yield
+    finally:
+        _FEATURE_NAMES.reset(token)
+
+
+def make_pipeline(
+    kind: str,
+    *,
+    large: bool = False,
+    random_state: int = 0,
+    feature_names: Sequence[str] | None = None,
+) -> Pipeline:
     """The unfitted pipeline of one estimator kind (default hyperparameters).
 
     Parameters
@@ -243,13 +284,22 @@ def make_pipeline(kind: str, *, large: bool = False, random_state: int = 0) -> P
         The kind's out-of-core variant, where it has one (the incremental SGD SVM).
     random_state
         Seed of the stochastic parts.
+    feature_names
+        The columns of the matrix it will be fitted on (default: those of the
+        enclosing :func:`pipeline_features` block, if any).  The steps of the fitted
+        families among them (:func:`medpipe.features.fitted.fitted_steps`: a bag of
+        visual words per keypoint family) come first, so every fit learns their state
+        from its own training rows.
     """
     spec = get_estimator(kind)
     clf = spec.classifier(large=large, random_state=random_state)
+    names = _FEATURE_NAMES.get() if feature_names is None else feature_names
+    fitted = fitted_steps(names, random_state=random_state) if names else []
     if large and spec.incremental:  # stays a Dask array end to end (no in-memory step)
-        return Pipeline([("scale", StandardScaler()), ("clf", clf)])
+        return Pipeline([*fitted, ("scale", StandardScaler()), ("clf", clf)])
     return Pipeline(
-        [("variance", VarianceThreshold()), ("scale", StandardScaler()), ("clf", clf)]
+        [*fitted, ("variance", VarianceThreshold()), ("scale", StandardScaler()),
+         ("clf", clf)]
     )
 
 

@@ -69,6 +69,7 @@ TRUSTED_TYPES: tuple[str, ...] = (
     "dask_ml.preprocessing.data.StandardScaler",
     "medpipe.models.estimators.StandardScaler",
     "medpipe.models.estimators.SoftVote",
+    "medpipe.features.visualwords.BagOfVisualWords",
     "dask_ml.linear_model.glm.LogisticRegression",
     "sklearn.pipeline.Pipeline",
     "sklearn.feature_selection._variance_threshold.VarianceThreshold",

@@ -155,34 +155,36 @@ def train_model(
         raise ModelError("every feature has missing values on the training samples")
     x = x[:, finite]
     feature_names = [n for n, keep in zip(names_all, finite, strict=True) if keep]
-    folds = est.grouped_folds(y, groups, n_splits=n_splits, seed=seed)
-    vote = estimator == "all"
-    best, results = nested.select(kinds, x, y, groups, folds=folds, random_state=seed,
-                                  large=large, vote=vote)
-    model = est.fit_final(best, x, y, random_state=seed)
-    oof = best.oof
-    if oof is None:
-        oof = est.out_of_fold(best.pipeline(random_state=seed), x, y, folds=folds)
-    # the decision threshold is chosen on the training rows' out-of-fold probabilities
-    # (Youden's J = max balanced accuracy), never on a held-out split
-    threshold = met.youden_threshold(y, oof)
-    selection_metrics = met.binary_metrics(y, oof, threshold=threshold, n_boot=n_boot,
-                                           seed=seed, groups=groups)
-    cv_info: dict[str, Any] = {"grouped_by": "patient", "stratified": True, "seed": seed}
-    if outer_folds >= 2:
-        nres = nested.nested_cv(kinds, x, y, groups, outer_folds=outer_folds,
-                                inner_folds=n_splits, seed=seed, large=large, vote=vote)
-        eval_prob = nres.oof
-        cv_metrics = met.binary_metrics(y, eval_prob, threshold=threshold, n_boot=n_boot,
-                                        seed=seed, groups=groups)
-        cv_auc = nres.mean_auc
-        cv_info.update(method="nested", outer_folds=nres.outer_folds,
-                       inner_folds=nres.inner_folds, n_splits=len(folds),
-                       outer=[f.summary() for f in nres.folds])
-    else:  # no outer loop: the selection score, named as such (optimistic)
-        eval_prob, cv_metrics, cv_auc = oof, selection_metrics, best.best_score
-        cv_info.update(method="selection", outer_folds=0, inner_folds=len(folds),
-                       n_splits=len(folds))
+    # fitted families (sift, orb) learn their vocabulary in each fit of these pipelines
+    with est.pipeline_features(feature_names):
+        folds = est.grouped_folds(y, groups, n_splits=n_splits, seed=seed)
+        vote = estimator == "all"
+        best, results = nested.select(kinds, x, y, groups, folds=folds, random_state=seed,
+                                      large=large, vote=vote)
+        model = est.fit_final(best, x, y, random_state=seed)
+        oof = best.oof
+        if oof is None:
+            oof = est.out_of_fold(best.pipeline(random_state=seed), x, y, folds=folds)
+        # the decision threshold is chosen on the training rows' out-of-fold probabilities
+        # (Youden's J = max balanced accuracy), never on a held-out split
+        threshold = met.youden_threshold(y, oof)
+        selection_metrics = met.binary_metrics(y, oof, threshold=threshold, n_boot=n_boot,
+                                               seed=seed, groups=groups)
+        cv_info: dict[str, Any] = {"grouped_by": "patient", "stratified": True, "seed": seed}
+        if outer_folds >= 2:
+            nres = nested.nested_cv(kinds, x, y, groups, outer_folds=outer_folds,
+                                    inner_folds=n_splits, seed=seed, large=large, vote=vote)
+            eval_prob = nres.oof
+            cv_metrics = met.binary_metrics(y, eval_prob, threshold=threshold, n_boot=n_boot,
+                                            seed=seed, groups=groups)
+            cv_auc = nres.mean_auc
+            cv_info.update(method="nested", outer_folds=nres.outer_folds,
+                           inner_folds=nres.inner_folds, n_splits=len(folds),
+                           outer=[f.summary() for f in nres.folds])
+        else:  # no outer loop: the selection score, named as such (optimistic)
+            eval_prob, cv_metrics, cv_auc = oof, selection_metrics, best.best_score
+            cv_info.update(method="selection", outer_folds=0, inner_folds=len(folds),
+                           n_splits=len(folds))
     cv_info["auc"] = {"value": cv_auc, "ci_low": cv_metrics["auc"]["ci_low"],
                       "ci_high": cv_metrics["auc"]["ci_high"],
                       "ci": "cluster (patient) bootstrap of the pooled out-of-fold AUC"}
