@@ -11,6 +11,7 @@ from prefect_dask import DaskTaskRunner
 from medpipe.cluster import parse_spec
 from medpipe.config import resolve_secret
 from medpipe.errors import ConfigError
+from medpipe.store import WRITE_LOCK
 
 __all__ = [
     "dask_runner",
@@ -20,9 +21,6 @@ __all__ = [
     "SECRET_BLOCK",
     "WRITE_LOCK",
 ]
-
-#: The store lock every writing flow holds (re-entrant: the nightly flow's subflows share it).
-WRITE_LOCK = "write"
 
 #: Name of the Prefect Secret block holding the pseudonymisation secret.
 SECRET_BLOCK = "medpipe-secret"

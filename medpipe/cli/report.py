@@ -31,11 +31,10 @@ def report(
     from medpipe.catalog import new_run_id
     from medpipe.errors import MedpipeError
     from medpipe.report import DEFAULT_PSI_THRESHOLD, report_url, write_report
-    from medpipe.store import store_lock
+    from medpipe.store import WRITE_LOCK, store_lock
 
     try:
-        # the nightly flows' lock name (flows._runner.WRITE_LOCK): one writer at a time
-        with store_lock(store, "write", owner=f"report-{new_run_id()}"):
+        with store_lock(store, WRITE_LOCK, owner=f"report-{new_run_id()}"):
             with console.status("computing the QA report…"):
                 path, rep = write_report(
                     store,

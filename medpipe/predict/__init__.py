@@ -10,7 +10,6 @@ not trained on is refused with the reason.
 
 from medpipe.predict.explain import FOREST, LINEAR, Contribution, Explanation, explain
 from medpipe.predict.run import (
-    WRITE_LOCK,
     Prediction,
     PredictResult,
     Recipe,
@@ -22,7 +21,6 @@ from medpipe.predict.run import (
 __all__ = [
     "FOREST",
     "LINEAR",
-    "WRITE_LOCK",
     "Contribution",
     "Explanation",
     "Prediction",

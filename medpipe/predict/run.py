@@ -41,15 +41,11 @@ from medpipe.models.evaluation import check_compatible
 from medpipe.predict.explain import Explanation, explain
 from medpipe.preprocess import PreprocessConfig
 from medpipe.preprocess.apply import preprocess_batch
-from medpipe.store import layout, store_lock, tables
+from medpipe.store import WRITE_LOCK, layout, store_lock, tables
 
 __all__ = [
-    "WRITE_LOCK", "Prediction", "Refusal", "PredictResult", "Recipe", "recipe", "predict",
+    "Prediction", "Refusal", "PredictResult", "Recipe", "recipe", "predict",
 ]
-
-#: The store lock every stage writer holds (the flows' ``flows._runner.WRITE_LOCK``).
-WRITE_LOCK = "write"
-
 
 @dataclass(frozen=True)
 class Prediction:

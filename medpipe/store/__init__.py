@@ -20,7 +20,7 @@ from medpipe.store import layout
 from medpipe.store.atomic import atomic_group, atomic_write, clean_temporaries, remove
 from medpipe.store.fs import exists, list_groups, read_attrs, store_root, subgroups
 from medpipe.store.images import image_version, open_image, open_labels, write_image
-from medpipe.store.lock import store_lock
+from medpipe.store.lock import WRITE_LOCK, store_lock
 from medpipe.store.ngff import NGFF_VERSION, ImageGeometry
 from medpipe.store.pyramid import default_chunks
 from medpipe.store.tables import (
@@ -44,6 +44,7 @@ __all__ = [
     "clean_temporaries",
     "atomic_group",
     "store_lock",
+    "WRITE_LOCK",
     "default_chunks",
     "NGFF_VERSION",
     "ImageGeometry",

@@ -15,7 +15,11 @@ from medpipe.errors import StoreLockedError
 from medpipe.store import layout
 from medpipe.store.fs import is_local, join, store_root
 
-__all__ = ["store_lock"]
+__all__ = ["WRITE_LOCK", "store_lock"]
+
+#: The lock every stage writer holds (ingest, preprocess, features, nightly, report,
+#: predict): one writer of a store's images and tables at a time.
+WRITE_LOCK = "write"
 
 
 def _lock_holder_alive(info: Mapping[str, Any]) -> bool:
