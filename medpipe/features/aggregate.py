@@ -19,7 +19,7 @@ Slices are the first (``z``) axis.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -59,13 +59,13 @@ _3D = ("3d_merged", "3d_averaged")
 Stack = dict[str, np.ndarray]
 
 
-def check_aggregations(aggregations: Sequence[str], *, what: str) -> None:
-    """Raise ``ValueError`` naming ``what`` (``GLCM``…) for unknown aggregation keys."""
-    unknown = set(aggregations) - set(AGGREGATIONS)
+def check_aggregations(
+    aggregations: Sequence[str], *, what: str, known: Mapping[str, str] = AGGREGATIONS
+) -> None:
+    """Raise ``ValueError`` naming ``what`` (``GLCM``…) for keys not in ``known``."""
+    unknown = set(aggregations) - set(known)
     if unknown:
-        raise ValueError(
-            f"unknown {what} aggregation(s) {sorted(unknown)}; use {list(AGGREGATIONS)}"
-        )
+        raise ValueError(f"unknown {what} aggregation(s) {sorted(unknown)}; use {list(known)}")
 
 
 def as_levels(levels: np.ndarray, n_levels: int | None) -> tuple[np.ndarray, int]:

@@ -51,8 +51,8 @@ class FeatureConfig(FrozenConfig):
     glcm_distance: Annotated[int, Field(ge=1)] = 1
     glrlm_aggregations: tuple[str, ...] = ("3d_merged", "3d_averaged", "2d_averaged")
     # zones: GLSZM / GLDZM aggregations (keys of medpipe.features.zones.ZONE_AGGREGATIONS)
-    glszm_aggregations: tuple[str, ...] = ("3d", "2d_averaged", "2_5d_merged")
-    gldzm_aggregations: tuple[str, ...] = ("3d", "2d_averaged", "2_5d_merged")
+    glszm_aggregations: tuple[str, ...] = ("3d_merged", "2d_averaged", "2_5d_merged")
+    gldzm_aggregations: tuple[str, ...] = ("3d_merged", "2d_averaged", "2_5d_merged")
     # neighbourhood (NGTDM, NGLDM, IVH, local intensity peaks; IBSI 3.10, 3.11, 3.5, 3.2)
     #: NGTDM/NGLDM aggregations; there is one matrix per slice or volume, so
     #: 3d_averaged = 3d_merged, 2_5d_directionmerged = 2_5d_merged and

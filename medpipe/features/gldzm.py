@@ -9,7 +9,7 @@ in-plane ones per slice for the 2D and 2.5D aggregations); a zone's distance is 
 smallest distance of its voxels.  medpipe's ROI is both the intensity and the
 morphological mask, since it does not re-segment.
 
-Feature names are ``gldzm_<feature>_<aggregation>`` (aggregations ``3d``,
+Feature names are ``gldzm_<feature>_<aggregation>`` (aggregations ``3d_merged``,
 ``2d_averaged``, ``2_5d_merged``: IBSI's 3D, 2D and 2.5D):
 
 =============  ==========================================  ====
@@ -41,13 +41,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from medpipe.features.aggregate import aggregated_names, as_levels
+from medpipe.features.aggregate import aggregated_names, as_levels, check_aggregations
 from medpipe.features.registry import Family, register_family
 from medpipe.features.zones import (
     FORMULAS,
     ZONE_AGGREGATIONS,
     border_distance,
-    check_zone_aggregations,
     find_zones,
     zone_aggregate,
     zone_matrices,
@@ -150,7 +149,7 @@ def gldzm_features(
     dict
         ``gldzm_<feature>_<aggregation> -> value`` (NaN for an empty ROI).
     """
-    check_zone_aggregations(aggregations, what="GLDZM")
+    check_aggregations(aggregations, what="GLDZM", known=ZONE_AGGREGATIONS)
     res = zone_aggregate(levels, aggregations, mask=mask, by_distance=True)
     return {f"gldzm_{f}_{a}": res[a][_FORMULA[f]] for a in aggregations for f in FEATURES}
 

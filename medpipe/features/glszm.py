@@ -2,7 +2,7 @@
 
 A zone is a connected set of ROI voxels of one grey level (26-connected in 3-D,
 8-connected in a slice for 2-D); ``s[i, j]`` counts the zones of level ``i`` and size
-``j`` voxels.  The zones, the sixteen formulas, the aggregations (``3d``,
+``j`` voxels.  The zones, the sixteen formulas, the aggregations (``3d_merged``,
 ``2d_averaged``, ``2_5d_merged``: IBSI's 3D, 2D and 2.5D) and the values of a constant
 ROI are described in :mod:`medpipe.features.zones`.
 
@@ -37,12 +37,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from medpipe.features.aggregate import aggregated_names, as_levels
+from medpipe.features.aggregate import aggregated_names, as_levels, check_aggregations
 from medpipe.features.registry import Family, register_family
 from medpipe.features.zones import (
     FORMULAS,
     ZONE_AGGREGATIONS,
-    check_zone_aggregations,
     find_zones,
     zone_aggregate,
     zone_matrices,
@@ -128,7 +127,7 @@ def glszm_features(
     dict
         ``glszm_<feature>_<aggregation> -> value`` (NaN for an empty ROI).
     """
-    check_zone_aggregations(aggregations, what="GLSZM")
+    check_aggregations(aggregations, what="GLSZM", known=ZONE_AGGREGATIONS)
     res = zone_aggregate(levels, aggregations)
     return {f"glszm_{f}_{a}": res[a][_FORMULA[f]] for a in aggregations for f in FEATURES}
 

@@ -18,7 +18,7 @@ Aggregations (IBSI names → feature suffix), :data:`ZONE_AGGREGATIONS`:
 =========  ===============  ====================================================
 IBSI       suffix           what is computed
 =========  ===============  ====================================================
-3D         ``3d``           one matrix of the 3-D zones of the volume
+3D         ``3d_merged``    one matrix of the 3-D zones of the volume
 2D         ``2d_averaged``  one matrix per slice (2-D zones), features averaged
 2.5D       ``2_5d_merged``  the per-slice matrices summed, one feature set
 =========  ===============  ====================================================
@@ -52,7 +52,6 @@ __all__ = [
     "ZONE_AGGREGATIONS",
     "FORMULAS",
     "Zones",
-    "check_zone_aggregations",
     "border_distance",
     "find_zones",
     "zone_matrices",
@@ -62,7 +61,7 @@ __all__ = [
 
 #: Aggregation keys of the zone families → IBSI's names.
 ZONE_AGGREGATIONS: dict[str, str] = {
-    "3d": "3D",
+    "3d_merged": "3D",
     "2d_averaged": "2D",
     "2_5d_merged": "2.5D",
 }
@@ -113,15 +112,6 @@ class Zones:
 
     def __len__(self) -> int:
         return len(self.level)
-
-
-def check_zone_aggregations(aggregations: Sequence[str], *, what: str) -> None:
-    """Raise ``ValueError`` naming ``what`` (``GLSZM``…) for unknown aggregation keys."""
-    unknown = set(aggregations) - set(ZONE_AGGREGATIONS)
-    if unknown:
-        raise ValueError(
-            f"unknown {what} aggregation(s) {sorted(unknown)}; use {list(ZONE_AGGREGATIONS)}"
-        )
 
 
 def _as_3d(a: np.ndarray) -> np.ndarray:
@@ -374,8 +364,8 @@ def zone_aggregate(
         return {k: float(v[0]) for k, v in feats.items()}
 
     res: dict[str, dict[str, float]] = {}
-    if "3d" in aggregations:
-        res["3d"] = single(*zones(False))
+    if "3d_merged" in aggregations:
+        res["3d_merged"] = single(*zones(False))
     if {"2d_averaged", "2_5d_merged"} & set(aggregations):
         z2, v2 = zones(True)
         if "2d_averaged" in aggregations:

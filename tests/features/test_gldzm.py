@@ -124,15 +124,15 @@ def test_hand_checked_example() -> None:
         assert got[f"gldzm_zdnu_{agg}"] == pytest.approx((10**2 + 1) / ns)
         sdhge = (1 / 4 + 4 * 2 + 9 * 3 + 16 * 2 + 25 * 3) / ns
         assert got[f"gldzm_sdhge_{agg}"] == pytest.approx(sdhge)
-    assert got["gldzm_sde_3d"] == got["gldzm_lde_3d"] == 1
-    assert got["gldzm_zd_var_3d"] == 0
+    assert got["gldzm_sde_3d_merged"] == got["gldzm_lde_3d_merged"] == 1
+    assert got["gldzm_zd_var_3d_merged"] == 0
 
 
 def test_constant_and_empty_roi() -> None:
     lv = np.zeros((5, 6, 6), np.int32)
     lv[1:4, 1:4, 1:4] = 2  # one zone touching the border: distance 1
     got = gldzm_features(lv)
-    for agg, zones, nv in (("3d", 1, 27), ("2d_averaged", 1, 9), ("2_5d_merged", 3, 27)):
+    for agg, zones, nv in (("3d_merged", 1, 27), ("2d_averaged", 1, 9), ("2_5d_merged", 3, 27)):
         expected = {
             "sde": 1, "lde": 1, "lgze": 1 / 4, "hgze": 4, "sdlge": 1 / 4, "sdhge": 4,
             "ldlge": 1 / 4, "ldhge": 4, "glnu": zones, "glnu_norm": 1, "zdnu": zones,
@@ -142,8 +142,8 @@ def test_constant_and_empty_roi() -> None:
             assert got[f"gldzm_{f}_{agg}"] == pytest.approx(v, abs=1e-12), (f, agg)
     empty = gldzm_features(np.zeros((2, 3, 3), np.int32))
     assert all(np.isnan(v) for v in empty.values())
-    cfg = FeatureConfig(families=("gldzm",), gldzm_aggregations=("3d",))
+    cfg = FeatureConfig(families=("gldzm",), gldzm_aggregations=("3d_merged",))
     out = compute_features(np.ones((2, 3, 3)), np.zeros((2, 3, 3), bool), spacing=(1, 1, 1),
                            config=cfg)
-    assert list(out) == [f"gldzm_{f}_3d" for f in FEATURES]
+    assert list(out) == [f"gldzm_{f}_3d_merged" for f in FEATURES]
     assert all(np.isnan(v) for v in out.values())

@@ -99,7 +99,7 @@ def reference_aggregations(levels: np.ndarray, matrices) -> dict[str, list[float
     counts = [(levels[z] > 0).sum() for z in range(levels.shape[0])]
     per_slice = [reference_features(m, n) for m, n in zip(m2, counts, strict=True) if n]
     return {
-        "3d": reference_features(m3, (levels > 0).sum()),
+        "3d_merged": reference_features(m3, (levels > 0).sum()),
         "2d_averaged": list(np.mean(per_slice, axis=0)),
         "2_5d_merged": reference_features(sum(m2), (levels > 0).sum()),
     }
@@ -202,7 +202,7 @@ def test_constant_roi_gives_the_documented_values() -> None:
     lv = np.zeros((5, 6, 6), np.int32)
     lv[1:4, 1:4, 1:4] = 2  # one 27-voxel zone; 9-voxel zones in each of 3 slices
     got = glszm_features(lv)
-    for agg, n, zones in (("3d", 27, 1), ("2d_averaged", 9, 1), ("2_5d_merged", 9, 3)):
+    for agg, n, zones in (("3d_merged", 27, 1), ("2d_averaged", 9, 1), ("2_5d_merged", 9, 3)):
         nv = 27 if agg != "2d_averaged" else 9
         expected = {
             "sze": 1 / n**2, "lze": n**2, "lgze": 1 / 4, "hgze": 4,
@@ -231,8 +231,10 @@ def test_config_aggregations() -> None:
     assert "glszm_aggregations" not in FeatureConfig().canonical_json()
     assert "glszm_aggregations" in cfg.canonical_json()
     assert FeatureConfig.from_dict(cfg.model_dump()) == cfg
+    # the keys the other matrix families use for the same IBSI aggregations (3D: 3d_merged)
+    assert FeatureConfig(glszm_aggregations=("3d_merged",)).glszm_aggregations == ("3d_merged",)
     with pytest.raises(ConfigError, match="glszm_aggregations: unknown aggregation"):
-        FeatureConfig(glszm_aggregations=("3d_merged",))
+        FeatureConfig(glszm_aggregations=("3d_averaged",))
     with pytest.raises(ValueError, match="unknown GLSZM aggregation"):
         glszm_features(HAND, aggregations=("2d",))
 
@@ -304,7 +306,7 @@ def test_pyradiomics_baseline(shared_data, case: str, column: str) -> None:
     assert settings.get("binWidth", 25) == 25 and settings["resegmentRange"] is None
     assert settings["resampledPixelSpacing"] is None and settings["force2D"] == (column == "_2d")
     assert settings["force2Ddimension"] == 0  # (z, y, x) arrays: slices along z
-    agg = "2_5d_merged" if column else "3d"
+    agg = "2_5d_merged" if column else "3d_merged"
     img, _ = nrrd.read(str(root / f"{case}_image.nrrd"))
     lab, _ = nrrd.read(str(root / f"{case}_label.nrrd"))
     image = np.transpose(img, (2, 1, 0)).astype(np.float64)
