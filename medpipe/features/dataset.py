@@ -188,7 +188,13 @@ def stale_series(store: str, *, config: FeatureConfig, source: str = "images") -
     return _stale(_versions(store, source), table)
 
 
-def update_features(store: str, *, config: FeatureConfig, source: str = "images") -> dict:
+def update_features(
+    store: str,
+    *,
+    config: FeatureConfig,
+    source: str = "images",
+    keys: Sequence[str] | None = None,
+) -> dict:
     """Bring ``features/<cfg-hash>`` up to date: compute only new or re-ingested series.
 
     Samples of series whose image version is unchanged are kept as stored; the others
@@ -206,6 +212,9 @@ def update_features(store: str, *, config: FeatureConfig, source: str = "images"
         Feature settings.
     source
         ``images`` or ``preprocessed/<hash>``.
+    keys
+        Only bring these series up to date (``medpipe predict``: the input's series);
+        the stored rows of the others are kept as they are.  Default: every series.
 
     Returns
     -------
@@ -217,6 +226,9 @@ def update_features(store: str, *, config: FeatureConfig, source: str = "images"
     current = _versions(store, source)
     old = open_features(store, path) if _has_table(store, path) else None
     stale = _stale(current, old)
+    if keys is not None:
+        wanted = set(keys)
+        stale = [k for k in stale if k in wanted]
     samples = store_samples(store, source=source, keys=stale)
     if not samples:
         return {"group": path, "computed": 0, "kept": len(current) - len(stale), "keys": []}

@@ -25,14 +25,13 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import xarray as xr
 
 from medpipe import catalog
 from medpipe import store as _store
 from medpipe.catalog import FileStat
 from medpipe.errors import ConfigError, ModelError, ModelMismatchError
 from medpipe.features import FeatureConfig
-from medpipe.features.dataset import feature_table, write_features
+from medpipe.features.dataset import open_features, update_features
 from medpipe.ingest import ingest_group, plan, probe_batch
 from medpipe.models.common import load_ref
 from medpipe.models.domain import domain_problems
@@ -41,7 +40,7 @@ from medpipe.models.evaluation import check_compatible
 from medpipe.predict.explain import Explanation, explain
 from medpipe.preprocess import PreprocessConfig
 from medpipe.preprocess.apply import preprocess_batch
-from medpipe.store import WRITE_LOCK, layout, store_lock, tables
+from medpipe.store import WRITE_LOCK, layout, store_lock
 
 __all__ = [
     "Prediction", "Refusal", "PredictResult", "Recipe", "recipe", "predict",
@@ -239,20 +238,6 @@ def _ingest(path: Path, work: str, *, secret: bytes, run_id: str
     return keys, unread
 
 
-def _keep_features(work: str, table: xr.Dataset, group: str) -> None:
-    """Write this input's computed feature rows into the kept store's table."""
-    if not tables.has_table(work, group):
-        write_features(table, store=work, path=group)
-        return
-    ours = [str(s) for s in table["sample"].values]
-    stored = {str(s) for s in tables.open_table(work, group)["sample"].values}
-    if stored <= set(ours):  # nothing else in it: replace it whole
-        write_features(table, store=work, path=group)
-        return
-    tables.drop_samples(work, group, ours)  # an earlier prediction of the same series
-    tables.append_samples(table, store=work, path=group)
-
-
 def _nothing(path: Path, ref: str, refused: list[Refusal], unread: list[Refusal]) -> str:
     why = [f"series {r.what}: {r.reason}" for r in refused]
     why += [f"{r.what}: {r.reason}" for r in unread]
@@ -282,11 +267,14 @@ def _run(path: Path, meta: dict[str, Any], fitted: Any, rec: Recipe, *, work: st
             accepted = [k for k in accepted if k in written]
         if not accepted:
             raise ModelMismatchError(_nothing(path, ref, refused, unread))
-        table = feature_table(work, config=rec.features, source=rec.source, keys=accepted)
-        table = table.compute()
+        # the input's rows of the working store's table (kept there with --store: a
+        # series predicted before and unchanged is not computed again)
+        group = update_features(work, config=rec.features, source=rec.source,
+                                keys=accepted)["group"]
+        table = open_features(work, group)
+        series = np.array([str(s) for s in table["series"].values], dtype=object)
+        table = table.isel(sample=np.flatnonzero(np.isin(series, accepted))).load()
         check_compatible(meta, table)
-        if keep:
-            _keep_features(work, table, layout.features(rec.features.hash(), source=rec.source))
     names = list(meta["feature_names"])
     x = np.asarray(table["features"].sel(feature=names).values, dtype=np.float64)
     prob = np.asarray(positive_proba(fitted, x), dtype=np.float64)

@@ -204,6 +204,29 @@ def test_update_features_appends_and_matches_a_full_computation(tmp_path: Path) 
                                 _sorted(ref).drop_vars("version"))
 
 
+def test_update_features_of_some_keys_leaves_the_other_stale_series(tmp_path: Path) -> None:
+    """``keys=`` (what ``medpipe predict`` uses): only those series are computed; another
+    stale series keeps its stored rows until a full update."""
+    cfg = FeatureConfig(families=("firstorder",))
+    store = str(tmp_path / "s")
+    for i, key in enumerate(("k1", "k2")):
+        _image(store, key, 10 * i, "r1")
+    group = fdata.update_features(store, config=cfg)["group"]
+    before = fdata.open_features(store, group).load()
+    _image(store, "k1", 80, "r2")  # both re-ingested, one new series
+    _image(store, "k2", 90, "r2")
+    _image(store, "k3", 30, "r2")
+    part = fdata.update_features(store, config=cfg, keys=["k2", "k3"])
+    assert part["keys"] == ["k2", "k3"] and part["kept"] == 1
+    got = fdata.open_features(store, group).load()
+    assert sorted(str(s) for s in got["series"].values) == ["k1", "k2", "k3"]
+    old_k1 = before.isel(sample=[str(s) == "k1" for s in before["series"].values])
+    new_k1 = got.isel(sample=[str(s) == "k1" for s in got["series"].values])
+    xr.testing.assert_identical(old_k1.drop_encoding(), new_k1.drop_encoding())  # not recomputed
+    assert fdata.stale_series(store, config=cfg) == ["k1"]
+    assert fdata.update_features(store, config=cfg)["keys"] == ["k1"]
+
+
 def test_append_cut_short_by_a_crash_is_never_read_and_is_repaired(tmp_path: Path) -> None:
     """Rows an append wrote before a crash (no commit record yet) stay invisible; the next
     append cuts them off first, so the table equals a clean run's."""
