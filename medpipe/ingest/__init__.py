@@ -25,6 +25,7 @@ from medpipe.ingest.planning import GroupPlan, batches, plan, probe_batch
 from medpipe.ingest.run import (
     IngestSummary,
     ingest_archive,
+    ingest_files,
     missing_rows,
     start_summary,
     summarize,
@@ -43,6 +44,7 @@ __all__ = [
     "series_attrs",
     "IMAGES",
     "ingest_archive",
+    "ingest_files",
     "missing_rows",
     "start_summary",
     "isolate_batch",

@@ -15,7 +15,7 @@ from medpipe.ingest.planning import batches, plan, probe_batch
 from medpipe.ingest.writing import ingest_batch, ingest_group
 from medpipe.io.registry import REGISTRY
 
-__all__ = ["IngestSummary", "summarize", "ingest_archive", "missing_rows"]
+__all__ = ["IngestSummary", "summarize", "ingest_archive", "ingest_files", "missing_rows"]
 
 
 @dataclass
@@ -139,15 +139,60 @@ def ingest_archive(
     if client is not None:
         _on_cluster(client, archive, store, delta.todo, known, summary, secret, timeout_s)
         return summary
-    probed = probe_batch(archive, delta.todo, secret=secret)
-    settled = [r for r in probed if r["status"] != "pending"]
-    catalog.append(store, settled, run_id=run_id)
-    summarize(summary, settled)
-    for group in plan(probed, known):
+    ingest_files(archive, store, delta.todo, secret=secret, run_id=run_id, known=known,
+                 summary=summary)
+    return summary
+
+
+def ingest_files(
+    archive: str,
+    store: str,
+    files: Sequence[FileStat],
+    *,
+    secret: bytes,
+    run_id: str,
+    known: pd.DataFrame | None = None,
+    summary: IngestSummary | None = None,
+) -> list[dict[str, Any]]:
+    """Probe, plan and ingest these files in this process (no archive scan, no diff).
+
+    Catalog rows are appended as each series is written (the probe's settled rows
+    first), so an interrupted call loses at most the series being written.
+
+    Parameters
+    ----------
+    archive
+        Archive root the files' paths are relative to.
+    store
+        Store URL or path.
+    files
+        The files to ingest (``catalog.scan`` entries, or a hand-made list).
+    secret
+        Pseudonymisation secret.
+    run_id
+        Id of the ingest run.
+    known
+        The store's current catalog, for planning (default: none, every series anew).
+    summary
+        Counts to add the rows to (:func:`summarize`), if any.
+
+    Returns
+    -------
+    list of dict
+        Every catalog row written, in order.
+    """
+    probed = probe_batch(archive, files, secret=secret)
+    written = [r for r in probed if r["status"] != "pending"]
+    catalog.append(store, written, run_id=run_id)
+    if summary is not None:
+        summarize(summary, written)
+    for group in plan(probed, pd.DataFrame() if known is None else known):
         rows = ingest_group(archive, store, group, secret=secret, run_id=run_id)
         catalog.append(store, rows, run_id=run_id)
-        summarize(summary, rows)
-    return summary
+        if summary is not None:
+            summarize(summary, rows)
+        written += rows
+    return written
 
 
 #: Files per probe task on a cluster.

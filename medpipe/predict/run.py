@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from medpipe import catalog
 from medpipe import store as _store
@@ -32,7 +31,7 @@ from medpipe.catalog import FileStat
 from medpipe.errors import ConfigError, ModelError, ModelMismatchError
 from medpipe.features import FeatureConfig
 from medpipe.features.dataset import open_features, update_features
-from medpipe.ingest import ingest_group, plan, probe_batch
+from medpipe.ingest import ingest_files
 from medpipe.models.common import load_ref
 from medpipe.models.domain import domain_problems
 from medpipe.models.estimators import positive_proba
@@ -223,16 +222,9 @@ def _ingest(path: Path, work: str, *, secret: bytes, run_id: str
     Only this input's files are planned (no catalogued sibling of another archive).
     """
     root, files = _input_files(path)
-    probed = probe_batch(str(root), files, secret=secret)
-    rows = [r for r in probed if r["status"] != "pending"]
-    keys: list[str] = []
-    for group in plan(probed, pd.DataFrame()):
-        group_rows = ingest_group(str(root), work, group, secret=secret, run_id=run_id)
-        rows += group_rows
-        ingested = any(r["status"] == "ingested" for r in group_rows)
-        if ingested and _store.exists(work, layout.image(group.series)):
-            keys.append(group.series)
-    catalog.append(work, rows, run_id=run_id)
+    rows = ingest_files(str(root), work, files, secret=secret, run_id=run_id)
+    ingested = dict.fromkeys(r["series"] for r in rows if r["status"] == "ingested")
+    keys = [k for k in ingested if _store.exists(work, layout.image(k))]
     unread = [Refusal(str(r["path"]), f"{r['status']}: {r.get('reason') or ''}".rstrip(": "))
               for r in rows if r["status"] in ("quarantined", "skipped")]
     return keys, unread
