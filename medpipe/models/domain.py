@@ -15,12 +15,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-import numpy as np
 import xarray as xr
 
 from medpipe import store as _store
 from medpipe.errors import SeriesNotFoundError
 from medpipe.store import layout
+from medpipe.store.tables import string_values
 
 __all__ = ["geometry_of", "training_domain", "preprocess_record", "domain_problems"]
 
@@ -66,10 +66,6 @@ def _image_attrs(store: str, source: str, key: str) -> dict[str, Any]:
     return {}
 
 
-def _strings(values: Any) -> list[str]:
-    return [str(v) for v in np.asarray(getattr(values, "values", values)).tolist()]
-
-
 def training_domain(store: str, table: xr.Dataset, *, source: str = layout.IMAGES
                     ) -> dict[str, Any]:
     """The modalities and image geometry of a model's training samples.
@@ -93,14 +89,14 @@ def training_domain(store: str, table: xr.Dataset, *, source: str = layout.IMAGE
         seen), ``size`` (``{axis: [min, max]}``), ``samples`` (``"whole image"``,
         ``"roi"`` or ``"mixed"``) and ``n_series``.  JSON-serialisable.
     """
-    keys = sorted(set(_strings(table["series"])))
+    keys = sorted(set(string_values(table["series"])))
     attrs = {k: _image_attrs(store, source, k) for k in keys}
     if "modality" in table.coords:
-        modalities = set(_strings(table["modality"]))
+        modalities = set(string_values(table["modality"]))
     else:
         modalities = {str(a.get("modality", "")) for a in attrs.values()}
     geoms = [geometry_of(a) for a in attrs.values() if a]
-    rois = set(_strings(table["roi"])) if "roi" in table.coords else {""}
+    rois = set(string_values(table["roi"])) if "roi" in table.coords else {""}
     whole, roi = "" in rois, bool(rois - {""})
     return {
         "modalities": sorted(m for m in modalities if m),

@@ -39,7 +39,7 @@ from medpipe.models.evaluation import check_compatible
 from medpipe.predict.explain import Explanation, explain
 from medpipe.preprocess import PreprocessConfig
 from medpipe.preprocess.apply import preprocess_batch
-from medpipe.store import WRITE_LOCK, layout, store_lock
+from medpipe.store import WRITE_LOCK, layout, store_lock, tables
 
 __all__ = [
     "Prediction", "Refusal", "PredictResult", "Recipe", "recipe", "predict",
@@ -264,7 +264,7 @@ def _run(path: Path, meta: dict[str, Any], fitted: Any, rec: Recipe, *, work: st
         group = update_features(work, config=rec.features, source=rec.source,
                                 keys=accepted)["group"]
         table = open_features(work, group)
-        series = np.array([str(s) for s in table["series"].values], dtype=object)
+        series = tables.string_values(table["series"])
         table = table.isel(sample=np.flatnonzero(np.isin(series, accepted))).load()
         check_compatible(meta, table)
     names = list(meta["feature_names"])
