@@ -303,9 +303,8 @@ class BagOfVisualWords(TransformerMixin, BaseEstimator):
         centres = self.cluster_centers_
         out = np.zeros((len(X), len(centres)))
         for i, d in enumerate(self.descriptors(X)):
-            if len(d):
-                counts = np.bincount(assign_words(d, centres), minlength=len(centres))
-                out[i] = counts / counts.sum()
+            if len(d):  # no keypoint: zeros here (bovw_histogram's NaN would stop the fit)
+                out[i] = bovw_histogram(d, centres)
         return out
 
     def _transform_block(self, x: np.ndarray) -> np.ndarray:
