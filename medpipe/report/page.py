@@ -88,7 +88,7 @@ class QAReport:
     quarantine
         Reason → number of currently quarantined files.
     suv_not_computed
-        Series key → why its PET values were not converted to SUV (they keep their
+        This run's series key → why its PET values were not converted to SUV (they keep their
         stored units; see :func:`medpipe.io.coding.suv_not_computed`).
     figures
         File name → PNG bytes; ``ranges`` the plotted range of each drift panel.
@@ -282,16 +282,23 @@ def _thumbnails(store: str, keys: Sequence[str], source: str | None) -> dict[str
     return out
 
 
-def _suv_not_computed(store: str) -> dict[str, str]:
-    """Series key → why its SUV was not computed, for every stored PET series without SUV."""
+def _suv_not_computed(store: str, keys: Sequence[str]) -> dict[str, str]:
+    """Series key → why its SUV was not computed, for this run's PET series without SUV.
+
+    Only the run's own series are read (a series' SUV is settled when it is ingested),
+    so the cost grows with the night's changes; ``medpipe info`` lists the whole store.
+    """
     from medpipe.io.coding import suv_not_computed
 
     out = {}
-    for path in _store.list_groups(store, layout.IMAGES):
+    for key in keys:
+        path = layout.image(key)
+        if not _store.exists(store, path):
+            continue
         rescale = _store.read_attrs(store, path).get("medpipe", {}).get("rescale", {})
         reason = suv_not_computed(rescale)
         if reason is not None:
-            out[path.rsplit("/", 1)[-1]] = reason
+            out[key] = reason
     return out
 
 
@@ -375,7 +382,7 @@ def build_report(
         brier=brier,
         calibration_on=on,
         quarantine=dict(reasons.most_common()),
-        suv_not_computed=_suv_not_computed(store),
+        suv_not_computed=_suv_not_computed(store, ctx.new_series),
         figures=figures,
         captions=captions,
         ranges=ranges,

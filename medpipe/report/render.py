@@ -104,7 +104,7 @@ def render(rep: QAReport) -> str:
         parts.append("<h2>New series, before and after preprocessing</h2>")
         parts += [_figure(rep, f) for f in thumbs]
     if rep.suv_not_computed:
-        parts += [f"<h2>PET series without SUV ({len(rep.suv_not_computed)})</h2>",
+        parts += [f"<h2>New PET series without SUV ({len(rep.suv_not_computed)})</h2>",
                   "<p>SUV not computed: these keep their stored units.</p><table>",
                   "<tr><th>series</th><th>reason</th></tr>"]
         parts += [f"<tr><td><code>{esc(k)}</code></td><td>{esc(r)}</td></tr>"
