@@ -10,6 +10,7 @@ import xarray as xr
 
 from medpipe import store as _store
 from medpipe.features.extract import FeatureConfig, extract
+from medpipe.progress import Report, persist_with_progress
 from medpipe.store import image_version, layout
 from medpipe.store import tables as _tables
 
@@ -188,7 +189,9 @@ def stale_series(store: str, *, config: FeatureConfig, source: str = "images") -
     return _stale(_versions(store, source), table)
 
 
-def update_features(store: str, *, config: FeatureConfig, source: str = "images") -> dict:
+def update_features(
+    store: str, *, config: FeatureConfig, source: str = "images", progress: Report | None = None
+) -> dict:
     """Bring ``features/<cfg-hash>`` up to date: compute only new or re-ingested series.
 
     Samples of series whose image version is unchanged are kept as stored; the others
@@ -206,6 +209,9 @@ def update_features(store: str, *, config: FeatureConfig, source: str = "images"
         Feature settings.
     source
         ``images`` or ``preprocessed/<hash>``.
+    progress
+        Reports each sample computed (``features``, in samples), as its Dask task
+        finishes (:func:`medpipe.progress.persist_with_progress`).
 
     Returns
     -------
@@ -221,6 +227,7 @@ def update_features(store: str, *, config: FeatureConfig, source: str = "images"
     if not samples:
         return {"group": path, "computed": 0, "kept": len(current) - len(stale), "keys": []}
     new = feature_table(store, config=config, source=source, keys=[k for k, _, _ in samples])
+    new = persist_with_progress(new, var="features", description="features", report=progress)
     kept = 0
     if old is not None:
         series = np.array(_strings(old["series"]), dtype=object)
