@@ -165,3 +165,50 @@ def test_a_worker_task_reports_to_the_bars_of_the_submitting_process(capsys) -> 
     err = capsys.readouterr().err
     assert "cells: 12/12 (100%)" in err.splitlines(), err  # drawn here, from the worker
     assert "\x1b" not in err
+
+
+NESTED = (
+    "import threading, time\n"
+    "from medpipe.progress import Bars, progress_bar\n"
+    "with progress_bar(2, 'nightly') as stage:\n"
+    "    bars = Bars()\n"
+    "    def work():\n"
+    "        for i in range(5):\n"
+    "            bars('features', i + 1, 5)\n"
+    "            time.sleep(0.05)\n"
+    "    t = threading.Thread(target=work)\n"
+    "    t.start()\n"
+    "    t.join()\n"
+    "    stage(1)\n"
+    "    with progress_bar(3, 'score') as advance:\n"
+    "        advance(3)\n"
+    "    stage(1)\n"
+)
+
+
+def test_a_bar_opened_under_another_shows_beneath_it() -> None:
+    """The nightly stage bar and the stages' own bars (one from a relay thread) share a display."""
+    out = _pty_run(NESTED)
+    assert out.count("\x1b[?25l") == 1  # one live display for the three bars
+    assert "\x1b[1A" in out  # it redraws several rows
+    last = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", out[out.rindex("nightly"):])
+    rows = [r.strip() for r in last.replace("\r\n", "\n").split("\n") if r.strip()]
+    assert [r.split()[0] for r in rows] == ["nightly", "features", "score"]
+    assert "2/2" in rows[0] and "5/5" in rows[1] and "3/3" in rows[2]
+
+
+def test_train_steps_count_each_search_the_vote_and_each_refit() -> None:
+    import numpy as np
+
+    from medpipe.models.train import train_steps
+
+    y = np.array([0, 1] * 6)
+    groups = np.arange(12)
+    kinds = ["svm", "logreg", "rf"]
+    # selection: 3 searches + the vote, then the refit; 3 outer folds of 4 searches and a
+    # refit each; calibration and registration
+    assert train_steps(kinds, y, groups, vote=True, large=False, outer_folds=3) == 4 + 1 + 3 * 5 + 1
+    # the incremental (large) path has no probabilities for a vote
+    assert train_steps(kinds, y, groups, vote=True, large=True, outer_folds=3) == 3 + 1 + 3 * 4 + 1
+    # no outer loop: the selection, the refit, registration
+    assert train_steps(["logreg"], y, groups, vote=False, large=None, outer_folds=0) == 3
