@@ -126,6 +126,13 @@ def test_features_under_a_pty_draw_a_rich_bar(store: dict) -> None:
     plain = ANSI.sub("", out)
     assert re.search(rf"features\s.*\b{N}/{N}\b", plain), plain[-3000:]
     assert f"features: {N}/{N} (100%)" not in plain  # not the plain fallback
+    # what reached Prefect's API (the UI's logs) has no terminal control characters
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        messages = [log.message for log in client.read_logs()]
+    assert any("feature table" in m for m in messages), messages
+    assert not any("\x1b" in m or "\r" in m or "━" in m for m in messages)
 
 
 def test_features_piped_print_plain_lines(store: dict) -> None:
