@@ -10,6 +10,7 @@ from flows._runner import WRITE_LOCK, dask_runner, log_dashboard, on_cluster
 from medpipe.catalog import new_run_id
 from medpipe.features import FeatureConfig
 from medpipe.features.dataset import update_features
+from medpipe.progress import relay, remote_report
 from medpipe.results import FeatureResult
 from medpipe.store import store_lock
 
@@ -28,10 +29,16 @@ class FeatureParams(BaseModel):
 
 
 @task(name="feature-table", retries=1)
-def compute_features_table(store: str, config: FeatureConfig, source: str) -> FeatureResult:
-    """Bring the feature table up to date (new or re-ingested series only)."""
-    with on_cluster():
-        return FeatureResult.from_update(update_features(store, config=config, source=source))
+def compute_features_table(
+    store: str, config: FeatureConfig, source: str, progress_topic: str | None = None
+) -> FeatureResult:
+    """Bring the feature table up to date (new or re-ingested series only).
+
+    Each sample (series and ROI) computed is reported to ``progress_topic``'s relay.
+    """
+    with on_cluster(), remote_report(progress_topic) as report:
+        out = update_features(store, config=config, source=source, progress=report)
+    return FeatureResult.from_update(out)
 
 
 @flow(name="features")
@@ -52,10 +59,12 @@ def features_flow(params: FeatureParams) -> FeatureResult:
     store = params.store
     with store_lock(store, WRITE_LOCK, owner=new_run_id()), dask_runner(params.cluster) as runner:
         log_dashboard(runner)
-        result = runner.submit(
-            compute_features_table,
-            parameters={"store": store, "config": params.config, "source": params.source},
-        ).result()
+        with relay(runner.client) as topic:
+            result = runner.submit(
+                compute_features_table,
+                parameters={"store": store, "config": params.config, "source": params.source,
+                            "progress_topic": topic},
+            ).result()
     get_run_logger().info(
         "feature table %s: %d series computed, %d samples kept",
         result.group,

@@ -30,6 +30,7 @@ from medpipe.features.dataset import features_group, stale_series
 from medpipe.models import lifecycle
 from medpipe.preprocess import PreprocessConfig
 from medpipe.preprocess.apply import pending_series, preprocessed_group
+from medpipe.progress import progress_bar
 from medpipe.results import ModelStageResult, NightlyResult
 from medpipe.store import store_lock
 
@@ -112,6 +113,10 @@ def nightly_flow(params: NightlyParams) -> NightlyResult:
         ingested, preprocessed, featured = nightly.skipped_results(
             plan, run_id=run_id, files=files, delta=delta
         )
+        # one stage bar above the stages' own bars: the stages that run, then the model
+        ran = stack.enter_context(
+            progress_bar(sum((plan.ingest, plan.preprocess, plan.features)) + 1, "nightly")
+        )
         with _stage("ingest", stages):
             if plan.ingest:
                 ingested = ingest_flow(
@@ -122,18 +127,22 @@ def nightly_flow(params: NightlyParams) -> NightlyResult:
                         demo_secret=params.demo_secret,
                     )
                 )
+                ran(1)
         with _stage("preprocess", stages):
             if plan.preprocess:
                 preprocessed = preprocess_flow(
                     PreprocessParams(store=store, config=pcfg, cluster=cluster())
                 )
+                ran(1)
         with _stage("features", stages):
             if plan.features:
                 featured = features_flow(
                     FeatureParams(store=store, config=fcfg, source=pgroup, cluster=cluster())
                 )
+                ran(1)
         with _stage("model", stages):
             model = _model_stage(params, plan.features_group, cluster)
+            ran(1)
         path = None
         if report.needs_report(any_work=plan.any_work, model=model):
             # inside the lock: the report is a store write like any other

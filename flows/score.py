@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from flows._runner import dask_runner, log_dashboard, on_cluster
 from medpipe.models.train import score_model
+from medpipe.progress import relay, remote_report
 from medpipe.report import score_markdown
 from medpipe.results import ScoreResult
 
@@ -28,11 +29,12 @@ class ScoreParams(BaseModel):
 
 
 @task(name="score-model")
-def score_task(params: ScoreParams) -> ScoreResult:
-    """Score the pending samples block-wise on the whole cluster."""
-    with on_cluster():
+def score_task(params: ScoreParams, progress_topic: str | None = None) -> ScoreResult:
+    """Score the pending samples block-wise on the whole cluster (reported per block)."""
+    with on_cluster(), remote_report(progress_topic) as report:
         out = score_model(
-            params.store, model=params.model, features=params.features, limit=params.limit
+            params.store, model=params.model, features=params.features, limit=params.limit,
+            progress=report,
         )
     return ScoreResult.from_dict(out)
 
@@ -48,7 +50,10 @@ def score_flow(params: ScoreParams) -> ScoreResult:
     """
     with dask_runner(params.cluster) as runner:
         log_dashboard(runner)
-        result = runner.submit(score_task, parameters={"params": params}).result()
+        with relay(runner.client) as topic:
+            result = runner.submit(
+                score_task, parameters={"params": params, "progress_topic": topic}
+            ).result()
     get_run_logger().info(
         "scored %d new samples (%d in %s)", result.scored, result.total, result.group
     )

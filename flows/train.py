@@ -20,6 +20,7 @@ from medpipe.models import lifecycle
 from medpipe.models import registry as reg
 from medpipe.models.metrics import format_metric
 from medpipe.models.train import evaluate_model, train_model
+from medpipe.progress import relay, remote_report
 from medpipe.report import metrics_markdown, metrics_rows, png_bytes_uri
 from medpipe.results import EvaluationResult, TrainResult
 
@@ -70,16 +71,23 @@ class TrainParams(BaseModel):
 
 @task(name="train-model")
 def train_task(
-    params: TrainParams, labels_path: str, label_source: str, scheduler: str
+    params: TrainParams,
+    labels_path: str,
+    label_source: str,
+    scheduler: str,
+    progress_topic: str | None = None,
 ) -> TrainResult:
     """Grouped-CV search, refit and registration, as a client of the cluster at ``scheduler``.
 
     Runs in the flow's process (not on a worker): the random forest's refit uses the
     joblib Dask backend, which needs a client of its own rather than a seceded worker.
+    Its steps (see :func:`medpipe.models.train.train_model`) are reported to
+    ``progress_topic``'s relay.
     """
     from distributed import Client
 
-    with Client(scheduler, set_as_default=False) as client, client.as_current():
+    with Client(scheduler, set_as_default=False) as client, client.as_current(), \
+            remote_report(progress_topic) as report:
         out = train_model(
             params.store,
             name=params.model,
@@ -90,6 +98,7 @@ def train_task(
             n_splits=params.n_splits,
             seed=params.seed,
             outer_folds=params.outer_folds,
+            progress=report,
         )
     return TrainResult.from_dict(out)
 
@@ -165,7 +174,9 @@ def train_flow(params: TrainParams) -> TrainResult:
     evaluation = None
     with dask_runner(params.cluster) as runner:
         log_dashboard(runner)
-        result = train_task(params, labels_path, source, scheduler=runner.client.scheduler.address)
+        with relay(runner.client) as topic:
+            result = train_task(params, labels_path, source,
+                                scheduler=runner.client.scheduler.address, progress_topic=topic)
         logger.info("registered %s (%s, CV AUC %.3f)", result.ref, result.estimator, result.cv_auc)
         if params.evaluate_split:
             try:

@@ -107,9 +107,16 @@ def check_secret(demo: bool) -> None:
 
 
 def run_flow(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """Run a flow with CLI-friendly Prefect defaults; medpipe errors exit 2 with a message."""
+    """Run a flow with CLI-friendly Prefect defaults; medpipe errors exit 2 with a message.
+
+    Log handlers on stderr (Prefect's console handler) print above the progress bars
+    (:func:`medpipe.progress.route_stderr_handlers`): one Rich console on stderr.
+    """
     prefect_defaults()
     from medpipe.errors import MedpipeError
+    from medpipe.progress import route_stderr_handlers
+
+    route_stderr_handlers()
 
     try:
         return fn(*args, **kwargs)

@@ -10,6 +10,7 @@ import xarray as xr
 
 from medpipe import store as _store
 from medpipe.features.extract import FeatureConfig, extract
+from medpipe.progress import Report, persist_with_progress
 from medpipe.store import image_version, layout
 from medpipe.store import tables as _tables
 
@@ -194,6 +195,7 @@ def update_features(
     config: FeatureConfig,
     source: str = "images",
     keys: Sequence[str] | None = None,
+    progress: Report | None = None,
 ) -> dict:
     """Bring ``features/<cfg-hash>`` up to date: compute only new or re-ingested series.
 
@@ -215,6 +217,9 @@ def update_features(
     keys
         Only bring these series up to date (``medpipe predict``: the input's series);
         the stored rows of the others are kept as they are.  Default: every series.
+    progress
+        Reports each sample computed (``features``, in samples), as its Dask task
+        finishes (:func:`medpipe.progress.persist_with_progress`).
 
     Returns
     -------
@@ -233,6 +238,7 @@ def update_features(
     if not samples:
         return {"group": path, "computed": 0, "kept": len(current) - len(stale), "keys": []}
     new = feature_table(store, config=config, source=source, keys=[k for k, _, _ in samples])
+    new = persist_with_progress(new, var="features", description="features", report=progress)
     kept = 0
     if old is not None:
         series = np.array(_strings(old["series"]), dtype=object)

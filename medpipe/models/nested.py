@@ -17,7 +17,7 @@ folds run one after the other, each using the whole cluster.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,6 +42,7 @@ def select(
     random_state: int = 0,
     large: bool | None = None,
     vote: bool = True,
+    on_step: Callable[[str], None] | None = None,
 ) -> tuple[srch.SearchResult, list[srch.SearchResult]]:
     """Grid-search each kind on ``folds``, add the soft vote, pick the best mean fold AUC.
 
@@ -60,6 +61,9 @@ def select(
     vote
         Also score the soft vote of the tuned estimators (when two or more have
         probabilities).
+    on_step
+        Called with the kind after each search (and with ``vote`` after the vote):
+        progress reporting.
 
     Returns
     -------
@@ -71,10 +75,14 @@ def select(
         log.info("grid search %s on %d samples x %d features", k, *x.shape)
         results.append(srch.search(k, x, y, groups, folds=folds, random_state=random_state,
                                    large=large))
+        if on_step is not None:
+            on_step(k)
     if vote and sum(not r.large and r.kind != ENSEMBLE for r in results) >= 2:
         log.info("soft vote of %s on the same folds", ", ".join(r.kind for r in results))
         results.append(srch.ensemble_result(results, x, y, folds=folds,
                                             random_state=random_state))
+        if on_step is not None:
+            on_step(ENSEMBLE)
     best = max(results, key=lambda r: r.best_score)
     return best, results
 
@@ -140,6 +148,7 @@ def nested_cv(
     seed: int = 0,
     large: bool | None = None,
     vote: bool = True,
+    on_step: Callable[[str], None] | None = None,
 ) -> NestedResult:
     """Nested patient-grouped cross-validation of the whole selection rule.
 
@@ -155,6 +164,9 @@ def nested_cv(
         Folds of the selection inside each outer-train part.
     seed
         Seed of the folds (outer and inner) and of the estimators.
+    on_step
+        Called after each search of each outer fold (as in :func:`select`) and with
+        ``"outer refit"`` after each outer fold's refit: progress reporting.
 
     Returns
     -------
@@ -175,9 +187,11 @@ def nested_cv(
         inner_local = srch.grouped_folds(y[tr], groups[tr], n_splits=inner_folds, seed=seed)
         m = len(inner_local)
         best, _ = select(kinds, x[tr], y[tr], groups[tr], folds=inner_local,
-                         random_state=seed, large=large, vote=vote)
+                         random_state=seed, large=large, vote=vote, on_step=on_step)
         # refit on the outer-train rows and predict the outer-test rows: one task
         prob = srch.out_of_fold(best.pipeline(random_state=seed), x, y, folds=[(tr, te)])[te]
+        if on_step is not None:
+            on_step("outer refit")
         oof[te] = prob
         both = len(np.unique(y[te])) == 2
         auc = float(roc_auc_score(y[te], prob)) if both else float("nan")

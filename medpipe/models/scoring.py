@@ -16,6 +16,7 @@ from medpipe.models import estimators as est
 from medpipe.models import registry as reg
 from medpipe.models.common import feature_table, load_ref, strings
 from medpipe.models.evaluation import check_compatible
+from medpipe.progress import Report, persist_with_progress
 from medpipe.store import layout, tables
 
 __all__ = ["SCORES", "scores_group", "open_scores", "score_model"]
@@ -39,7 +40,12 @@ def open_scores(store: str, group: str) -> xr.Dataset | None:
 
 
 def score_model(
-    store: str, *, model: str, features: str | None = None, limit: int | None = None
+    store: str,
+    *,
+    model: str,
+    features: str | None = None,
+    limit: int | None = None,
+    progress: Report | None = None,
 ) -> dict[str, Any]:
     """Score every sample that has features and no score yet for this model version.
 
@@ -60,6 +66,9 @@ def score_model(
         Feature-table group; default the model's.
     limit
         Score at most this many new samples.
+    progress
+        Reports the samples scored (``score``), block by block as their Dask tasks
+        finish.
 
     Returns
     -------
@@ -73,12 +82,12 @@ def score_model(
     # the scored set is read and the new rows appended under the registry lock, so two
     # concurrent runs never score (and append) the same samples twice
     with reg.registry_lock(store):
-        return _append_new(store, group, table, fitted, meta, limit)
+        return _append_new(store, group, table, fitted, meta, limit, progress)
 
 
 def _append_new(
     store: str, group: str, table: xr.Dataset, fitted: Any, meta: dict[str, Any],
-    limit: int | None,
+    limit: int | None, progress: Report | None = None,
 ) -> dict[str, Any]:
     old = open_scores(store, group)
     done = set() if old is None else set(strings(old["sample"]))
@@ -103,5 +112,6 @@ def _append_new(
         attrs={"model": meta["name"], "version": meta["version"], "threshold": thr,
                "features_group": meta["features_group"]},
     )
+    new = persist_with_progress(new, var="probability", description="score", report=progress)
     tables.append_samples(new, store=store, path=group, rows=_ROWS)
     return {"group": group, "scored": len(todo), "total": len(done) + len(todo)}

@@ -38,11 +38,13 @@ from medpipe.models.common import strings as _strings
 from medpipe.models.domain import preprocess_record, training_domain
 from medpipe.models.evaluation import check_compatible, evaluate_model
 from medpipe.models.scoring import SCORES, open_scores, score_model, scores_group
+from medpipe.progress import Report, steps
 from medpipe.store import layout
 
 __all__ = [
     "SCORES",
     "train_model",
+    "train_steps",
     "evaluate_model",
     "score_model",
     "check_compatible",
@@ -62,6 +64,26 @@ def _groups(table: xr.Dataset) -> np.ndarray:
     return np.where(patient != "", patient, series)
 
 
+def train_steps(
+    kinds: list[str], y: np.ndarray, groups: np.ndarray, *, vote: bool, large: bool | None,
+    outer_folds: int, seed: int = 0,
+) -> int:
+    """Steps of :func:`train_model`'s progress: the unit that reflects its real work.
+
+    One per grid search of an estimator kind (all its candidates x folds on the
+    cluster) and one for the soft vote, in the selection and again in every outer fold
+    of the nested CV; one per outer refit; one for the final refit; one for
+    calibration and registration.
+    """
+    large = len(y) >= est.LARGE_SAMPLES if large is None else large
+    gridded = sum(bool(est.param_grid(k, large=large)) for k in kinds)
+    searches = len(kinds) + int(vote and not large and gridded >= 2)
+    outer = 0
+    if outer_folds >= 2:
+        outer = len(est.grouped_folds(y, groups, n_splits=outer_folds, seed=seed))
+    return searches * (1 + outer) + outer + 2
+
+
 def train_model(
     store: str,
     *,
@@ -76,6 +98,7 @@ def train_model(
     large: bool | None = None,
     label_source: str | None = None,
     outer_folds: int = 3,
+    progress: Report | None = None,
 ) -> dict[str, Any]:
     """Select, fit and register a classifier.
 
@@ -113,6 +136,10 @@ def train_model(
         outer fold, so training takes about ``outer_folds + 1`` times as long).  0
         skips it: the reported CV AUC is then the winner's selection score, which is
         optimistic, and ``model.json`` says ``"cv": {"method": "selection"}``.
+    progress
+        Reports ``train`` in steps (:func:`train_steps`): each grid search and the
+        soft vote of the selection and of every outer fold, each outer refit, the
+        final refit, and calibration with registration.
 
     Returns
     -------
@@ -159,12 +186,15 @@ def train_model(
     with est.pipeline_features(feature_names):
         folds = est.grouped_folds(y, groups, n_splits=n_splits, seed=seed)
         vote = estimator == "all"
+        step = steps(progress, "train", train_steps(kinds, y, groups, vote=vote, large=large,
+                                                    outer_folds=outer_folds, seed=seed))
         best, results = nested.select(kinds, x, y, groups, folds=folds, random_state=seed,
-                                      large=large, vote=vote)
+                                      large=large, vote=vote, on_step=step)
         model = est.fit_final(best, x, y, random_state=seed)
         oof = best.oof
         if oof is None:
             oof = est.out_of_fold(best.pipeline(random_state=seed), x, y, folds=folds)
+        step("refit")
         # the decision threshold is chosen on the training rows' out-of-fold probabilities
         # (Youden's J = max balanced accuracy), never on a held-out split
         threshold = met.youden_threshold(y, oof)
@@ -173,7 +203,8 @@ def train_model(
         cv_info: dict[str, Any] = {"grouped_by": "patient", "stratified": True, "seed": seed}
         if outer_folds >= 2:
             nres = nested.nested_cv(kinds, x, y, groups, outer_folds=outer_folds,
-                                    inner_folds=n_splits, seed=seed, large=large, vote=vote)
+                                    inner_folds=n_splits, seed=seed, large=large, vote=vote,
+                                    on_step=step)
             eval_prob = nres.oof
             cv_metrics = met.binary_metrics(y, eval_prob, threshold=threshold, n_boot=n_boot,
                                             seed=seed, groups=groups)
@@ -238,6 +269,7 @@ def train_model(
                 y, eval_prob, title=f"{name}: {cv_title} calibration"),
         },
     )
+    step.finish()  # calibration and registration
     return {
         "name": name,
         "version": version,
