@@ -89,6 +89,9 @@ class QAReport:
         Reason → number of currently quarantined files.
     figures
         File name → PNG bytes; ``ranges`` the plotted range of each drift panel.
+    audit
+        The PHI audit's record (:meth:`medpipe.audit.AuditResult.record`: counts and
+        hit locations, no value), or ``None`` when the run did not audit.
     """
 
     context: RunContext
@@ -103,6 +106,7 @@ class QAReport:
     figures: Mapping[str, bytes] = field(default_factory=dict)
     captions: Mapping[str, str] = field(default_factory=dict)
     ranges: Mapping[str, tuple[float, float]] = field(default_factory=dict)
+    audit: Mapping[str, Any] | None = None
 
     @property
     def flagged(self) -> tuple[FeatureDrift, ...]:
@@ -381,6 +385,7 @@ def write_qa_report(store: str, rep: QAReport) -> str:
         "flagged": [asdict(d) for d in rep.flagged],
         "drift": [asdict(d) for d in rep.drift],
         "figures": sorted(rep.figures),
+        "phi_audit": rep.audit,
     }
     fs, _ = _store.store_root(store)
     with _store.atomic_group(store, layout.report(ctx.run_id)) as tmp:
