@@ -396,7 +396,13 @@ def identifying_values(ds: Any) -> list[tuple[str, str, str]]:
 #: is not searched; one with a rarer word (``SPRINGFIELD GENERAL HOSPITAL``) is.
 AUDIT_COMMON_WORDS: frozenset[str] = frozenset(
     """
-    about after again also another archive axial before being between both brain breast
+    about after again also another archive here there where some none nobody
+    somebody someone anyone unnamed untitled anonymized anonymised removed text enter
+    html meta charset utf8 utf style class title doctype lang code details summary
+    figure figcaption font family margin border padding background solid collapse
+    align inline block display vertical width height auto size sans serif system
+    http https localhost status link href span strong table
+     axial before being between both brain breast
     cannot center centre chest city clinic clinical college contrast copy coronal county
     data date default derived description diagnostic dicom dicomdir does done down each
     east emergency every example export exports false file files first folder from full

@@ -28,7 +28,7 @@ from medpipe import store as st
 from medpipe.audit import Values, audit_store, collect_values, words
 from medpipe.deid import file_key
 from medpipe.ingest import ingest_archive
-from medpipe.report import ingest_markdown, write_report
+from medpipe.report import ingest_markdown, qa_markdown, write_nightly_report, write_report
 from medpipe.store import tables
 
 SECRET = b"test-secret"  # tests/conftest.py sets MEDPIPE_SECRET to this
@@ -202,3 +202,76 @@ def test_real_fake_phi_headers(shared_data: Path, tmp_path: Path) -> None:
     zarr.open_group(str(Path(store, image)), mode="r+").attrs["x"] = {"who": "Homer Simpson"}
     hits = audit_store(store, archive.parent, values=values).hits
     assert {h.location for h in hits} == {f"{image}/zarr.json"}
+
+
+def test_nightly_report_shows_the_audit(ingested: tuple[Path, str, object], tmp_path: Path) -> None:
+    from medpipe.results import FeatureResult, ModelStageResult, PreprocessResult
+
+    archive, store, summary = ingested
+    copy = str(tmp_path / "store.zarr")
+    shutil.copytree(store, copy)
+    kwargs = dict(
+        ingest=summary,
+        preprocess=PreprocessResult(group="preprocessed/x", skipped="nothing to do"),
+        features=FeatureResult(group="features/x", skipped="nothing to do"),
+        model=ModelStageResult(name="m"),
+        stages={"ingest": 1.0},
+    )
+    expected = audit_store(copy, archive).summary_line()
+    path, rep = write_nightly_report(copy, "night-1", archive=str(archive), **kwargs)
+    page = Path(copy, path).read_text()
+    assert re.fullmatch(r"PHI audit: 0 hits over \d+ values in \d+ files", expected)
+    assert expected in page and expected in qa_markdown(rep, path=path, url="file://x")
+    assert json.loads(Path(copy, path).with_name("report.json").read_text())["phi_audit"] == {
+        **rep.audit, "line": expected
+    }
+    image, _ = _plant(copy)
+    path, rep = write_nightly_report(copy, "night-2", archive=str(archive), **kwargs)
+    page = Path(copy, path).read_text()
+    assert rep.audit["hits"] >= 1 and f"{image}/zarr.json" in page
+    assert "smith" not in page.lower()  # where, never the value
+    write_report(copy, "night-1")  # medpipe report: no archive, no audit
+    page = Path(copy, "reports/night-1/index.html").read_text()
+    assert "PHI audit: not run for this report" in page
+
+
+@pytest.fixture()
+def prefect_api():
+    """A temporary Prefect server (SQLite): PREFECT_API_URL is set while it runs."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+def test_ingest_flow_logs_and_artifacts_hold_no_phi(
+    ingested: tuple[Path, str, object], tmp_path: Path, prefect_api: None
+) -> None:
+    from prefect import flow, get_run_logger
+    from prefect.logging.handlers import APILogHandler
+
+    from flows.ingest import IngestParams, ingest_flow
+    from medpipe.cli import app
+    from medpipe.cli.audit import prefect_texts
+
+    archive, _, _ = ingested
+    store = str(tmp_path / "store.zarr")
+    summary = ingest_flow(IngestParams(archive=str(archive), store=store, cluster="local:1"))
+    assert summary.quarantined == 5
+    texts, origin = prefect_texts()
+    assert origin.startswith("Prefect API http")
+    assert any("ingest-summary" in t for _, t in texts)  # the artifact was read
+    runner = CliRunner()
+    ok = runner.invoke(app, ["audit", "--archive", str(archive), store])
+    assert ok.exit_code == 0, ok.output
+    assert re.search(r"PHI audit: 0 hits over \d+ values in \d+ files and \d+ Prefect", ok.output)
+
+    @flow(name="leaky")
+    def leaky() -> None:
+        get_run_logger().info("looked at SMITH_JOHN_12345 today")
+
+    leaky()
+    APILogHandler().flush()  # logs reach the API from a background worker: send them now
+    bad = runner.invoke(app, ["audit", "--archive", str(archive), store])
+    assert bad.exit_code == 1, bad.output
+    assert "Prefect log of flow run" in bad.output

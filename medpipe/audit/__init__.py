@@ -46,7 +46,7 @@ from typing import Any
 
 from medpipe.audit.scan import StoreScan, scan_store
 from medpipe.deid import AUDIT_COMMON_WORDS as COMMON_WORDS
-from medpipe.deid import identifying_values
+from medpipe.deid import basic_profile_filter, identifying_values
 
 __all__ = [
     "MIN_LETTERS",
@@ -117,18 +117,25 @@ class Values:
     ----------
     spellings
         First word → the spellings that start with it.
-    count
-        Distinct values searched (each in one or more spellings).
     headers, paths
         DICOM headers read and archive paths seen.
+    kept
+        The words of the technical header values medpipe keeps (the Basic Profile's
+        allow-list: ``Manufacturer``, model names…).  A spelling made of such words only
+        is not searched: e.g. an ``InstitutionName`` of ``GE MEDICAL SYSTEMS`` that is
+        also the ``Manufacturer``.
     """
 
     spellings: dict[str, list[Value]] = field(default_factory=dict)
-    count: int = 0
     headers: int = 0
     paths: int = 0
+    kept: set[str] = field(default_factory=set)
     _seen: set[tuple[tuple[str, ...], str]] = field(default_factory=set, repr=False)
-    _values: set[str] = field(default_factory=set, repr=False)
+
+    @property
+    def count(self) -> int:
+        """Distinct values searched, each spelling once (a name's parts, a date's forms)."""
+        return len({v.words for vs in self.spellings.values() for v in vs})
 
     def add(self, text: str, source: str, *, split: bool = False, force: bool = False) -> None:
         """Add a value: as a whole, and word by word when ``split``."""
@@ -138,17 +145,33 @@ class Values:
         candidates = [ws]
         if split and len(ws) > 1:
             candidates += [(w,) for w in ws]
-        added = False
         for c in candidates:
             if not (force and c is ws) and not any(_significant(w) for w in c):
                 continue
-            added = True
             if (c, source) not in self._seen:
                 self._seen.add((c, source))
-                self.spellings.setdefault(c[0], []).append(Value(c, text, source))
-        if added and text.casefold() not in self._values:
-            self._values.add(text.casefold())
-            self.count += 1
+                shown = text if c is ws else f"{c[0]} (in {text})"
+                self.spellings.setdefault(c[0], []).append(Value(c, shown, source))
+
+    def keep_technical(self, header: dict[str, Any]) -> None:
+        """Note the words of a header's kept technical values (see ``kept``)."""
+        for v in header.values():
+            for item in v if isinstance(v, list) else [v]:
+                if isinstance(item, str):
+                    self.kept.update(words(item))
+
+    def drop_technical(self) -> None:
+        """Drop the spellings whose significant words are all kept technical words."""
+        for first in list(self.spellings):
+            left = []
+            for v in self.spellings[first]:
+                sig = [w for w in v.words if _significant(w)]
+                if not (sig and all(w in self.kept for w in sig)):
+                    left.append(v)
+            if left:
+                self.spellings[first] = left
+            else:
+                del self.spellings[first]
 
     def add_dicom(self, keyword: str, vr: str, value: str) -> None:
         """Add a header value in its spellings (names by part, dates in three forms)."""
@@ -164,7 +187,7 @@ class Values:
             if len(value.strip()) > 8:
                 self.add(value.strip(), keyword)
             return
-        self.add(value, keyword, split=keyword in _SPLIT, force=vr == "UI")
+        self.add(value, keyword, split=keyword in _SPLIT)
 
     def add_path(self, rel: str) -> None:
         """Add an archive-relative path, each of its components and their words."""
@@ -211,16 +234,18 @@ def collect_values(archive: str | Path) -> Values:
     out = Values()
     for f in scan(root):
         out.add_path(f.path)
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # odd headers are the archive's, not ours
+            try:
                 ds = pydicom.dcmread(root / f.path, stop_before_pixels=True)
-        except (InvalidDicomError, OSError, ValueError, EOFError, KeyError, TypeError,
-                AttributeError, IndexError, struct.error):
-            continue
-        out.headers += 1
-        for keyword, vr, value in identifying_values(ds):
-            out.add_dicom(keyword, vr, value)
+            except (InvalidDicomError, OSError, ValueError, EOFError, KeyError, TypeError,
+                    AttributeError, IndexError, struct.error):
+                continue
+            out.headers += 1
+            out.keep_technical(basic_profile_filter(ds))
+            for keyword, vr, value in identifying_values(ds):
+                out.add_dicom(keyword, vr, value)
+    out.drop_technical()
     return out
 
 
@@ -254,7 +279,7 @@ class AuditResult:
     Attributes
     ----------
     values
-        Distinct identifying values searched.
+        Distinct identifying values searched (each spelling once: :attr:`Values.count`).
     files
         Store files scanned (every file outside the catalog).
     texts

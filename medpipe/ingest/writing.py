@@ -134,8 +134,8 @@ def ingest_group(
     def outcome(path: str) -> tuple[str, str | None]:
         if path in rejected:
             return "quarantined", _one_line(clean(rejected[path]))
-        if path in dropped:
-            return "skipped", clean(dropped[path])
+        if path in dropped:  # a skipped file's reason stays in the catalog: it may name
+            return "skipped", dropped[path]  # the copy that was used, for the operator
         return "ingested", None
 
     rows = []
