@@ -151,6 +151,8 @@ def test_audit_finds_planted_phi(ingested: tuple[Path, str, object], tmp_path: P
     copy = str(tmp_path / "store.zarr")
     shutil.copytree(store, copy)
     image, column = _plant(copy)
+    Path(copy, "labels").mkdir()  # a file that does not decode: its printable strings
+    Path(copy, "labels", "x.parquet").write_bytes(b"PAR1\x00\x13 junk 19610415 \x00\xff")
     result = audit_store(
         copy, archive, texts=[("Prefect log of flow run 'x'", "done with 1961-04-15")]
     )
@@ -158,8 +160,10 @@ def test_audit_finds_planted_phi(ingested: tuple[Path, str, object], tmp_path: P
     assert (f"{image}/zarr.json", "PatientName") in where
     assert (f"{column} (string array)", "path") in where
     assert ("Prefect log of flow run 'x'", "PatientBirthDate") in where
+    assert ("labels/x.parquet", "PatientBirthDate") in where
     assert {h.location for h in result.hits} == {
-        f"{image}/zarr.json", f"{column} (string array)", "Prefect log of flow run 'x'"
+        f"{image}/zarr.json", f"{column} (string array)", "Prefect log of flow run 'x'",
+        "labels/x.parquet",
     }
     assert result.summary_line().startswith(f"PHI audit: {len(result.hits)} hits over")
 
@@ -179,7 +183,7 @@ def test_audit_command(ingested: tuple[Path, str, object], tmp_path: Path) -> No
     image, _ = _plant(copy)
     bad = runner.invoke(app, [*args, copy])
     assert bad.exit_code == 1, bad.output
-    assert f"{image}/zarr.json" in bad.output.replace("\n", "")
+    assert f"  {image}/zarr.json: 'smith (in SMITH JOHN Q)' (PatientName)\n" in bad.output
     doc = json.loads(runner.invoke(app, [*args, "--json", copy]).output)
     assert doc["hits"] and {h["location"] for h in doc["hits"]} >= {f"{image}/zarr.json"}
 

@@ -207,7 +207,12 @@ def scan_store(store: str) -> StoreScan:
         if parent is not None and posixpath.basename(rel) not in ("zarr.json", ".zarray",
                                                                    ".zattrs"):
             continue  # a chunk: read through its array below
-        for member, text in file_texts(rel, fs.cat_file(full)):
+        data = fs.cat_file(full)
+        try:
+            found = list(file_texts(rel, data))
+        except Exception as err:  # noqa: BLE001 - a file that does not decode: its strings
+            found = [("", f"(not decodable: {type(err).__name__})\n{_printable(data)}")]
+        for member, text in found:
             if text:
                 out.texts.append((f"{rel}:{member}" if member else rel, text))
     for path, meta in sorted(arrays.items()):

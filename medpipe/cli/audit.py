@@ -139,14 +139,12 @@ def audit(
             "archive paths, for operators (medpipe quarantine)"
         )
     if result.hits:
-        from rich.table import Table
+        from rich.markup import escape
 
-        table = Table(title="identifying values found")
-        for col in ("where", "value", "from"):
-            table.add_column(col, overflow="fold")
-        for h in result.hits:
-            table.add_row(h.location, h.value, h.source)
-        console.print(table)
+        console.print(f"[bold]identifying values found[/] ({len(result.hits)}):")
+        for h in result.hits:  # one line each (no folding), for grep
+            console.print(f"  {escape(h.location)}: {escape(h.value)!r} ({h.source})",
+                          soft_wrap=True, highlight=False)
     style = "bold red" if result.hits else "bold green"
     console.print(f"[{style}]{result.summary_line()}[/]", soft_wrap=True)
     raise typer.Exit(code=1 if result.hits else 0)

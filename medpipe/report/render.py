@@ -58,8 +58,8 @@ def audit_html(rep: QAReport) -> str:
     esc = html.escape
     hits = int(rep.audit.get("hits", 0)) if rep.audit else 0
     if not hits:
-        cls = "ok" if rep.audit is not None and "hits" in rep.audit else ""
-        return f"<p class={cls or 'note'}>{esc(audit_line(rep))}.</p>"
+        done = rep.audit is not None and "hits" in rep.audit
+        return f"<p{' class=ok' if done else ''}>{esc(audit_line(rep))}.</p>"
     where = ", ".join(f"<code>{esc(str(x))}</code>" for x in rep.audit.get("locations", [])[:20])
     return (f"<p class=flag><b>{esc(audit_line(rep))}</b> in {where} "
             "(the values: <code>medpipe audit STORE --archive ARCHIVE</code>).</p>")
