@@ -184,7 +184,7 @@ def test_audit_command(ingested: tuple[Path, str, object], tmp_path: Path) -> No
     bad = runner.invoke(app, [*args, copy])
     assert bad.exit_code == 1, bad.output
     assert f"  {image}/zarr.json: 'smith (in SMITH JOHN Q)' (PatientName)\n" in bad.output
-    doc = json.loads(runner.invoke(app, [*args, "--json", copy]).output)
+    doc = json.loads(runner.invoke(app, [*args, "--json", copy]).stdout)  # progress: stderr
     assert doc["hits"] and {h["location"] for h in doc["hits"]} >= {f"{image}/zarr.json"}
 
 

@@ -31,7 +31,13 @@ To avoid false positives, a single word is searched only when it has at least
 :data:`MIN_LETTERS` characters (with a letter) or :data:`MIN_DIGITS` digits, and is not
 one of the :data:`COMMON_WORDS` (English words, medpipe's own vocabulary, imaging terms,
 file extensions); a multi-word spelling is searched when one of its words would be (dates
-and UIDs always are).  Times alone (``TM``) are not collected.
+and UIDs always are).  Times alone (``TM``) are not collected, and neither are the words
+of the technical header values medpipe keeps (``Manufacturer``…: see :class:`Values`).
+
+Limits: values come from DICOM headers and paths only (a NIfTI ``descrip`` or a PNG's
+text chunk in the archive is not read); a value glued to other letters (``SMITHJOHN``)
+is not found; Prefect's logs and artifacts are those of every flow run the API (or the
+database) holds, not only this store's.
 """
 
 from __future__ import annotations
@@ -39,7 +45,7 @@ from __future__ import annotations
 import re
 import struct
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -208,13 +214,22 @@ class Values:
         return list(found.values())
 
 
-def collect_values(archive: str | Path) -> Values:
+def collect_values(
+    archive: str | Path,
+    *,
+    files: Sequence[Any] | None = None,
+    advance: Callable[[int], None] | None = None,
+) -> Values:
     """The identifying values of every DICOM header and every path of an archive.
 
     Parameters
     ----------
     archive
         The archive root (a local folder).
+    files
+        Its files (:func:`medpipe.catalog.scan`; default: scanned here).
+    advance
+        Called with 1 after each file (a progress bar's ``advance``).
 
     Returns
     -------
@@ -232,7 +247,9 @@ def collect_values(archive: str | Path) -> Values:
 
     root = Path(archive)
     out = Values()
-    for f in scan(root):
+    for f in scan(root) if files is None else files:
+        if advance is not None:
+            advance(1)
         out.add_path(f.path)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # odd headers are the archive's, not ours

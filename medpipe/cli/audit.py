@@ -113,11 +113,14 @@ def audit(
     Exits 1 when any value is found (each hit is printed with where it is), 0 when none.
     """
     from medpipe.audit import MIN_DIGITS, MIN_LETTERS, audit_store, collect_values
+    from medpipe.catalog import scan
     from medpipe.errors import MedpipeError
+    from medpipe.progress import progress_bar
 
     try:
-        with console.status("reading the archive's headers…"):
-            values = collect_values(archive)
+        files = scan(archive)
+        with progress_bar(len(files), "audit: read headers") as advance:
+            values = collect_values(archive, files=files, advance=advance)
         texts, origin = prefect_texts() if prefect else ([], "Prefect not searched (--no-prefect)")
         with console.status("scanning the store…"):
             result = audit_store(store, archive, texts=texts, values=values)
