@@ -155,6 +155,7 @@ def nightly_flow(params: NightlyParams) -> NightlyResult:
                 model=model,
                 stages=stages,
                 threshold=params.drift_threshold,
+                archive=archive,
             )
     if path is None:
         logger.info("nothing changed: no QA report for run %s", run_id)

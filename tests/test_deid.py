@@ -77,3 +77,59 @@ def test_ctbrain_phi_absent(shared_data: Path) -> None:
     text = json.dumps(basic_profile_filter(ds))
     for s in ("SIMPSON", "HOMER", "00007041776", "20200704", "SPRINGFIELD", "999887722"):
         assert s not in text
+
+
+# --------------------------------------------------------------------------- file keys
+
+
+def test_file_key_is_an_hmac_of_the_relative_path() -> None:
+    import hashlib
+    import hmac
+
+    from medpipe.deid import FILE_KEY_PREFIX, KEY_LENGTH, file_key
+
+    key = file_key("SMITH_JOHN_12345/ct/1.dcm", secret=b"s")
+    digest = hmac.new(b"s", b"file:SMITH_JOHN_12345/ct/1.dcm", hashlib.sha256).hexdigest()
+    assert key == FILE_KEY_PREFIX + digest[:KEY_LENGTH]
+    assert file_key("SMITH_JOHN_12345/ct/1.dcm", secret=b"t") != key
+    assert file_key("SMITH_JOHN_12345/ct/2.dcm", secret=b"s") != key
+
+
+def test_redact_paths_relative_absolute_and_unknown(tmp_path: Path) -> None:
+    from medpipe.deid import file_key, redact_paths
+
+    root = str(tmp_path / "arch")
+    rel = "SMITH_JOHN_12345/ct/1.dcm"
+    k = file_key(rel, secret=b"s")
+    text = (
+        f"series not ingested: {rel}: bad; cannot identify image file '{root}/{rel}'; "
+        f"also {root}/SMITH_JOHN_12345/other.png, x{rel} and {root}"
+    )
+    out = redact_paths(text, [rel], secret=b"s", archive=root)
+    assert "SMITH" not in out.replace(f"x{rel}", "")
+    assert out.startswith(f"series not ingested: {k}: bad; cannot identify image file '{k}'")
+    assert file_key("SMITH_JOHN_12345/other.png", secret=b"s") in out
+    assert f"x{rel}" in out  # inside a longer name: another file, not this one
+    assert out.endswith("<archive>")
+    assert redact_paths("no path here", [rel], secret=b"s", archive=root) == "no path here"
+
+
+def test_identifying_values_of_a_reheadered_ct() -> None:
+    from medpipe.deid import identifying_values
+
+    ds = _dcm(PYDICOM_FILES / "CT_small.dcm")
+    ds.PatientName = "DOE^JANE"
+    ds.AccessionNumber = "A7788"
+    ds.PatientBirthDate = "19800102"
+    ds.add_new(0x00091010, "LO", "vendor text")  # private, not a name or date
+    seq = pydicom.Dataset()
+    seq.ReferencedSOPInstanceUID = "1.2.3.4.5.6"
+    ds.ReferencedImageSequence = [seq]
+    got = {(k, v) for k, _, v in identifying_values(ds)}
+    assert {("PatientName", "DOE^JANE"), ("AccessionNumber", "A7788"),
+            ("PatientBirthDate", "19800102"), ("ReferencedSOPInstanceUID", "1.2.3.4.5.6"),
+            ("StudyInstanceUID", ds.StudyInstanceUID)} <= got  # fmt: skip
+    keywords = {k for k, _ in got}
+    assert "SOPClassUID" not in keywords and "TransferSyntaxUID" not in keywords
+    assert "vendor text" not in {v for _, v in got}
+    assert not keywords & BASIC_PROFILE_KEEP

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import typer
 
+from medpipe.cli import audit as _audit
 from medpipe.cli import ingest as _ingest
 from medpipe.cli import models as _models
 from medpipe.cli import nightly as _nightly
@@ -43,6 +44,7 @@ for _command in (
     _nightly.serve,
     _nightly.demo,
     _report.report,
+    _audit.audit,
 ):
     app.command()(_command)
 app.add_typer(_models.sample_app, name="sample")

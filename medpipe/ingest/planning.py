@@ -17,7 +17,7 @@ from typing import Any
 import pandas as pd
 
 from medpipe.catalog import FileStat, content_hash
-from medpipe.deid import pseudonym
+from medpipe.deid import file_key, pseudonym, redact_paths
 from medpipe.errors import SourceError, UnsupportedSourceError
 from medpipe.io import probe_file
 from medpipe.io.registry import REGISTRY, Reader, ReaderRegistry
@@ -84,11 +84,17 @@ def probe_batch(
     -------
     list of dict
         One catalog-shaped row per file.  ``status`` is ``"pending"`` for files that
-        go on to :func:`plan`, or ``"quarantined"`` / ``"skipped"`` with a ``reason``.
+        go on to :func:`plan`, or ``"quarantined"`` / ``"skipped"`` with a ``reason``
+        (in which an archive path shows only as its file key,
+        :func:`medpipe.deid.file_key`).
     """
     rows = []
     root = Path(archive)
     for f in files:
+
+        def clean(text: str, f: FileStat = f) -> str:  # no archive path in a reason
+            return redact_paths(text, [f.path], secret=secret, archive=archive)
+
         try:
             digest = content_hash(root / f.path)
         except OSError as err:
@@ -97,19 +103,23 @@ def probe_batch(
         try:
             probe = probe_file(root, f.path, registry=registry)
         except UnsupportedSourceError as err:
-            rows.append(_row(f, sha256=digest, status="skipped", reason=err.reason))
+            rows.append(_row(f, sha256=digest, status="skipped", reason=clean(err.reason)))
             continue
         except SourceError as err:
-            rows.append(_row(f, sha256=digest, status="quarantined", reason=err.reason))
+            rows.append(_row(f, sha256=digest, status="quarantined", reason=clean(err.reason)))
             continue
         except Exception as err:  # noqa: BLE001 - a bad file must never stop the run
-            log.debug("probe of %s failed:\n%s", f.path, traceback.format_exc())
+            log.debug(
+                "probe of %s failed:\n%s",
+                file_key(f.path, secret=secret),
+                clean(traceback.format_exc()),
+            )
             rows.append(
                 _row(
                     f,
                     sha256=digest,
                     status="quarantined",
-                    reason=_one_line(f"unreadable: {type(err).__name__}: {err}"),
+                    reason=_one_line(clean(f"unreadable: {type(err).__name__}: {err}")),
                 )
             )
             continue

@@ -9,7 +9,7 @@ from typing import Any
 
 import medpipe
 from medpipe import store as _store
-from medpipe.deid import pseudonym
+from medpipe.deid import file_key, pseudonym, redact_paths
 from medpipe.errors import SourceError
 from medpipe.ingest.planning import GroupPlan, _one_line, _row
 from medpipe.io import read_group
@@ -95,15 +95,20 @@ def ingest_group(
     list of dict
         Catalog rows for the group's files: ``ingested``; ``skipped`` for files the
         reader left out (e.g. a second copy of a SOP instance); or ``quarantined`` with
-        the reason (the file at fault gets the specific reason, its siblings point to it).
+        the reason (the file at fault gets the specific reason, its siblings point to it
+        by its file key: no reason holds an archive path).
     """
     members = [(m["path"], m["role"]) for m in group.members]
     dropped: dict[str, str] = {}
     rejected: dict[str, str] = {}
+
+    def clean(text: str) -> str:  # no archive path in a reason: the file keys instead
+        return redact_paths(text, [p for p, _ in members], secret=secret, archive=archive)
+
     try:
         serieses = read_group(archive, group.kind, members, reader=group.reader)
     except Exception as err:  # noqa: BLE001 - bad input never stops the batch
-        return _quarantine_group(group, err)
+        return _quarantine_group(group, err, clean=clean, secret=secret)
     per_image = (group.reader or get_reader(group.kind)).series_per_image
     # Store errors are not the input's fault: they propagate, the task fails (and is
     # retried), no catalog row is written, and a rerun picks the series up again.
@@ -128,9 +133,9 @@ def ingest_group(
 
     def outcome(path: str) -> tuple[str, str | None]:
         if path in rejected:
-            return "quarantined", _one_line(rejected[path])
-        if path in dropped:
-            return "skipped", dropped[path]
+            return "quarantined", _one_line(clean(rejected[path]))
+        if path in dropped:  # a skipped file's reason stays in the catalog: it may name
+            return "skipped", dropped[path]  # the copy that was used, for the operator
         return "ingested", None
 
     rows = []
@@ -140,15 +145,24 @@ def ingest_group(
     return rows
 
 
-def _quarantine_group(group: GroupPlan, err: Exception) -> list[dict[str, Any]]:
-    """Catalog rows quarantining a group: the culprit gets the reason, siblings point to it."""
+def _quarantine_group(
+    group: GroupPlan, err: Exception, *, clean: Any, secret: bytes
+) -> list[dict[str, Any]]:
+    """Catalog rows quarantining a group: the culprit gets the reason, siblings point to it.
+
+    A sibling's reason names the culprit by its file key (:func:`medpipe.deid.file_key`),
+    and ``clean`` takes every archive path out of the reason and the logged traceback.
+    """
     culprit = getattr(err, "path", None)
     if isinstance(err, SourceError):
         reason = err.reason
     else:
-        log.warning("series %s failed unexpectedly:\n%s", group.series, traceback.format_exc())
+        log.warning(
+            "series %s failed unexpectedly:\n%s", group.series, clean(traceback.format_exc())
+        )
         reason = f"{type(err).__name__}: {err}"
-    reason = _one_line(reason)
+    reason = _one_line(clean(reason))
+    culprit_key = file_key(culprit, secret=secret) if culprit else None
     return [
         _row(
             m,
@@ -157,7 +171,7 @@ def _quarantine_group(group: GroupPlan, err: Exception) -> list[dict[str, Any]]:
             status="quarantined",
             reason=reason
             if culprit in (None, m["path"])
-            else f"series not ingested: {culprit}: {reason}",
+            else f"series not ingested: {culprit_key}: {reason}",
         )
         for m in group.members
     ]

@@ -59,6 +59,7 @@ __all__ = [
     "quarantine_rows",
     "write_report",
     "write_nightly_report",
+    "phi_audit_record",
     "report_url",
     "ingest_markdown",
     "nightly_markdown",
@@ -151,6 +152,7 @@ def write_nightly_report(
     stages: Mapping[str, float],
     n_thumbnails: int = 4,
     threshold: float = DEFAULT_PSI_THRESHOLD,
+    archive: str | None = None,
 ) -> tuple[str, QAReport]:
     """Write a nightly run's QA report from its stages' results.
 
@@ -168,6 +170,9 @@ def write_nightly_report(
         Before/after thumbnails of at most this many new series.
     threshold
         PSI at or above which a feature is flagged.
+    archive
+        The archive: the report then shows the PHI audit of the store against it
+        (:func:`medpipe.audit.audit_store`; ``PHI audit: 0 hits over N values in M files``).
 
     Returns
     -------
@@ -184,7 +189,23 @@ def write_nightly_report(
         stages=dict(stages),
     )
     rep = build_report(store, ctx, threshold=threshold, n_thumbnails=n_thumbnails)
+    if archive is not None:
+        rep = replace(rep, audit=phi_audit_record(store, archive))
     return write_qa_report(store, rep), rep
+
+
+def phi_audit_record(store: str, archive: str) -> dict[str, Any]:
+    """The PHI audit's record for a report (counts and locations, never a value).
+
+    An audit that cannot complete (an unreadable archive) says so in its line rather
+    than failing the run that wrote everything else.
+    """
+    from medpipe.audit import audit_store
+
+    try:
+        return audit_store(store, archive).record()
+    except Exception as err:  # noqa: BLE001 - the report says so; the run keeps its report
+        return {"line": f"PHI audit: not completed ({type(err).__name__}: {err})"}
 
 
 def report_url(store: str, path: str) -> str:

@@ -92,6 +92,9 @@ class QAReport:
         stored units; see :func:`medpipe.io.coding.suv_not_computed`).
     figures
         File name → PNG bytes; ``ranges`` the plotted range of each drift panel.
+    audit
+        The PHI audit's record (:meth:`medpipe.audit.AuditResult.record`: counts and
+        hit locations, no value), or ``None`` when the run did not audit.
     """
 
     context: RunContext
@@ -107,6 +110,7 @@ class QAReport:
     figures: Mapping[str, bytes] = field(default_factory=dict)
     captions: Mapping[str, str] = field(default_factory=dict)
     ranges: Mapping[str, tuple[float, float]] = field(default_factory=dict)
+    audit: Mapping[str, Any] | None = None
 
     @property
     def flagged(self) -> tuple[FeatureDrift, ...]:
@@ -407,6 +411,7 @@ def write_qa_report(store: str, rep: QAReport) -> str:
         "drift": [asdict(d) for d in rep.drift],
         "figures": sorted(rep.figures),
         "suv_not_computed": dict(rep.suv_not_computed),
+        "phi_audit": rep.audit,
     }
     fs, _ = _store.store_root(store)
     with _store.atomic_group(store, layout.report(ctx.run_id)) as tmp:

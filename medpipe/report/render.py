@@ -10,7 +10,7 @@ import numpy as np
 if TYPE_CHECKING:
     from medpipe.report.page import QAReport
 
-__all__ = ["render", "qa_markdown"]
+__all__ = ["render", "qa_markdown", "audit_line", "audit_html"]
 
 _STYLE = (
     "body{font-family:system-ui,sans-serif;margin:1.5em auto;max-width:80em;color:#222}"
@@ -46,6 +46,25 @@ def _drift_rows(rows: list, esc=html.escape) -> str:
     return "<table>" + "".join(out) + "</table>"
 
 
+def audit_line(rep: QAReport) -> str:
+    """``PHI audit: 0 hits over N values in M files``, or why there is none."""
+    if rep.audit is None:
+        return "PHI audit: not run for this report (medpipe audit STORE --archive ARCHIVE)"
+    return str(rep.audit["line"])
+
+
+def audit_html(rep: QAReport) -> str:
+    """The audit's line as a paragraph, flagged with the hits' locations when it found any."""
+    esc = html.escape
+    hits = int(rep.audit.get("hits", 0)) if rep.audit else 0
+    if not hits:
+        done = rep.audit is not None and "hits" in rep.audit
+        return f"<p{' class=ok' if done else ''}>{esc(audit_line(rep))}.</p>"
+    where = ", ".join(f"<code>{esc(str(x))}</code>" for x in rep.audit.get("locations", [])[:20])
+    return (f"<p class=flag><b>{esc(audit_line(rep))}</b> in {where} "
+            "(the values: <code>medpipe audit STORE --archive ARCHIVE</code>).</p>")
+
+
 def render(rep: QAReport) -> str:
     """The report's ``index.html``: self-contained apart from its own PNG files."""
     esc = html.escape
@@ -76,6 +95,7 @@ def render(rep: QAReport) -> str:
         if not isinstance(v, dict)
     ]
     parts.append("</table>")
+    parts.append(audit_html(rep))
     if ctx.stages:
         parts += ["<h2>Stage durations</h2>", "<table>"]
         parts += [f"<tr><th>{esc(k)}</th><td class=n>{v:.1f} s</td></tr>"
@@ -141,6 +161,7 @@ def qa_markdown(rep: QAReport, *, path: str, url: str) -> str:
                       f"{_num(d.ks_pvalue, '.2g')} |" for d in flagged[:25]]
     else:
         lines.append("No drift check (no new samples with features, or no training set).")
+    lines += ["", audit_line(rep)]
     if rep.model:
         lines += ["", f"## Model `{rep.model}`", ""] + [f"- {x}" for x in rep.model_lines]
     if rep.suv_not_computed:

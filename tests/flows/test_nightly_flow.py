@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -47,6 +48,7 @@ def test_nightly_runs_twice_incrementally(tmp_path: Path) -> None:
     page = (Path(out) / first.report).read_text()
     # quarantined files by reason only (no archive path); figures are PNG files beside it
     assert "MR_truncated.dcm" not in page and page.count(".png'") >= 4
+    assert re.search(r"PHI audit: 0 hits over \d+ values in \d+ files", page)
     assert {"nightly-summary", "nightly-qa", "nightly-qa-report", "ingest-summary"} <= (
         _artifact_keys()
     )
