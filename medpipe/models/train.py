@@ -26,10 +26,10 @@ import pandas as pd
 import xarray as xr
 
 from medpipe.errors import ConfigError, ModelError
+from medpipe.models import cnn, nested
 from medpipe.models import estimators as est
 from medpipe.models import labels as lab
 from medpipe.models import metrics as met
-from medpipe.models import nested
 from medpipe.models import registry as reg
 from medpipe.models.calibration import calibration_summary, reliability_png
 from medpipe.models.common import catalog_hash, library_versions
@@ -154,14 +154,18 @@ def train_model(
         raise ModelError("every feature has missing values on the training samples")
     x = x[:, finite]
     feature_names = [n for n, keep in zip(names_all, finite, strict=True) if keep]
+    # the CNN reads the pixels family's columns; without one, 'all' leaves it out
+    kinds = cnn.usable_kinds(kinds, feature_names, explicit=estimator != "all",
+                             n_samples=len(y))
     folds = est.grouped_folds(y, groups, n_splits=n_splits, seed=seed)
     vote = estimator == "all"
-    best, results = nested.select(kinds, x, y, groups, folds=folds, random_state=seed,
-                                  large=large, vote=vote)
-    model = est.fit_final(best, x, y, random_state=seed)
-    oof = best.oof
-    if oof is None:
-        oof = est.out_of_fold(best.pipeline(random_state=seed), x, y, folds=folds)
+    with cnn.training_features(feature_names, x=x, groups=groups):  # pipelines built here
+        best, results = nested.select(kinds, x, y, groups, folds=folds, random_state=seed,
+                                      large=large, vote=vote)
+        model = est.fit_final(best, x, y, random_state=seed)
+        oof = best.oof
+        if oof is None:
+            oof = est.out_of_fold(best.pipeline(random_state=seed), x, y, folds=folds)
     # the decision threshold is chosen on the training rows' out-of-fold probabilities
     # (Youden's J = max balanced accuracy), never on a held-out split
     threshold = met.youden_threshold(y, oof)
@@ -169,8 +173,9 @@ def train_model(
                                            seed=seed, groups=groups)
     cv_info: dict[str, Any] = {"grouped_by": "patient", "stratified": True, "seed": seed}
     if outer_folds >= 2:
-        nres = nested.nested_cv(kinds, x, y, groups, outer_folds=outer_folds,
-                                inner_folds=n_splits, seed=seed, large=large, vote=vote)
+        with cnn.training_features(feature_names, x=x, groups=groups):
+            nres = nested.nested_cv(kinds, x, y, groups, outer_folds=outer_folds,
+                                    inner_folds=n_splits, seed=seed, large=large, vote=vote)
         eval_prob = nres.oof
         cv_metrics = met.binary_metrics(y, eval_prob, threshold=threshold, n_boot=n_boot,
                                         seed=seed, groups=groups)
