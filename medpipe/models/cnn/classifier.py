@@ -8,6 +8,7 @@ registry work on the feature matrix as for the other estimators.
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import Any
 
@@ -19,12 +20,31 @@ from sklearn.utils.validation import check_is_fitted
 from medpipe.errors import ModelError
 from medpipe.models.cnn.backend import keras
 
+log = logging.getLogger(__name__)
+
 __all__ = ["CNNClassifier", "RECIPES", "RowGroups"]
 
 #: ``fixed``: train ``epochs`` epochs (the cosine schedule ends there); ``early_stopping``:
 #: at most ``epochs``, stopped ``patience`` epochs after the best validation loss on an
 #: inner patient-grouped split of the rows given to ``fit``, best weights restored.
 RECIPES = ("fixed", "early_stopping")
+
+
+#: Rows per prediction batch (inputs are padded to a multiple).
+_PREDICT_BATCH = 128
+
+
+def _full_batches(x: np.ndarray, y: np.ndarray, class_w: np.ndarray, batch: int
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rows, labels and loss weights padded to whole batches with weight-0 copies.
+
+    JAX compiles one function per batch shape; a last, partial batch of a size that
+    changes with every fold would compile again in each fit of a search.
+    """
+    pad = (-len(x)) % batch
+    idx = np.concatenate([np.arange(len(x)), np.arange(pad) % max(len(x), 1)])
+    w = class_w[y].astype(np.float32)
+    return x[idx], y[idx], np.concatenate([w, np.zeros(pad, np.float32)])
 
 
 class CNNClassifier(ClassifierMixin, BaseEstimator):
@@ -131,14 +151,14 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
             raise ModelError(f"cnn: class_weight {self.class_weight!r}; use 'balanced' or None")
 
     def _inner_split(self, y: np.ndarray, groups: np.ndarray | None
-                     ) -> tuple[np.ndarray, np.ndarray]:
-        """A patient-grouped, stratified hold-out of about ``validation_fraction``."""
+                     ) -> tuple[np.ndarray, np.ndarray] | None:
+        """A patient-grouped, stratified hold-out of about ``validation_fraction``
+        (``None`` when a class has fewer than 2 patients to split)."""
         groups = np.arange(len(y)) if groups is None else np.asarray(groups)
         per_class = min(len(np.unique(groups[y == c])) for c in np.unique(y))
         k = min(max(2, round(1 / self.validation_fraction)), per_class)
         if k < 2:
-            raise ModelError("cnn: early stopping needs 2 patients of each class to hold "
-                             "one out")
+            return None
         cv = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=self.random_state)
         tr, va = next(cv.split(np.zeros(len(y)), y, groups))
         return tr, va
@@ -174,8 +194,13 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         if self.recipe == "early_stopping":
             if groups is None and self.row_groups is not None:
                 groups = self.row_groups(np.asarray(X))
-            tr, va = self._inner_split(yi, groups)
-            val = (img[va], yi[va])
+            split = self._inner_split(yi, groups)
+            if split is None:  # too few patients to hold any out: the planned epochs
+                log.warning("cnn: too few patients for an early-stopping split; "
+                            "training %d epochs", self.epochs)
+            else:
+                tr, va = split
+                val = (img[va], yi[va])
         x_tr, y_tr = img[tr], yi[tr]
         model = self._network(k, x_tr)
         if self.weights is not None:
@@ -197,10 +222,14 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
                 monitor="val_loss", patience=int(self.patience), restore_best_weights=True))
         history: dict[str, list] = {}
         if int(self.epochs) > 0:
+            cw = self._class_weights(y_tr)
+            x_fit, y_fit, w_fit = _full_batches(x_tr, y_tr, cw, int(self.batch_size))
+            if val is not None:
+                val = _full_batches(val[0], val[1], cw, int(self.batch_size))
             history = model.fit(
-                x_tr, y_tr, batch_size=int(self.batch_size), epochs=int(self.epochs),
-                validation_data=val, class_weight=self._class_weights(y_tr),
-                callbacks=callbacks, shuffle=True, verbose=0,
+                x_fit, y_fit, sample_weight=w_fit, batch_size=int(self.batch_size),
+                epochs=int(self.epochs), validation_data=val, callbacks=callbacks,
+                shuffle=True, verbose=0,
             ).history
         self.model_ = model
         self.history_ = {m: [float(v) for v in vals] for m, vals in history.items()}
@@ -217,12 +246,12 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
             augment=self.augment, seed=int(self.random_state),
         )
 
-    def _class_weights(self, yi: np.ndarray) -> dict[int, float] | None:
-        if self.class_weight is None:
-            return None
+    def _class_weights(self, yi: np.ndarray) -> np.ndarray:
+        """Loss weight per class: ``n / (k n_c)`` when ``balanced``, else 1."""
         counts = np.bincount(yi, minlength=len(self.classes_)).astype(float)
-        return {c: float(len(yi) / (len(counts) * n)) if n else 0.0
-                for c, n in enumerate(counts)}
+        if self.class_weight is None:
+            return np.ones(len(counts))
+        return np.where(counts > 0, len(yi) / (len(counts) * np.maximum(counts, 1)), 0.0)
 
     # ------------------------------------------------------------------ predicting
     def predict_proba(self, X: Any) -> np.ndarray:  # noqa: N803 - sklearn API
@@ -231,8 +260,10 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         img = self.images(X)
         if len(img) == 0:
             return np.zeros((0, len(self.classes_)))
-        return np.asarray(self.model_.predict(img, batch_size=256, verbose=0),
-                          dtype=np.float64)
+        pad = (-len(img)) % _PREDICT_BATCH  # one batch shape: one compiled function
+        img = np.concatenate([img, np.zeros((pad, *img.shape[1:]), img.dtype)])
+        out = self.model_.predict(img, batch_size=_PREDICT_BATCH, verbose=0)
+        return np.asarray(out, dtype=np.float64)[: len(img) - pad]
 
     def predict(self, X: Any) -> np.ndarray:  # noqa: N803 - sklearn API
         """The most probable class of each row."""
