@@ -48,7 +48,7 @@ class TrainParams(BaseModel):
     )
     feature_config: FeatureConfig = Field(default_factory=FeatureConfig)
     source: str = Field("images", description="images or preprocessed/<hash>")
-    estimator: Literal["svm", "logreg", "rf", "all"] = Field(
+    estimator: Literal["svm", "logreg", "rf", "cnn", "all"] = Field(
         "all", description="all: each, and their soft vote; the best CV AUC wins"
     )
     n_splits: int = Field(5, ge=2, description="Patient-grouped CV folds of the selection")

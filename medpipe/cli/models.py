@@ -87,7 +87,7 @@ def train(
     labels: Annotated[Path, typer.Option(exists=True, dir_okay=False, help="Label CSV/Parquet.")],
     model: Annotated[str, typer.Option("--model", help="Model name.")],
     estimator: Annotated[
-        str, typer.Option(help="svm | logreg | rf | all (each, and their soft vote)")
+        str, typer.Option(help="svm | logreg | rf | cnn | all (each, and their soft vote)")
     ] = "all",
     features: Annotated[str | None, typer.Option(help="Feature table group.")] = None,
     config: Annotated[

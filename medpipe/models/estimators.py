@@ -50,6 +50,7 @@ from sklearn.svm import LinearSVC
 
 from medpipe.errors import ConfigError
 from medpipe.features.fitted import fitted_steps
+from medpipe.models import cnn as _cnn
 
 __all__ = [  # noqa: F822 - the search helpers are served by __getattr__ below
     "ESTIMATORS",
@@ -180,12 +181,15 @@ class Estimator:
     incremental
         Whether the ``large`` variant trains block by block on Dask arrays (its pipeline
         then has no in-memory ``VarianceThreshold`` step).
+    vote
+        Whether ``--estimator all``'s soft vote may include this kind.
     """
 
     name: str
     classifier: Callable[..., Any]
     grid: Callable[..., dict[str, list]]
     incremental: bool = False
+    vote: bool = True
 
 
 _REGISTRY: dict[str, Estimator] = {}
@@ -343,6 +347,8 @@ register_estimator(Estimator(
     "rf", _rf,
     lambda *, large: {"clf__max_features": ["sqrt", 0.1], "clf__min_samples_leaf": [1, 3]},
 ))
+# the residual CNN on the pixels family (Keras 3 / JAX, imported on first fit)
+register_estimator(Estimator(_cnn.NAME, _cnn.classifier, _cnn.grid, vote=False))
 
 #: The built-in estimator kinds (``estimator_names()`` also lists registered ones).
 ESTIMATORS = estimator_names()

@@ -5,7 +5,9 @@ types instead of unpickling, and here is only ever given :data:`TRUSTED_TYPES` â
 explicit list of the scikit-learn / dask-ml / NumPy types our pipelines are made of.
 A file naming any other type (a tampered or foreign model) is refused with
 :class:`~medpipe.errors.UntrustedModelError` before anything is built, and
-``model.json`` records the SHA-256 of the model file, which loading checks.
+``model.json`` records the SHA-256 of the model file, which loading checks.  A CNN model
+is a ``model.keras`` file instead, checked and loaded with ``safe_mode=True`` by
+:mod:`medpipe.models.cnn.saving`.
 
 Writers of ``models/``, ``scores/`` and ``labels/`` hold :func:`registry_lock` (the
 store lock ``locks/models.lock``, waited for) while they write; a version is created
@@ -32,6 +34,7 @@ import skops.io as sio
 
 from medpipe import store as _store
 from medpipe.errors import ModelError, StoreLockedError, UntrustedModelError
+from medpipe.models.cnn import saving as cnn_saving
 from medpipe.store import layout, store_lock
 
 log = logging.getLogger(__name__)
@@ -216,6 +219,18 @@ def resolve_version(store: str, name: str, version: str | None) -> str:
     return version
 
 
+def _serialise(model: Any) -> tuple[str, bytes, dict[str, Any]]:
+    """``(file name, bytes, extra model.json fields)``: skops, or ``.keras`` for a CNN."""
+    cnn_file = cnn_saving.dump_model(model)
+    if cnn_file is not None:  # Keras model file + the classifier's parameters
+        return cnn_saving.MODEL_FILE, cnn_file.data, {"cnn": cnn_file.info}
+    data = sio.dumps(model)
+    untrusted = sorted(set(sio.get_untrusted_types(data=data)) - set(TRUSTED_TYPES))
+    if untrusted:  # would be refused at load time: fail now, not at scoring
+        raise ModelError(f"model contains types outside the trusted list: {untrusted}")
+    return _PIPELINE, data, {}
+
+
 def save_model(
     store: str,
     name: str,
@@ -244,10 +259,7 @@ def save_model(
     str
         The version (``v<N>``).
     """
-    data = sio.dumps(model)
-    untrusted = sorted(set(sio.get_untrusted_types(data=data)) - set(TRUSTED_TYPES))
-    if untrusted:  # would be refused at load time: fail now, not at scoring
-        raise ModelError(f"model contains types outside the trusted list: {untrusted}")
+    model_file, data, extra = _serialise(model)
     fs, _ = _store.store_root(store)
     with registry_lock(store):
         version = next_version(store, name)
@@ -256,13 +268,14 @@ def save_model(
             "version": version,
             "created_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
             **meta,
-            "model_file": _PIPELINE,
+            **extra,
+            "model_file": model_file,
             "sha256": hashlib.sha256(data).hexdigest(),
         }
         # a new version is published whole, and never replaces an existing one
         with _store.atomic_group(store, model_path(name, version), overwrite=False) as tmp:
             fs.makedirs(tmp, exist_ok=True)
-            with fs.open(f"{tmp}/{_PIPELINE}", "wb") as fh:
+            with fs.open(f"{tmp}/{model_file}", "wb") as fh:
                 fh.write(data)
             for fname, blob in (files or {}).items():
                 with fs.open(f"{tmp}/{fname}", "wb") as fh:
@@ -285,7 +298,7 @@ def write_model_file(store: str, name: str, version: str, fname: str, blob: byte
 
     The model file and ``model.json`` of a version are never rewritten.
     """
-    if fname in (_PIPELINE, _META):
+    if fname in (_PIPELINE, _META, cnn_saving.MODEL_FILE):
         raise ModelError(f"{model_path(name, version)}/{fname} is part of the version; "
                          "a model version is never rewritten")
     with registry_lock(store):
@@ -311,9 +324,14 @@ def load_model(store: str, name: str, version: str | None = None) -> tuple[Any, 
         ``model.json`` records (altered or damaged after it was written).
     """
     meta = read_model_json(store, name, version)
-    data = read_model_file(store, name, meta["version"], _PIPELINE)
-    where = f"{model_path(name, meta['version'])}/{_PIPELINE}"
+    model_file = meta.get("model_file", _PIPELINE)
+    if model_file not in (_PIPELINE, cnn_saving.MODEL_FILE):
+        raise ModelError(f"model {name}:{meta['version']}: unknown model file {model_file!r}")
+    data = read_model_file(store, name, meta["version"], model_file)
+    where = f"{model_path(name, meta['version'])}/{model_file}"
     expected = meta.get("sha256")
+    if expected is None and model_file == cnn_saving.MODEL_FILE:
+        raise ModelError(f"{where}: model.json records no SHA-256; refusing to load it")
     if expected is None:
         log.warning("%s: model.json records no SHA-256 (written before medpipe checked "
                     "it); loading it unchecked", where)
@@ -323,6 +341,8 @@ def load_model(store: str, name: str, version: str | None = None) -> tuple[Any, 
             "its model.json: it was altered or damaged after it was written; refusing to "
             "load it (retrain, or restore the file)"
         )
+    if model_file == cnn_saving.MODEL_FILE:  # checked layers, then safe_mode=True
+        return cnn_saving.load_model_bytes(data, meta.get("cnn"), where=where), meta
     try:
         untrusted = sorted(set(sio.get_untrusted_types(data=data)) - set(TRUSTED_TYPES))
     except Exception as err:  # noqa: BLE001 - a corrupt archive is a model error

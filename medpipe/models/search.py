@@ -34,6 +34,7 @@ from medpipe.models.estimators import (
     _fit,
     _proba_block,
     auc_scorer,
+    get_estimator,
     make_pipeline,
     param_grid,
 )
@@ -115,9 +116,11 @@ def ensemble_result(
     """Score the soft vote of the tuned pipelines on the same folds as their search.
 
     Its ``best_score`` is the mean fold AUC, as :func:`search` reports for each member.
-    Hinge-loss (incremental) SVMs have no probabilities and are left out.
+    Hinge-loss (incremental) SVMs have no probabilities and are left out, as are kinds
+    registered with ``vote=False`` (the CNN).
     """
-    members = [r for r in results if not r.large and r.kind != ENSEMBLE]
+    members = [r for r in results if not r.large and r.kind != ENSEMBLE
+               and get_estimator(r.kind).vote]
     if len(members) < 2:
         raise ModelError("a soft vote needs at least two tuned estimators with probabilities")
     res = SearchResult(ENSEMBLE, {m.kind: m.best_params for m in members}, float("nan"),

@@ -26,10 +26,10 @@ import pandas as pd
 import xarray as xr
 
 from medpipe.errors import ConfigError, ModelError
+from medpipe.models import cnn, nested
 from medpipe.models import estimators as est
 from medpipe.models import labels as lab
 from medpipe.models import metrics as met
-from medpipe.models import nested
 from medpipe.models import registry as reg
 from medpipe.models.calibration import calibration_summary, reliability_png
 from medpipe.models.common import catalog_hash, library_versions
@@ -182,8 +182,13 @@ def train_model(
         raise ModelError("every feature has missing values on the training samples")
     x = x[:, finite]
     feature_names = [n for n, keep in zip(names_all, finite, strict=True) if keep]
-    # fitted families (sift, orb) learn their vocabulary in each fit of these pipelines
-    with est.pipeline_features(feature_names):
+    # the CNN reads the pixels family's columns; without one, 'all' leaves it out
+    kinds = cnn.usable_kinds(kinds, feature_names, explicit=estimator != "all",
+                             n_samples=len(y))
+    # fitted families (sift, orb) learn their vocabulary in each fit of these pipelines,
+    # and the CNNs built here find their pixel columns and patient groups
+    with est.pipeline_features(feature_names), \
+            cnn.training_features(feature_names, x=x, groups=groups):
         folds = est.grouped_folds(y, groups, n_splits=n_splits, seed=seed)
         vote = estimator == "all"
         step = steps(progress, "train", train_steps(kinds, y, groups, vote=vote, large=large,

@@ -64,7 +64,7 @@ def test_params_are_a_form() -> None:
     schema = TrainParams.model_json_schema()
     assert {"store", "model", "labels", "estimator", "feature_config"} <= set(
         schema["properties"])
-    assert schema["properties"]["estimator"]["enum"] == ["svm", "logreg", "rf", "all"]
+    assert schema["properties"]["estimator"]["enum"] == ["svm", "logreg", "rf", "cnn", "all"]
     assert "model" in ScoreParams.model_json_schema()["properties"]
     from flows.features import FeatureParams
     from flows.ingest import IngestParams

@@ -53,4 +53,4 @@ def test_unknown_and_taken_names() -> None:
         est.register_estimator(est.Estimator("svm", _gnb, _gnb_grid))
     with pytest.raises(ConfigError, match="taken"):
         est.register_estimator(est.Estimator("all", _gnb, _gnb_grid))
-    assert est.ESTIMATORS == ("svm", "logreg", "rf")
+    assert est.ESTIMATORS == ("svm", "logreg", "rf", "cnn")
