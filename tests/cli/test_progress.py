@@ -34,11 +34,12 @@ def test_without_a_tty_progress_is_plain_lines() -> None:
     assert "\x1b" not in proc.stderr and "\r" not in proc.stderr
 
 
-def test_under_a_pty_progress_is_a_rich_bar() -> None:
+def _pty_run(code: str) -> str:
     main, sub = pty.openpty()
-    env = {**os.environ, "TERM": "xterm-256color", "COLUMNS": "100"}
+    env = {**os.environ, "TERM": "xterm-256color", "COLUMNS": "100",
+           "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
     env.pop("NO_COLOR", None)
-    proc = subprocess.Popen([sys.executable, "-c", CODE], stdout=sub, stderr=sub, env=env)
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=sub, stderr=sub, env=env)
     os.close(sub)
     chunks = []
     while True:
@@ -49,9 +50,13 @@ def test_under_a_pty_progress_is_a_rich_bar() -> None:
         if not data:
             break
         chunks.append(data)
-    assert proc.wait(timeout=120) == 0
+    assert proc.wait(timeout=120) == 0, b"".join(chunks).decode(errors="replace")
     os.close(main)
-    out = b"".join(chunks).decode(errors="replace")
+    return b"".join(chunks).decode(errors="replace")
+
+
+def test_under_a_pty_progress_is_a_rich_bar() -> None:
+    out = _pty_run(CODE)
     assert "\x1b[" in out  # ANSI control sequences: a live bar
     assert "work" in out and "20/20" in out
     assert "(100%)" not in out  # not the plain fallback
@@ -73,27 +78,6 @@ LOG_ABOVE = (
     "    time.sleep(0.3)\n"
     "    advance(2)\n"
 )
-
-
-def _pty_run(code: str) -> str:
-    main, sub = pty.openpty()
-    env = {**os.environ, "TERM": "xterm-256color", "COLUMNS": "100",
-           "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
-    env.pop("NO_COLOR", None)
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=sub, stderr=sub, env=env)
-    os.close(sub)
-    chunks = []
-    while True:
-        try:
-            data = os.read(main, 4096)
-        except OSError:
-            break
-        if not data:
-            break
-        chunks.append(data)
-    assert proc.wait(timeout=120) == 0, b"".join(chunks).decode(errors="replace")
-    os.close(main)
-    return b"".join(chunks).decode(errors="replace")
 
 
 def _screen_lines(out: str) -> list[str]:
