@@ -115,7 +115,7 @@ def test_redact_paths_relative_absolute_and_unknown(tmp_path: Path) -> None:
 
 
 def test_identifying_values_of_a_reheadered_ct() -> None:
-    from medpipe.deid import identifying_values
+    from medpipe.audit.values import identifying_values
 
     ds = _dcm(PYDICOM_FILES / "CT_small.dcm")
     ds.PatientName = "DOE^JANE"

@@ -3,7 +3,7 @@
 ``medpipe audit STORE --archive ARCHIVE`` proves the store holds no patient identifier:
 
 1. :func:`collect_values` reads every DICOM header of the archive (pixels are not read)
-   and keeps its identifying values (:func:`medpipe.deid.identifying_values`: person
+   and keeps its identifying values (:func:`medpipe.audit.values.identifying_values`: person
    names, dates, instance UIDs, IDs, accession numbers, institutions, descriptions),
    plus every archive path and its components (folder names often carry a name or a
    medical record number, ``SMITH_JOHN_12345/…``).
@@ -51,8 +51,8 @@ from pathlib import Path
 from typing import Any
 
 from medpipe.audit.scan import StoreScan, scan_store
-from medpipe.deid import AUDIT_COMMON_WORDS as COMMON_WORDS
-from medpipe.deid import basic_profile_filter, identifying_values
+from medpipe.audit.values import COMMON_WORDS, identifying_values
+from medpipe.deid import basic_profile_filter
 
 __all__ = [
     "MIN_LETTERS",
