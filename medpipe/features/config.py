@@ -66,11 +66,16 @@ class FeatureConfig(FrozenConfig):
     #: None: the bin_width / bin_count above
     ivh_bin_width: Annotated[float, Field(gt=0)] | None = None
     ivh_bin_count: Annotated[int, Field(ge=1)] | None = None
+    #: True: the IVH of the intensities rounded to integers (IBSI's calibrated discrete
+    #: case, CT in HU) even when the texture uses bin_count / bin_width
+    ivh_discrete: bool = False
 
     @model_validator(mode="after")
     def _one_ivh_discretisation(self) -> FeatureConfig:
         if self.ivh_bin_width is not None and self.ivh_bin_count is not None:
             raise ValueError("ivh_bin_width, ivh_bin_count: set one of them, not both")
+        if self.ivh_discrete and (self.ivh_bin_width is not None or self.ivh_bin_count is not None):
+            raise ValueError("ivh_discrete: leave ivh_bin_width and ivh_bin_count unset")
         return self
 
     lbp_points: int = 8

@@ -47,6 +47,7 @@ def compute_features(
     *,
     spacing: Sequence[float],
     config: FeatureConfig,
+    morphology_mask: np.ndarray | None = None,
 ) -> dict[str, float]:
     """All configured features of one in-memory sample.
 
@@ -62,6 +63,9 @@ def compute_features(
     config
         What to compute: each of ``config.families`` in turn (their
         :class:`~medpipe.features.registry.Family` records).
+    morphology_mask
+        IBSI's morphological mask when re-segmentation made ``mask`` (the intensity mask)
+        smaller (:func:`medpipe.features.ibsi_processing.process_roi`); ``None``: ``mask``.
 
     Returns
     -------
@@ -69,7 +73,7 @@ def compute_features(
         Exactly ``config.feature_names()`` → value; NaN where a feature does not apply
         (colour features of a grey image, regionprops of a multi-slice mask, empty ROI).
     """
-    sample = Sample(image, mask, spacing=spacing, config=config)
+    sample = Sample(image, mask, spacing=spacing, config=config, morphology_mask=morphology_mask)
     records: tuple[Family, ...] = config.family_records()
     out: dict[str, float] = dict.fromkeys(config.feature_names(), np.nan)
     for family in records:
