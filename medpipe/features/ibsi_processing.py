@@ -48,6 +48,7 @@ from medpipe.errors import ConfigError
 __all__ = [
     "INTERPOLATION_ORDERS",
     "IBSIProcessing",
+    "crop_grid",
     "ProcessedROI",
     "filter_outliers",
     "ibsi_grid",
@@ -138,9 +139,14 @@ def interpolate(
     arr = np.asarray(image, dtype=np.float64)
     targets = _spacings(arr.shape, spacing, new_spacing)
     grids = [ibsi_grid(n, s, t) for n, s, t in zip(arr.shape, spacing, targets, strict=True)]
-    order = INTERPOLATION_ORDERS[method]
+    return _resample(arr, grids, INTERPOLATION_ORDERS[method])
+
+
+def _resample(arr: np.ndarray, grids: Sequence[tuple[int, float, float]], order: int
+              ) -> np.ndarray:
+    """``arr`` at input coordinates ``start + j step`` (``(n, start, step)`` per axis)."""
     return ndi.affine_transform(
-        arr,
+        np.asarray(arr, dtype=np.float64),
         matrix=np.array([g[2] for g in grids]),
         offset=np.array([g[1] for g in grids]),
         output_shape=tuple(g[0] for g in grids),
@@ -148,6 +154,35 @@ def interpolate(
         mode="nearest",
         prefilter=order > 1,
     )
+
+
+def crop_grid(
+    offset: int, n: int, n_full: int, spacing: float, new_spacing: float
+) -> tuple[int, float, float]:
+    """The part of the full volume's IBSI grid that falls inside a crop, along one axis.
+
+    Parameters
+    ----------
+    offset, n
+        The crop's first input voxel and its length.
+    n_full
+        The full volume's length (its grid is :func:`ibsi_grid`'s).
+    spacing, new_spacing
+        Input and output spacing (mm).
+
+    Returns
+    -------
+    (int, float, float)
+        Output voxels, position of the first one in the crop's grid coordinates, and the
+        step: the output voxels of the full grid between the crop's first and last voxel
+        (and beyond them where the crop reaches the volume's edge, IBSI's extrapolation).
+    """
+    n_b, start, step = ibsi_grid(n_full, spacing, new_spacing)
+    j_lo = 0 if offset <= 0 else math.ceil((offset - start) / step - 1e-9)
+    last = offset + n - 1
+    j_hi = n_b - 1 if offset + n >= n_full else math.floor((last - start) / step + 1e-9)
+    j_lo, j_hi = max(j_lo, 0), min(j_hi, n_b - 1)
+    return max(0, j_hi - j_lo + 1), start + j_lo * step - offset, step
 
 
 def interpolate_mask(
@@ -184,6 +219,10 @@ def interpolate_mask(
         np.asarray(mask, dtype=bool).astype(np.float64),
         spacing=spacing, new_spacing=new_spacing, method=method,
     )
+    return _binarise(frac, partial_volume)
+
+
+def _binarise(frac: np.ndarray, partial_volume: float) -> np.ndarray:
     # 1e-12: trilinear weights summing to 0.4999999999 must not drop a voxel (IBSI notes)
     return frac >= partial_volume - 1e-12
 
@@ -281,6 +320,15 @@ class IBSIProcessing(FrozenConfig):
         return self
 
     @property
+    def margin_voxels(self) -> int:
+        """Input voxels a crop needs beyond the ROI for the interpolation to equal the
+        whole image's: the linear stencil, or the decay of the cubic spline's prefilter
+        (``0.268^16 < 10^-9``)."""
+        if self.spacing_mm is None:
+            return 0
+        return 16 if self.interpolation == "cubic" else 2
+
+    @property
     def fbs_min_value(self) -> float | None:
         """The lower bound of :attr:`resegment`: IBSI's ``X_min`` for fixed bin size."""
         return None if self.resegment is None else self.resegment[0]
@@ -309,7 +357,12 @@ class ProcessedROI:
 
 
 def process_roi(
-    image: np.ndarray, mask: np.ndarray, *, spacing: Sequence[float], config: IBSIProcessing
+    image: np.ndarray,
+    mask: np.ndarray,
+    *,
+    spacing: Sequence[float],
+    config: IBSIProcessing,
+    crop: tuple[Sequence[int], Sequence[int]] | None = None,
 ) -> ProcessedROI:
     """Run IBSI's processing (interpolate, round, re-segment) on one image and ROI.
 
@@ -323,6 +376,12 @@ def process_roi(
         Voxel size in mm, ``z, y, x``.
     config
         The processing settings.
+    crop
+        ``(offset, full_shape)`` when ``image`` is the crop at ``offset`` of a volume of
+        ``full_shape`` (the pipeline's per-ROI crops): the grid is then the full volume's
+        IBSI grid restricted to the crop (:func:`crop_grid`), so the result equals the
+        whole volume's processing on the crop's output voxels when the crop has
+        :attr:`IBSIProcessing.margin_voxels` around the ROI.
 
     Returns
     -------
@@ -338,14 +397,22 @@ def process_roi(
     sp = tuple(float(s) for s in spacing)
     if config.spacing_mm is not None:
         new = config.spacing_mm
-        img = interpolate(img, spacing=sp, new_spacing=new, method=config.interpolation)
-        m = interpolate_mask(
-            m, spacing=sp, new_spacing=new, method=config.mask_interpolation,
-            partial_volume=config.partial_volume,
-        )
-        sp = tuple(s if t is None else float(t) for s, t in zip(sp, new, strict=True))
+        targets = _spacings(img.shape, sp, new)
+        if crop is None:
+            grids = [ibsi_grid(n, s, t) for n, s, t in zip(img.shape, sp, targets, strict=True)]
+        else:
+            offset, full = crop
+            grids = [crop_grid(int(o), n, int(f), s, t) for o, n, f, s, t
+                     in zip(offset, img.shape, full, sp, targets, strict=True)]
+        img = _resample(img, grids, INTERPOLATION_ORDERS[config.interpolation])
+        frac = _resample(m.astype(np.float64), grids,
+                         INTERPOLATION_ORDERS[config.mask_interpolation])
+        m = _binarise(frac, config.partial_volume)
+        sp = tuple(targets)
     if config.round_intensities:
-        img = np.rint(img)
+        # round to 1e-9 first: a half-integer (linear weights of exactly 0.5, frequent on
+        # 3 mm -> 2 mm grids) must not round up or down with the last bit of its position
+        img = np.rint(np.round(img, 9))
     intensity = m
     if config.resegment is not None:
         intensity = resegment_range(img, intensity, low=config.resegment[0],

@@ -175,7 +175,7 @@ def _compute(sample: Sample) -> dict[str, float]:
     else:
         width, count = cfg.bin_width, cfg.bin_count
     return ivh_features(
-        sample.roi_values, bin_width=width, bin_count=count, min_value=cfg.min_value
+        sample.roi_values, bin_width=width, bin_count=count, min_value=cfg.discretisation_min
     )
 
 

@@ -122,7 +122,7 @@ class Sample:
             self.mask_roi,
             bin_width=cfg.bin_width,
             bin_count=cfg.bin_count,
-            min_value=cfg.min_value,
+            min_value=cfg.discretisation_min,
         )
 
     @cached_property

@@ -447,15 +447,16 @@ _3D = {
 }
 
 
-def ct_configs(letter: str) -> tuple[IBSIProcessing, FeatureConfig]:
-    """IBSI's processing and medpipe's feature config of CT configuration ``letter``.
+def ct_config(letter: str) -> FeatureConfig:
+    """medpipe's feature config (with its ``ibsi_processing``) of CT configuration ``letter``.
 
     The table of IBSI 1 section 5.2 (``05_Reference_data_sets``): A 2D, no interpolation,
     [-500, 400] HU, FBS 25 HU, IVH on the HU; B 2D, 2 mm in-plane bilinear, [-500, 400],
     FBN 32, IVH on the HU; C 3D, 2 mm trilinear, [-1000, 400], FBS 25, IVH FBS 2.5 HU;
     D 3D, 2 mm trilinear, 3σ outliers, FBN 32, IVH on the HU; E 3D, 2 mm tricubic spline
     (ROI trilinear), [-1000, 400] then 3σ, FBN 32, IVH FBN 1000.  Interpolated
-    intensities are rounded to integers and the ROI thresholded at 0.5.
+    intensities are rounded to integers and the ROI thresholded at 0.5; fixed bin size
+    starts at the re-segmentation range's lower bound (``FeatureConfig.discretisation_min``).
     """
     iso = (2.0, 2.0, 2.0)
     processing = {
@@ -466,7 +467,6 @@ def ct_configs(letter: str) -> tuple[IBSIProcessing, FeatureConfig]:
         "E": IBSIProcessing(spacing_mm=iso, interpolation="cubic", resegment=(-1000, 400),
                             outlier_sigma=3.0),
     }[letter]
-    lo = processing.fbs_min_value  # FBS starts at the re-segmentation range's lower bound
     features = {
         "A": {"bin_width": 25.0, "ivh_discrete": True, **_2D},
         "B": {"bin_count": 32, "ivh_discrete": True, **_2D},
@@ -474,7 +474,7 @@ def ct_configs(letter: str) -> tuple[IBSIProcessing, FeatureConfig]:
         "D": {"bin_count": 32, "ivh_discrete": True, **_3D},
         "E": {"bin_count": 32, "ivh_bin_count": 1000, **_3D},
     }[letter]
-    return processing, FeatureConfig(families=_ALL_FAMILIES, min_value=lo, **features)
+    return FeatureConfig(families=_ALL_FAMILIES, ibsi_processing=processing, **features)
 
 
 def load_ct_phantom(data_root: Path) -> tuple[np.ndarray, np.ndarray, tuple[float, ...]]:
@@ -492,20 +492,28 @@ def load_ct_phantom(data_root: Path) -> tuple[np.ndarray, np.ndarray, tuple[floa
 def ct_processed(loaded: tuple, letter: str) -> ProcessedROI:
     """The phantom (:func:`load_ct_phantom`) after configuration ``letter``'s processing."""
     image, mask, spacing = loaded
-    return process_roi(image, mask, spacing=spacing, config=ct_configs(letter)[0])
+    processing = ct_config(letter).ibsi_processing
+    assert processing is not None
+    return process_roi(image, mask, spacing=spacing, config=processing)
 
 
 def ct_features_of(roi: ProcessedROI, letter: str) -> dict[str, float]:
-    """medpipe's features of a processed phantom with configuration ``letter``'s config."""
+    """medpipe's features of an already processed phantom (configuration ``letter``)."""
+    full = ct_config(letter)
+    # the same settings without the processing (done), FBS still from its range's bound
+    config = full.model_copy(
+        update={"ibsi_processing": None, "min_value": full.discretisation_min}
+    )
     return compute_features(
-        roi.image, roi.intensity_mask, spacing=roi.spacing, config=ct_configs(letter)[1],
+        roi.image, roi.intensity_mask, spacing=roi.spacing, config=config,
         morphology_mask=roi.morphology_mask,
     )
 
 
 def ct_features(data_root: Path, letter: str, loaded: tuple | None = None) -> dict[str, float]:
     """medpipe's features of the CT phantom under configuration ``letter``."""
-    return ct_features_of(ct_processed(loaded or load_ct_phantom(data_root), letter), letter)
+    image, mask, spacing = loaded or load_ct_phantom(data_root)
+    return compute_features(image, mask, spacing=spacing, config=ct_config(letter))
 
 
 def ct_rows(csv_path: Path, letter: str) -> list[Row]:
