@@ -3,6 +3,10 @@
 Used by ``test_ibsi_phantom.py`` and runnable on its own to print the comparison::
 
     .venv/bin/python -m tests.features._ibsi
+
+The CT section (``ct_*``) serves ``test_ibsi_ct_phantom.py``: configurations A–E of
+IBSI's CT phantom (``python -m tests.features._ibsi ct [A B …]`` prints the rows out of
+tolerance).
 """
 
 from __future__ import annotations
@@ -546,6 +550,20 @@ def ct_table(rows_by_config: dict[str, list[Row]], feats: dict[str, dict[str, fl
 
 
 if __name__ == "__main__":
+    import sys
+
     from tests.conftest import shared_data_dir
 
-    print(table(shared_data_dir())[0])
+    root = shared_data_dir()
+    if sys.argv[1:2] == ["ct"]:  # python -m tests.features._ibsi ct [A B ...]
+        letters = sys.argv[2:] or list(CT_CONFIGS)
+        loaded = load_ct_phantom(root)
+        csv_path = root / "reference" / "ibsi1_reference_values.csv"
+        text, failed, unmapped = ct_table(
+            {c: ct_rows(csv_path, c) for c in letters},
+            {c: ct_features(root, c, loaded) for c in letters},
+        )
+        print(text)
+        print(f"{len(failed)} out of tolerance, {len(unmapped)} unmapped")
+    else:
+        print(table(root)[0])
