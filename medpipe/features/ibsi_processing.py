@@ -25,9 +25,13 @@ for users who want IBSI-compliant features.  IBSI's tricubic spline is SciPy's o
 B-spline with its prefilter (interpolating, not smoothing), with ``mode="nearest"``
 padding.
 
-Everything here is pure NumPy/SciPy on in-memory arrays (one ROI's image: the CT
-phantom is 2.5 M voxels); :func:`process_roi_lazy` wraps :func:`process_roi` as one
-Dask task per ROI for the lazy pipeline.
+Where the pipeline calls it: ``FeatureConfig.ibsi_processing`` makes
+:func:`medpipe.features.compute_features` run :func:`process_roi` first, and
+:func:`medpipe.features.extract` run it inside each ROI's lazy task on the ROI's crop
+(read with :attr:`IBSIProcessing.margin_voxels` more voxels), on the whole volume's grid
+restricted to the crop (``crop=``, :func:`crop_grid`), so a crop's result equals the
+whole volume's.  Everything here is pure NumPy/SciPy on in-memory arrays;
+:func:`process_roi_lazy` wraps :func:`process_roi` as one Dask task.
 """
 
 from __future__ import annotations
@@ -362,6 +366,11 @@ def process_roi_lazy(
     image: object, mask: object, *, spacing: Sequence[float], config: IBSIProcessing
 ) -> dask.delayed:
     """:func:`process_roi` as one lazy Dask task (``image``/``mask`` may be dask arrays).
+
+    Parameters
+    ----------
+    image, mask, spacing, config
+        As for :func:`process_roi`; dask arrays are computed inside the task.
 
     Returns
     -------
