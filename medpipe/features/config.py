@@ -17,6 +17,7 @@ from pydantic import (
 from medpipe.config import FrozenConfig
 from medpipe.features import registry
 from medpipe.features.aggregate import AGGREGATIONS
+from medpipe.features.ibsi_processing import IBSIProcessing
 from medpipe.features.registry import Family
 from medpipe.features.zones import ZONE_AGGREGATIONS
 
@@ -66,11 +67,20 @@ class FeatureConfig(FrozenConfig):
     #: None: the bin_width / bin_count above
     ivh_bin_width: Annotated[float, Field(gt=0)] | None = None
     ivh_bin_count: Annotated[int, Field(ge=1)] | None = None
+    #: True: the IVH of the intensities rounded to integers (IBSI's calibrated discrete
+    #: case, CT in HU) even when the texture uses bin_count / bin_width
+    ivh_discrete: bool = False
+    #: IBSI image processing before the features (IBSI's centre-aligned interpolation,
+    #: rounding, range re-segmentation, outlier filtering; medpipe.features.ibsi_processing);
+    #: None: the image and ROI as they are
+    ibsi_processing: IBSIProcessing | None = None
 
     @model_validator(mode="after")
     def _one_ivh_discretisation(self) -> FeatureConfig:
         if self.ivh_bin_width is not None and self.ivh_bin_count is not None:
             raise ValueError("ivh_bin_width, ivh_bin_count: set one of them, not both")
+        if self.ivh_discrete and (self.ivh_bin_width is not None or self.ivh_bin_count is not None):
+            raise ValueError("ivh_discrete: leave ivh_bin_width and ivh_bin_count unset")
         return self
 
     lbp_points: int = 8
@@ -124,6 +134,15 @@ class FeatureConfig(FrozenConfig):
                 "(fixed bin size), not both"
             )
         return self
+
+    @property
+    def discretisation_min(self) -> float | None:
+        """``X_min`` of fixed bin size (and of the IVH's range): ``min_value``, else the
+        lower bound of ``ibsi_processing``'s re-segmentation range (IBSI's rule), else
+        ``None`` (the ROI minimum)."""
+        if self.min_value is not None:
+            return self.min_value
+        return None if self.ibsi_processing is None else self.ibsi_processing.fbs_min_value
 
     def model_post_init(self, context: Any, /) -> None:
         """Keep the registered :class:`Family` record of each family."""

@@ -27,6 +27,7 @@ import xarray as xr
 from medpipe.errors import ConfigError
 from medpipe.features import registry
 from medpipe.features.config import FeatureConfig
+from medpipe.features.ibsi_processing import process_roi
 from medpipe.features.registry import Family
 from medpipe.features.sample import Sample
 
@@ -47,6 +48,8 @@ def compute_features(
     *,
     spacing: Sequence[float],
     config: FeatureConfig,
+    morphology_mask: np.ndarray | None = None,
+    crop: tuple[Sequence[int], Sequence[int]] | None = None,
 ) -> dict[str, float]:
     """All configured features of one in-memory sample.
 
@@ -62,6 +65,13 @@ def compute_features(
     config
         What to compute: each of ``config.families`` in turn (their
         :class:`~medpipe.features.registry.Family` records).
+    morphology_mask
+        IBSI's morphological mask when re-segmentation made ``mask`` (the intensity mask)
+        smaller (:func:`medpipe.features.ibsi_processing.process_roi`); ``None``: ``mask``.
+        Not with ``config.ibsi_processing``, which makes both masks itself.
+    crop
+        ``(offset, full_shape)`` when ``image`` is a crop of a larger volume, so that
+        ``config.ibsi_processing`` interpolates on the full volume's grid.
 
     Returns
     -------
@@ -69,7 +79,15 @@ def compute_features(
         Exactly ``config.feature_names()`` → value; NaN where a feature does not apply
         (colour features of a grey image, regionprops of a multi-slice mask, empty ROI).
     """
-    sample = Sample(image, mask, spacing=spacing, config=config)
+    if config.ibsi_processing is not None:  # IBSI processing first (interpolate, re-segment)
+        if morphology_mask is not None:
+            raise ConfigError("morphology_mask: config.ibsi_processing makes it; pass None")
+        img = np.asarray(image)
+        roi = process_roi(img, np.ones(img.shape, bool) if mask is None else mask,
+                          spacing=spacing, config=config.ibsi_processing, crop=crop)
+        image, mask, morphology_mask = roi.image, roi.intensity_mask, roi.morphology_mask
+        spacing = roi.spacing
+    sample = Sample(image, mask, spacing=spacing, config=config, morphology_mask=morphology_mask)
     records: tuple[Family, ...] = config.family_records()
     out: dict[str, float] = dict.fromkeys(config.feature_names(), np.nan)
     for family in records:
@@ -125,6 +143,7 @@ def _assemble_and_compute(
     dtype: np.dtype,
     spacing: tuple[float, ...],
     config: FeatureConfig,
+    full_shape: tuple[int, ...] | None = None,
 ) -> np.ndarray:
     names = config.feature_names()
     if box is None:  # empty ROI
@@ -139,7 +158,8 @@ def _assemble_and_compute(
         sl = tuple(slice(a - b0, a - b0 + n) for a, b0, n in zip(lo, box[0], mb.shape, strict=True))
         img[sl] = ib
         msk[sl] = mb
-    feats = compute_features(img, msk, spacing=spacing, config=config)
+    crop = None if full_shape is None else (box[0], full_shape)
+    feats = compute_features(img, msk, spacing=spacing, config=config, crop=crop)
     return np.array([feats[n] for n in names], dtype=np.float64)
 
 
@@ -193,12 +213,14 @@ def _sample_vector(
     boxes = [bbox(mblocks[g], offsets[g]) for g in grid]
     # crop_margin voxels, or as many as a family reads beyond the ROI (Family.margin_mm)
     reach = max((f.margin_mm for f in config.family_records()), default=0.0)
-    margin = tuple(max(config.crop_margin, math.ceil(reach / s - 1e-9)) for s in spacing)
+    # plus the voxels IBSI interpolation reads around them (IBSIProcessing.margin_voxels)
+    proc = 0 if config.ibsi_processing is None else config.ibsi_processing.margin_voxels
+    margin = tuple(max(config.crop_margin, math.ceil(reach / s - 1e-9)) + proc for s in spacing)
     box = dask.delayed(_merge_bbox, pure=True)(boxes, margin, m.shape)
     crop = dask.delayed(_block_crop, pure=True)
     pieces = [crop(iblocks[g + (0,) * len(extra)], mblocks[g], offsets[g], box) for g in grid]
     return dask.delayed(_assemble_and_compute, pure=True)(
-        pieces, box, extra, arr.dtype, spacing, config
+        pieces, box, extra, arr.dtype, spacing, config, tuple(m.shape)
     )
 
 

@@ -6,8 +6,10 @@ is IBSI's taxicab distance to the nearest voxel outside the morphological ROI (v
 beyond the image's edge count as outside), 1 on the border
 (:func:`medpipe.features.zones.border_distance`: 6 face neighbours in 3-D, the 4
 in-plane ones per slice for the 2D and 2.5D aggregations); a zone's distance is the
-smallest distance of its voxels.  medpipe's ROI is both the intensity and the
-morphological mask, since it does not re-segment.
+smallest distance of its voxels.  The distances use the morphological mask
+(``Sample.morphology_mask``, the ROI before IBSI re-segmentation, see
+:mod:`medpipe.features.ibsi_processing`); the zones use the intensity mask.  Without
+re-segmentation the two are the same ROI.
 
 Feature names are ``gldzm_<feature>_<aggregation>`` (aggregations ``3d_merged``,
 ``2d_averaged``, ``2_5d_merged``: IBSI's 3D, 2D and 2.5D):
@@ -160,7 +162,9 @@ def _names(config: FeatureConfig) -> list[str]:
 
 def _compute(sample: Sample) -> dict[str, float]:
     return gldzm_features(
-        sample.levels, mask=sample.mask_roi, aggregations=sample.config.gldzm_aggregations
+        sample.levels,
+        mask=sample.morphology_mask_roi,  # IBSI: distances to the morphological mask's border
+        aggregations=sample.config.gldzm_aggregations,
     )
 
 

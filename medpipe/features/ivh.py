@@ -168,12 +168,14 @@ def _names(config: FeatureConfig) -> list[str]:
 
 def _compute(sample: Sample) -> dict[str, float]:
     cfg = sample.config
-    if cfg.ivh_bin_width is not None or cfg.ivh_bin_count is not None:
+    if cfg.ivh_discrete:
+        width = count = None
+    elif cfg.ivh_bin_width is not None or cfg.ivh_bin_count is not None:
         width, count = cfg.ivh_bin_width, cfg.ivh_bin_count
     else:
         width, count = cfg.bin_width, cfg.bin_count
     return ivh_features(
-        sample.roi_values, bin_width=width, bin_count=count, min_value=cfg.min_value
+        sample.roi_values, bin_width=width, bin_count=count, min_value=cfg.discretisation_min
     )
 
 

@@ -43,6 +43,10 @@ class Sample:
         Voxel size in mm, ``z, y, x``.
     config
         The feature config (discretisation and family settings).
+    morphology_mask
+        IBSI's morphological mask when it differs from ``mask`` (the intensity mask) after
+        re-segmentation (:mod:`medpipe.features.ibsi_processing`); ``None``: ``mask``.
+        Morphology and GLDZM distances read it; every other family reads ``mask``.
 
     Attributes
     ----------
@@ -58,6 +62,7 @@ class Sample:
         *,
         spacing: Sequence[float],
         config: FeatureConfig,
+        morphology_mask: np.ndarray | None = None,
     ) -> None:
         img = np.asarray(image)
         self.image = img
@@ -72,11 +77,21 @@ class Sample:
         self.spacing = spacing
         self.config = config
         self.empty = not self.mask.any()
+        self.morphology_mask = (
+            self.mask if morphology_mask is None else np.asarray(morphology_mask, bool)
+        )
+        if self.morphology_mask.shape != self.mask.shape:
+            raise ValueError(
+                f"morphology mask shape {self.morphology_mask.shape} differs from the mask's "
+                f"{self.mask.shape}"
+            )
 
     @cached_property
     def box(self) -> tuple[slice, ...]:
-        """The ROI's bounding box (non-empty ROI only)."""
-        return roi_box(self.mask)
+        """The ROI's bounding box (non-empty ROI only; with the morphological mask's)."""
+        if self.morphology_mask is self.mask:
+            return roi_box(self.mask)
+        return roi_box(self.mask | self.morphology_mask)
 
     @cached_property
     def grey_roi(self) -> np.ndarray:
@@ -87,6 +102,11 @@ class Sample:
     def mask_roi(self) -> np.ndarray:
         """``mask`` cropped to :attr:`box`."""
         return self.mask[self.box]
+
+    @cached_property
+    def morphology_mask_roi(self) -> np.ndarray:
+        """``morphology_mask`` cropped to :attr:`box`."""
+        return self.morphology_mask[self.box]
 
     @cached_property
     def roi_values(self) -> np.ndarray:
@@ -102,7 +122,7 @@ class Sample:
             self.mask_roi,
             bin_width=cfg.bin_width,
             bin_count=cfg.bin_count,
-            min_value=cfg.min_value,
+            min_value=cfg.discretisation_min,
         )
 
     @cached_property

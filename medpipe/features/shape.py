@@ -17,6 +17,7 @@ from scipy.spatial.distance import pdist
 from scipy.special import eval_legendre
 from skimage.measure import label, marching_cubes, regionprops
 
+from medpipe.features.autocorrelation import morans_gearys
 from medpipe.features.registry import Family, register_family
 
 if TYPE_CHECKING:
@@ -61,7 +62,8 @@ MORPHOLOGY_NAMES: tuple[str, ...] = tuple(
     )
 )
 
-#: Voxel count above which Moran's I and Geary's C (O(N^2)) are reported as NaN.
+#: Voxel count above which Moran's I and Geary's C use the FFT form
+#: (:func:`medpipe.features.autocorrelation.morans_gearys`) instead of the O(N^2) pairs.
 MAX_AUTOCORRELATION_VOXELS = 4000
 
 
@@ -97,7 +99,11 @@ def _ellipsoid_area(a: float, b: float, c: float, *, terms: int = 20) -> float:
 
 
 def morphology_features(
-    mask: np.ndarray, *, spacing: Sequence[float], image: np.ndarray | None = None
+    mask: np.ndarray,
+    *,
+    spacing: Sequence[float],
+    image: np.ndarray | None = None,
+    intensity_mask: np.ndarray | None = None,
 ) -> dict[str, float]:
     """IBSI morphological features of a 3-D ROI.
 
@@ -110,6 +116,10 @@ def morphology_features(
     image
         Intensities on the same grid; needed for the centre of mass shift, the integrated
         intensity and Moran's I / Geary's C (NaN without it).
+    intensity_mask
+        IBSI's intensity mask when re-segmentation made it smaller than ``mask`` (the
+        morphological mask): the intensity-weighted centre of mass, the mean of the
+        integrated intensity and Moran's I / Geary's C use its voxels.  ``None``: ``mask``.
 
     Returns
     -------
@@ -171,12 +181,17 @@ def morphology_features(
         img = np.asarray(image, dtype=np.float64)
         if img.ndim == 2:
             img = img[None]
-        x = img[m]
-        out["integrated_intensity"] = float(x.mean()) * volume
+        mi = m if intensity_mask is None else np.asarray(intensity_mask, bool).reshape(m.shape)
+        x = img[mi]
+        pos_i = pos if intensity_mask is None else np.argwhere(mi) * sp
+        n_int = int(x.size)
+        if n_int:
+            out["integrated_intensity"] = float(x.mean()) * volume
         if x.sum() != 0:
             com_geom = pos.mean(axis=0)
-            com_gl = (pos * x[:, None]).sum(axis=0) / x.sum()
+            com_gl = (pos_i * x[:, None]).sum(axis=0) / x.sum()
             out["com_shift"] = float(np.linalg.norm(com_geom - com_gl))
+        n_vox, pos = n_int, pos_i
         if 1 < n_vox <= MAX_AUTOCORRELATION_VOXELS:
             w = 1.0 / pdist(pos)  # condensed: each unordered pair once
             dev = x - x.mean()
@@ -187,6 +202,8 @@ def morphology_features(
                 out["gearys_c"] = (
                     (n_vox - 1) * float(np.sum(w * (x[i] - x[j]) ** 2)) / (2 * w.sum() * ss)
                 )
+        elif n_vox > MAX_AUTOCORRELATION_VOXELS:
+            out["morans_i"], out["gearys_c"] = morans_gearys(img, mi, spacing=sp)
     return {f"morph_{k}": float(v) for k, v in out.items()}
 
 
@@ -265,7 +282,12 @@ def _morphology_names(config: FeatureConfig) -> list[str]:
 
 
 def _morphology(sample: Sample) -> dict[str, float]:
-    return morphology_features(sample.mask, spacing=sample.spacing, image=sample.grey)
+    if sample.morphology_mask is sample.mask:
+        return morphology_features(sample.mask, spacing=sample.spacing, image=sample.grey)
+    return morphology_features(
+        sample.morphology_mask, spacing=sample.spacing, image=sample.grey,
+        intensity_mask=sample.mask,
+    )
 
 
 def _regionprops_names(config: FeatureConfig) -> list[str]:

@@ -3,6 +3,10 @@
 Used by ``test_ibsi_phantom.py`` and runnable on its own to print the comparison::
 
     .venv/bin/python -m tests.features._ibsi
+
+The CT section (``ct_*``) serves ``test_ibsi_ct_phantom.py``: configurations A–E of
+IBSI's CT phantom (``python -m tests.features._ibsi ct [A B …]`` prints the rows out of
+tolerance).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from medpipe.features.glcm import AGGREGATIONS, FEATURES
 from medpipe.features.gldzm import FEATURES as GLDZM_FEATURES
 from medpipe.features.glrlm import FEATURES as GLRLM_FEATURES
 from medpipe.features.glszm import FEATURES as GLSZM_FEATURES
+from medpipe.features.ibsi_processing import IBSIProcessing, ProcessedROI, process_roi  # ct
 from medpipe.features.ngldm import FEATURES as NGLDM_FEATURES  # neigh
 from medpipe.features.ngtdm import FEATURES as NGTDM_FEATURES  # neigh
 from medpipe.features.zones import ZONE_AGGREGATIONS
@@ -350,13 +355,17 @@ def _name(family: str, feature: str, aggregation: str) -> str | None:
     return None
 
 
-def reference_rows(csv_path: Path) -> list[Row]:
-    """Every ``dig. phantom`` row of the reference table (implemented or not)."""
+def reference_rows(csv_path: Path, data: str = "dig. phantom") -> list[Row]:
+    """Every row of the reference table for ``data`` (implemented or not).
+
+    ``data`` is the CSV's data set: ``"dig. phantom"`` or ``"config. A"`` … ``"config. E"``
+    (the CT phantom); rows without a published value are left out.
+    """
     rows = []
     seen: dict[tuple[str, str, str], int] = {}  # rows repeating a key (IVH V10, V90)
     with open(csv_path, newline="", encoding="utf-8") as fh:
         for r in csv.DictReader(fh):
-            if r["data"] != "dig. phantom":
+            if r["data"] != data or not r["value"]:
                 continue
             key = (r["family"], r["feature"], r["aggregation"])
             nth = seen[key] = seen.get(key, -1) + 1
@@ -418,7 +427,143 @@ def table(data_root: Path) -> tuple[str, dict[str, tuple[int, int, int]]]:
     return "\n".join(lines), {k: tuple(v) for k, v in summary.items()}
 
 
+# --- ct: IBSI's CT phantom under configurations A-E (IBSI 1 chapter 5) -----------------
+CT_CONFIGS = ("A", "B", "C", "D", "E")
+_ALL_FAMILIES = ("firstorder", "histogram", "glcm", "glrlm", "morphology", "glszm", "gldzm",
+                 *NEIGH_FAMILIES)
+_2D = {  # 2D configurations: slice-wise texture, IBSI's 2D and 2.5D aggregations
+    "glcm_aggregations": ("2d_averaged", "2d_slicemerged", "2_5d_directionmerged",
+                          "2_5d_merged"),
+    "glrlm_aggregations": ("2d_averaged", "2d_slicemerged", "2_5d_directionmerged",
+                           "2_5d_merged"),
+    "glszm_aggregations": ("2d_averaged", "2_5d_merged"),
+    "gldzm_aggregations": ("2d_averaged", "2_5d_merged"),
+    "ngtdm_aggregations": ("2d_averaged", "2_5d_merged"),
+    "ngldm_aggregations": ("2d_averaged", "2_5d_merged"),
+}
+_3D = {
+    "glcm_aggregations": ("3d_merged", "3d_averaged"),
+    "glrlm_aggregations": ("3d_merged", "3d_averaged"),
+    "glszm_aggregations": ("3d_merged",),
+    "gldzm_aggregations": ("3d_merged",),
+    "ngtdm_aggregations": ("3d_merged",),
+    "ngldm_aggregations": ("3d_merged",),
+}
+
+
+def ct_config(letter: str) -> FeatureConfig:
+    """medpipe's feature config (with its ``ibsi_processing``) of CT configuration ``letter``.
+
+    The table of IBSI 1 section 5.2 (``05_Reference_data_sets``): A 2D, no interpolation,
+    [-500, 400] HU, FBS 25 HU, IVH on the HU; B 2D, 2 mm in-plane bilinear, [-500, 400],
+    FBN 32, IVH on the HU; C 3D, 2 mm trilinear, [-1000, 400], FBS 25, IVH FBS 2.5 HU;
+    D 3D, 2 mm trilinear, 3σ outliers, FBN 32, IVH on the HU; E 3D, 2 mm tricubic spline
+    (ROI trilinear), [-1000, 400] then 3σ, FBN 32, IVH FBN 1000.  Interpolated
+    intensities are rounded to integers and the ROI thresholded at 0.5; fixed bin size
+    starts at the re-segmentation range's lower bound (``FeatureConfig.discretisation_min``).
+    """
+    iso = (2.0, 2.0, 2.0)
+    processing = {
+        "A": IBSIProcessing(resegment=(-500, 400)),
+        "B": IBSIProcessing(spacing_mm=(None, 2.0, 2.0), resegment=(-500, 400)),
+        "C": IBSIProcessing(spacing_mm=iso, resegment=(-1000, 400)),
+        "D": IBSIProcessing(spacing_mm=iso, outlier_sigma=3.0),
+        "E": IBSIProcessing(spacing_mm=iso, interpolation="cubic", resegment=(-1000, 400),
+                            outlier_sigma=3.0),
+    }[letter]
+    features = {
+        "A": {"bin_width": 25.0, "ivh_discrete": True, **_2D},
+        "B": {"bin_count": 32, "ivh_discrete": True, **_2D},
+        "C": {"bin_width": 25.0, "ivh_bin_width": 2.5, **_3D},
+        "D": {"bin_count": 32, "ivh_discrete": True, **_3D},
+        "E": {"bin_count": 32, "ivh_bin_count": 1000, **_3D},
+    }[letter]
+    return FeatureConfig(families=_ALL_FAMILIES, ibsi_processing=processing, **features)
+
+
+def load_ct_phantom(data_root: Path) -> tuple[np.ndarray, np.ndarray, tuple[float, ...]]:
+    """The CT phantom's image (HU, rounded to integers as IBSI asks), mask, spacing."""
+    d = data_root / "reference" / "ibsi1_ct_phantom"
+    img = nib.load(d / "image" / "phantom.nii.gz")
+    msk = nib.load(d / "mask" / "mask.nii.gz")
+    image = np.rint(np.transpose(np.asanyarray(img.dataobj), (2, 1, 0)).astype(np.float64))
+    mask = np.transpose(np.asanyarray(msk.dataobj), (2, 1, 0)) > 0
+    # float64 of the header's float32 zooms (0.977 mm in-plane, 3 mm slices)
+    spacing = tuple(float(s) for s in img.header.get_zooms()[:3][::-1])
+    return image, mask, spacing
+
+
+def ct_processed(loaded: tuple, letter: str) -> ProcessedROI:
+    """The phantom (:func:`load_ct_phantom`) after configuration ``letter``'s processing."""
+    image, mask, spacing = loaded
+    processing = ct_config(letter).ibsi_processing
+    assert processing is not None
+    return process_roi(image, mask, spacing=spacing, config=processing)
+
+
+def ct_features_of(roi: ProcessedROI, letter: str) -> dict[str, float]:
+    """medpipe's features of an already processed phantom (configuration ``letter``)."""
+    full = ct_config(letter)
+    # the same settings without the processing (done), FBS still from its range's bound
+    config = full.model_copy(
+        update={"ibsi_processing": None, "min_value": full.discretisation_min}
+    )
+    return compute_features(
+        roi.image, roi.intensity_mask, spacing=roi.spacing, config=config,
+        morphology_mask=roi.morphology_mask,
+    )
+
+
+def ct_features(data_root: Path, letter: str, loaded: tuple | None = None) -> dict[str, float]:
+    """medpipe's features of the CT phantom under configuration ``letter``."""
+    image, mask, spacing = loaded or load_ct_phantom(data_root)
+    return compute_features(image, mask, spacing=spacing, config=ct_config(letter))
+
+
+def ct_rows(csv_path: Path, letter: str) -> list[Row]:
+    """The reference rows of configuration ``letter`` (``name`` None: unmapped)."""
+    return reference_rows(csv_path, f"config. {letter}")
+
+
+def ct_table(rows_by_config: dict[str, list[Row]], feats: dict[str, dict[str, float]]
+             ) -> tuple[str, list[tuple[str, Row, float]], list[tuple[str, Row]]]:
+    """Out-of-tolerance rows as a table; also the failed and the unmapped rows."""
+    failed: list[tuple[str, Row, float]] = []
+    unmapped: list[tuple[str, Row]] = []
+    for letter, rows in rows_by_config.items():
+        for r in rows:
+            if r.name is None:
+                unmapped.append((letter, r))
+                continue
+            got = feats[letter][r.name]
+            if not abs(got - r.expected) <= r.tolerance:  # NaN fails
+                failed.append((letter, r, got))
+    lines = [f"{'feature':<60} {'config':<6} {'expected':>11} {'got':>11} {'tolerance':>10}"]
+    for letter, r, got in failed:
+        lines.append(
+            f"{r.id[:60]:<60} {letter:<6} {r.expected:11.4g} {got:11.4g} {r.tolerance:10.3g}"
+        )
+    return "\n".join(lines), failed, unmapped
+
+
+# --- end ct -----------------------------------------------------------------------------
+
+
 if __name__ == "__main__":
+    import sys
+
     from tests.conftest import shared_data_dir
 
-    print(table(shared_data_dir())[0])
+    root = shared_data_dir()
+    if sys.argv[1:2] == ["ct"]:  # python -m tests.features._ibsi ct [A B ...]
+        letters = sys.argv[2:] or list(CT_CONFIGS)
+        loaded = load_ct_phantom(root)
+        csv_path = root / "reference" / "ibsi1_reference_values.csv"
+        text, failed, unmapped = ct_table(
+            {c: ct_rows(csv_path, c) for c in letters},
+            {c: ct_features(root, c, loaded) for c in letters},
+        )
+        print(text)
+        print(f"{len(failed)} out of tolerance, {len(unmapped)} unmapped")
+    else:
+        print(table(root)[0])
