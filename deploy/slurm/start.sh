@@ -15,7 +15,8 @@ PARTITION=${MEDPIPE_SLURM_PARTITION:-normal}   # the queue deploy/cluster/slurm.
 WAIT_S=${MEDPIPE_SLURM_WAIT_S:-90}
 
 die() { echo "make slurm: $*" >&2; exit 1; }
-alive() { [[ -s $1 ]] && kill -0 "$(cat "$1")" 2>/dev/null; }
+# alive PIDFILE NAME: the pid file names a running process called NAME (not a reused pid)
+alive() { [[ -s $1 ]] && [[ $(cat "/proc/$(cat "$1")/comm" 2>/dev/null) == "$2" ]]; }
 
 [[ $(id -u) == 0 ]] || die "needs root (apt-get install, daemons on localhost); run it as root"
 
@@ -39,7 +40,7 @@ if [[ ! -s /etc/munge/munge.key ]]; then
 fi
 chown munge:munge /etc/munge/munge.key
 chmod 0400 /etc/munge/munge.key
-if ! alive /run/munge/munged.pid; then
+if ! alive /run/munge/munged.pid munged; then
   runuser -u munge -- /usr/sbin/munged || die "munged did not start (see /var/log/munge/munged.log)"
 fi
 for _ in $(seq 50); do munge -n 2>/dev/null | unmunge >/dev/null 2>&1 && break; sleep 0.1; done
@@ -94,15 +95,15 @@ rm -f "$NEW"
 # -- daemons --------------------------------------------------------------------------
 if [[ ${CHANGED:-0} == 1 ]]; then   # a new configuration: restart what runs with the old one
   for pid in "$STATE/slurmd.pid" "$STATE/slurmctld.pid"; do
-    if alive "$pid"; then kill "$(cat "$pid")"; fi
+    if alive "$pid" "$(basename "$pid" .pid)"; then kill "$(cat "$pid")"; fi
   done
-  for _ in $(seq 100); do alive "$STATE/slurmd.pid" || alive "$STATE/slurmctld.pid" || break; sleep 0.1; done
+  for _ in $(seq 100); do alive "$STATE/slurmd.pid" slurmd || alive "$STATE/slurmctld.pid" slurmctld || break; sleep 0.1; done
 fi
 logs() { tail -n 20 "$STATE"/log/*.log 2>/dev/null >&2 || true; }
-if ! alive "$STATE/slurmctld.pid"; then
+if ! alive "$STATE/slurmctld.pid" slurmctld; then
   slurmctld || { logs; die "slurmctld did not start"; }
 fi
-if ! alive "$STATE/slurmd.pid"; then
+if ! alive "$STATE/slurmd.pid" slurmd; then
   slurmd -N "$NODE" || { logs; die "slurmd did not start"; }
 fi
 

@@ -9,7 +9,7 @@ stop() {  # stop NAME PIDFILE
   local pid
   [[ -s $2 ]] || return 0
   pid=$(cat "$2")
-  if kill -0 "$pid" 2>/dev/null; then
+  if [[ $(cat "/proc/$pid/comm" 2>/dev/null) == "$1" ]]; then  # not a reused pid
     kill -TERM "$pid"
     for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
     if kill -0 "$pid" 2>/dev/null; then kill -KILL "$pid"; fi
