@@ -191,8 +191,14 @@ def _cancel_a_busy_worker(port: int, stop: threading.Event, seen: dict[str, Any]
                 except OSError:
                     time.sleep(0.2)
                     continue
-            busy = [a for a, keys in client.processing().items() if keys]
-            if len(client.scheduler_info()["workers"]) >= 2 and busy:
+            try:
+                busy = [a for a, keys in client.processing().items() if keys]
+                workers = len(client.scheduler_info()["workers"])
+            except OSError:  # that flow's scheduler closed: the next flow's comes up
+                client.close()
+                client = None
+                continue
+            if workers >= 2 and busy:
                 job = client.run(lambda: os.environ.get("SLURM_JOB_ID"), workers=busy[:1])
                 seen["job"] = job[busy[0]]
                 seen["tasks"] = client.processing()[busy[0]]
