@@ -20,6 +20,7 @@ that holder, and then replaces the lock file with its own record in one ``os.rep
 from __future__ import annotations
 
 import contextlib
+import datetime
 import json
 import logging
 import os
@@ -105,10 +106,29 @@ def read_lease(fs: fsspec.AbstractFileSystem, path: str) -> dict[str, Any] | Non
             raise ValueError("not a mapping")
     except ValueError:
         record = {"token": f"unreadable-{hash(raw) & 0xFFFFFFFF:08x}"}
-    mtime = info.get("mtime") or info.get("created")
-    beats = [float(v) for v in (record.get("heartbeat"), mtime) if isinstance(v, (int, float))]
+    beats = [_epoch(v) for v in (record.get("heartbeat"), *_file_times(info))]
+    beats = [b for b in beats if b is not None]
     record["heartbeat"] = max(beats) if beats else 0.0
     return record
+
+
+def _epoch(value: Any) -> float | None:
+    if isinstance(value, datetime.datetime):
+        if value.tzinfo is None:  # fsspec's naive times are UTC
+            value = value.replace(tzinfo=datetime.UTC)
+        return value.timestamp()
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    return None
+
+
+def _file_times(info: dict[str, Any]) -> list[Any]:
+    """The file's modification time as fsspec names it (local ``created`` is a ctime)."""
+    # local: mtime; memory: created; s3 / gcs / azure: LastModified / updated / last_modified
+    for key in ("mtime", "LastModified", "last_modified", "updated", "created"):
+        if info.get(key) is not None:
+            return [info[key]]
+    return []
 
 
 def _pid_alive(pid: Any) -> bool:
@@ -193,8 +213,8 @@ def _take_over(
         # as old as a lease (that taker died between its claim and its replace)
         ttl = stale.get("ttl_s") if isinstance(stale.get("ttl_s"), (int, float)) else DEFAULT_TTL_S
         with contextlib.suppress(FileNotFoundError):
-            mtime = fs.info(claim).get("mtime")
-            if isinstance(mtime, (int, float)) and time.time() - mtime > ttl:
+            stamps = [t for t in map(_epoch, _file_times(fs.info(claim))) if t is not None]
+            if stamps and time.time() - max(stamps) > ttl:
                 _remove(fs, claim)
         return False
     try:
@@ -310,7 +330,8 @@ def store_lock(
     key = f"{fs.protocol}:{path}"
     with _held_lock:
         mine = _held.get(key)
-        if mine is not None and mine.record.get("pid") == os.getpid() and not mine.lost:
+        if (mine is not None and not mine.lost and mine.record.get("pid") == os.getpid()
+                and mine.record.get("host") == host):
             mine.depth += 1  # re-entered by the same process (a flow and its subflows)
         else:
             mine = None

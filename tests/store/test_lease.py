@@ -174,3 +174,33 @@ def test_bad_lease_settings_are_refused(tmp_path: Path) -> None:
         str(tmp_path / "s.zarr"), "write", owner="me", ttl_s=1, heartbeat_s=2
     ):
         pass
+
+
+def test_an_object_store_lease_heartbeats_by_rewriting_its_record() -> None:
+    """fsspec stores without file times the holder can touch (here ``memory://``)."""
+    import uuid
+
+    import fsspec
+
+    store = f"memory://lease-{uuid.uuid4().hex}.zarr"
+    fs, path = fsspec.filesystem("memory"), f"/{store.removeprefix('memory://')}/locks/write.lock"
+    with store_lock(store, "write", owner="run-a", host="node-a", ttl_s=0.5, heartbeat_s=0.1):
+        time.sleep(1.2)  # over twice the TTL: only the heartbeat keeps the lease
+        assert time.time() - json.loads(fs.cat_file(path))["heartbeat"] < 0.5
+        with (
+            pytest.raises(StoreLockedError, match="run-a"),
+            store_lock(store, "write", owner="run-b", host="node-b"),
+        ):
+            pass
+    assert not fs.exists(path)
+    # a holder gone without releasing: its record stays until the lease runs out
+    fs.pipe_file(path, json.dumps({"owner": "gone", "host": "node-a", "pid": 1, "token": "t",
+                                   "ttl_s": 0.5, "heartbeat": time.time()}).encode())
+    with (
+        pytest.raises(StoreLockedError, match="gone"),
+        store_lock(store, "write", owner="run-b", host="node-b"),
+    ):
+        pass
+    with store_lock(store, "write", owner="run-b", host="node-b", wait_s=10) as held:
+        assert json.loads(fs.cat_file(path))["token"] == held["token"]
+    assert not fs.exists(path)
