@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DEMO_DIR ?= demo-output
 
-.PHONY: venv test lint demo bench clean browser server napari-screenshot
+.PHONY: venv test lint demo bench clean browser server napari-screenshot slurm slurm-stop
 
 venv: $(STAMP)
 
@@ -55,6 +55,15 @@ napari-screenshot: $(STAMP)
 # a local Prefect server with its embedded SQLite database (the UI at http://127.0.0.1:4200)
 server: $(STAMP)
 	PREFECT_SERVER_ANALYTICS_ENABLED=false $(BIN)/prefect server start --host 127.0.0.1 --port 4200
+
+# a one-node SLURM cluster on this machine (needs root: installs slurm-wlm and munge when
+# missing, writes /etc/slurm/slurm.conf, starts munged, slurmctld, slurmd); idempotent.
+# `make slurm-stop` stops the daemons by their PIDs.  Used by tests/integration/test_slurm.py.
+slurm:
+	bash deploy/slurm/start.sh
+
+slurm-stop:
+	bash deploy/slurm/stop.sh
 
 demo: $(STAMP)
 	$(BIN)/medpipe demo --out $(DEMO_DIR)

@@ -37,6 +37,7 @@ def _slurm(tmp_path: Path, **override: Any):
     cls, kwargs = deploy_cluster_class("slurm", config_dir=CLUSTER)
     assert cls == "dask_jobqueue.SLURMCluster"
     kwargs.update(
+        n_workers=0,  # build only: submit no job
         log_directory=str(tmp_path / "logs"),
         scheduler_options={"host": "127.0.0.1", "port": 0, "dashboard_address": ":0"},
         **override,
