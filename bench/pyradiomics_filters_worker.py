@@ -1,4 +1,4 @@
-"""pyradiomics's LoG and wavelet image types; runs inside the throw-away pyradiomics venv.
+"""pyradiomics's image types; runs inside the throw-away pyradiomics venv.
 
 Never imported by medpipe (it needs pyradiomics, SimpleITK and PyWavelets of that venv,
 ``make pyradiomics-venv``).  ``tests/features/test_image_types_pyradiomics.py`` runs it
@@ -9,13 +9,14 @@ as a subprocess.  Reads a JSON job from stdin::
 
 and for each case
 
-* runs ``RadiomicsFeatureExtractor.execute`` with the ``LoG`` (``sigma``) and
-  ``Wavelet`` image types, feature classes ``firstorder`` and ``glcm`` (bin width
+* runs ``RadiomicsFeatureExtractor.execute`` with the ``LoG`` (``sigma``),
+  ``Wavelet``, ``Square``, ``SquareRoot``, ``Logarithm``, ``Exponential`` and
+  ``Gradient`` image types, feature classes ``firstorder`` and ``glcm`` (bin width
   ``bin_width``, no resampling, label 1, ``additionalInfo`` off);
-* writes each filtered image's ROI voxels (``imageoperations.getLoGImage`` /
-  ``getWaveletImage`` on the whole image, then the label-1 voxels in NumPy's ``z, y, x``
-  C order) to ``<out>/<case>_<image type>.npy``, and each LoG image whole (``z, y, x``)
-  to ``<out>/<case>_<image type>_image.npy``;
+* writes each filtered image's ROI voxels (``imageoperations.get<Type>Image`` on the
+  whole image, then the label-1 voxels in NumPy's ``z, y, x`` C order) to
+  ``<out>/<case>_<image type>.npy``, and each LoG image whole (``z, y, x``) to
+  ``<out>/<case>_<image type>_image.npy``;
 
 and prints one JSON object: ``{"version", "features": {case: {name: value}}}`` with the
 names as pyradiomics spells them (``log-sigma-1-0-mm-3D_firstorder_Mean``).
@@ -27,6 +28,9 @@ import json
 import logging
 import sys
 from pathlib import Path
+
+#: the other image types (pyradiomics's spelling), with their default settings
+POINTWISE = ("Square", "SquareRoot", "Logarithm", "Exponential", "Gradient")
 
 
 def main() -> None:
@@ -45,6 +49,8 @@ def main() -> None:
     ext.disableAllImageTypes()
     ext.enableImageTypeByName("LoG", customArgs={"sigma": sigma})
     ext.enableImageTypeByName("Wavelet", customArgs={"wavelet": job["wavelet"]})
+    for other in POINTWISE:
+        ext.enableImageTypeByName(other)
     ext.disableAllFeatures()
     ext.enableFeatureClassByName("firstorder")
     ext.enableFeatureClassByName("glcm")
@@ -56,10 +62,12 @@ def main() -> None:
         roi = sitk.GetArrayFromImage(mask) == 1
         filtered = list(imageoperations.getLoGImage(image, mask, sigma=sigma))
         filtered += list(imageoperations.getWaveletImage(image, mask, wavelet=job["wavelet"]))
+        for other in POINTWISE:
+            filtered += list(getattr(imageoperations, f"get{other}Image")(image, mask))
         for fimg, tname, _ in filtered:
             arr = sitk.GetArrayFromImage(fimg).astype(np.float64)
             np.save(out / f"{name}_{tname}.npy", arr[roi])
-            if tname.startswith("log"):  # whole, for features of pyradiomics's own image
+            if tname.startswith("log-"):  # whole, for features of pyradiomics's own image
                 np.save(out / f"{name}_{tname}_image.npy", arr)
     print(json.dumps({"version": radiomics.__version__, "features": feats}))
 
