@@ -366,3 +366,43 @@ def test_lazy_pointwise_types_use_the_whole_image_scale(roi_case) -> None:
     for name in ("square_firstorder_mean", "logarithm_firstorder_mean",
                  "exponential_firstorder_maximum"):
         assert got[name] == pytest.approx(whole[name], rel=1e-12), name
+
+
+def test_single_slice_image_through_extract(ct_slice) -> None:
+    img, spacing = ct_slice
+    mask = np.zeros(img.shape, bool)
+    mask[0, 40:90, 30:100] = True
+    cfg = FeatureConfig(families=("firstorder",), image_types=("original", "wavelet", "log"),
+                        log_sigma_mm=(2.0,))
+    image = xr.DataArray(da.from_array(img[0], chunks=64), dims=("y", "x"),
+                         attrs={"spacing": list(spacing[1:])})
+    ds = extract([("ct", image, {"roi": xr.DataArray(mask[0], dims=("y", "x"))})], config=cfg)
+    got = dict(zip(ds["feature"].values, ds["features"].values[0], strict=True))
+    wav = flt.wavelet_filter(img, wavelet="coif1")
+    assert got["wavelet-HLL_firstorder_mean"] == pytest.approx(wav["wavelet-HLL"][mask].mean())
+    assert np.isnan(got["wavelet-LLH_firstorder_mean"])  # no detail across a single slice
+    log = flt.log_filter(img, sigma_mm=2.0, spacing=spacing)
+    assert got["log-sigma-2-0-mm_firstorder_mean"] == pytest.approx(log[mask].mean())
+
+
+def test_colour_image_is_filtered_on_its_luminance() -> None:
+    from skimage import data
+    from skimage.color import rgb2gray
+
+    rgb = data.astronaut()[::4, ::4]  # 128 x 128 x 3, uint8
+    grey = rgb2gray(rgb)
+    mask = np.zeros(grey.shape, bool)
+    mask[30:70, 40:90] = True
+    cfg = FeatureConfig(families=("firstorder", "colour"),
+                        image_types=("original", "square", "gradient"))
+    image = xr.DataArray(da.from_array(np.moveaxis(rgb, -1, 0), chunks=(3, 64, 64)),
+                         dims=("c", "y", "x"), attrs={"spacing": [0.5, 0.5]})
+    ds = extract([("rgb", image, {"roi": xr.DataArray(mask, dims=("y", "x"))})], config=cfg)
+    got = dict(zip(ds["feature"].values, ds["features"].values[0], strict=True))
+    assert not [n for n in got if n.startswith(("square_hsv", "gradient_hsv"))]
+    m = float(np.abs(grey).max())  # of the whole image, not of the ROI's crop
+    sq = flt.square_filter(grey, abs_max=m)
+    assert got["square_firstorder_mean"] == pytest.approx(sq[mask].mean(), rel=1e-12)
+    gr = flt.gradient_filter(grey[None], spacing=(1.0, 0.5, 0.5))[0]
+    assert got["gradient_firstorder_mean"] == pytest.approx(gr[mask].mean(), rel=1e-12)
+    assert np.isfinite(got["hsv_h_mean"])
