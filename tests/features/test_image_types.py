@@ -406,3 +406,23 @@ def test_colour_image_is_filtered_on_its_luminance() -> None:
     gr = flt.gradient_filter(grey[None], spacing=(1.0, 0.5, 0.5))[0]
     assert got["gradient_firstorder_mean"] == pytest.approx(gr[mask].mean(), rel=1e-12)
     assert np.isfinite(got["hsv_h_mean"])
+
+
+def test_image_types_on_worker_processes(roi_case) -> None:
+    # dask's process pool: the config (with its filters) and the per-series max |I| task
+    # are pickled to another process, and the result equals the in-process one
+    img, mask, spacing = roi_case
+    cfg = FeatureConfig(families=("firstorder",), image_types=("original", "log", "wavelet",
+                                                              "exponential"),
+                        log_sigma_mm=(2.0,))
+    image = xr.DataArray(da.from_array(img, chunks=(13, 21, 17)), dims=("z", "y", "x"),
+                         attrs={"spacing": list(spacing)})
+    masks = {"a": xr.DataArray(mask, dims=("z", "y", "x")),
+             "b": xr.DataArray(np.roll(mask, 3, axis=2), dims=("z", "y", "x"))}
+    ds = extract([("s1", image, masks)], config=cfg)
+    local = ds["features"].values
+    remote = ds["features"].compute(scheduler="processes", num_workers=1).values
+    np.testing.assert_array_equal(remote, local)
+    direct = compute_features(img, mask, spacing=spacing, config=cfg)
+    np.testing.assert_allclose(local[0], [direct[n] for n in ds["feature"].values],
+                               rtol=1e-9, atol=1e-9)
