@@ -42,6 +42,12 @@ class FeatureConfig(FrozenConfig):
     ``bin_width`` (fixed bin size, optionally from ``min_value``).  Setting both to
     ``None`` takes the ROI intensities as grey levels already (integers >= 1), as for the
     IBSI digital phantom.
+
+    Image types: ``image_types`` (default ``("original",)``) adds pyradiomics's filtered
+    images (``log``, ``wavelet``, ``square``, ``squareroot``, ``logarithm``,
+    ``exponential``, ``gradient``); every family but the shape, colour and fitted ones
+    is computed on each, named ``<image type>_<feature>``
+    (:mod:`medpipe.features.imagetypes`).
     """
 
     families: tuple[str, ...] = ("firstorder", "histogram", "glcm", "morphology")
