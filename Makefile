@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DEMO_DIR ?= demo-output
 
-.PHONY: venv test lint demo bench clean browser server napari-screenshot slurm slurm-stop
+.PHONY: venv test lint demo bench clean browser server napari-screenshot slurm slurm-stop pyradiomics-venv
 
 venv: $(STAMP)
 
@@ -21,7 +21,7 @@ lint: $(STAMP)
 # the browser test drives Debian's chromium (Playwright's own download does not work here)
 CHROMIUM ?= /usr/bin/chromium
 
-test: lint browser
+test: lint browser pyradiomics-venv
 	$(BIN)/python -m pytest
 
 browser:
@@ -51,6 +51,22 @@ napari-screenshot: $(STAMP)
 	  $(BIN)/python -m pip install --quiet -e '.[napari]'
 	QT_QPA_PLATFORM=xcb xvfb-run -a -s "-screen 0 1280x1024x24" \
 	  $(BIN)/python docs/img/napari_screenshot.py --data $(SHARED_DATA) --out docs/img/napari-ibsi-ct.png
+
+# pyradiomics 3.0.1 in a throw-away venv (not a medpipe dependency) for the filtered-image
+# baseline test (tests/features/test_image_types_pyradiomics.py) and bench/features.py; the
+# same packages and path as bench/features.py.  A failed install only warns: the test
+# then skips and says why.
+PYRADIOMICS_VENV ?= bench-output/pyradiomics-venv
+PYRADIOMICS_PKGS := numpy setuptools wheel SimpleITK pykwalify six PyWavelets
+
+pyradiomics-venv:
+	@$(PYRADIOMICS_VENV)/bin/python -c 'import radiomics, SimpleITK, pywt' 2>/dev/null || { \
+	  echo "building the pyradiomics venv in $(PYRADIOMICS_VENV)"; \
+	  $(PYTHON) -m venv $(PYRADIOMICS_VENV) && \
+	  $(PYRADIOMICS_VENV)/bin/python -m pip install --quiet $(PYRADIOMICS_PKGS) && \
+	  $(PYRADIOMICS_VENV)/bin/python -m pip install --quiet --no-build-isolation \
+	    pyradiomics==3.0.1 || \
+	  echo "WARNING: the pyradiomics venv could not be built; its tests will skip"; }
 
 # a local Prefect server with its embedded SQLite database (the UI at http://127.0.0.1:4200)
 server: $(STAMP)

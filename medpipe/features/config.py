@@ -15,9 +15,10 @@ from pydantic import (
 )
 
 from medpipe.config import FrozenConfig
-from medpipe.features import registry
+from medpipe.features import imagetypes, registry
 from medpipe.features.aggregate import AGGREGATIONS
 from medpipe.features.ibsi_processing import IBSIProcessing
+from medpipe.features.imagetypes import IMAGE_TYPES, log_name
 from medpipe.features.registry import Family
 from medpipe.features.zones import ZONE_AGGREGATIONS
 
@@ -42,6 +43,12 @@ class FeatureConfig(FrozenConfig):
     ``bin_width`` (fixed bin size, optionally from ``min_value``).  Setting both to
     ``None`` takes the ROI intensities as grey levels already (integers >= 1), as for the
     IBSI digital phantom.
+
+    Image types: ``image_types`` (default ``("original",)``) adds pyradiomics's filtered
+    images (``log``, ``wavelet``, ``square``, ``squareroot``, ``logarithm``,
+    ``exponential``, ``gradient``); every family but the shape, colour and fitted ones
+    is computed on each, named ``<image type>_<feature>``
+    (:mod:`medpipe.features.imagetypes`).
     """
 
     families: tuple[str, ...] = ("firstorder", "histogram", "glcm", "morphology")
@@ -90,7 +97,49 @@ class FeatureConfig(FrozenConfig):
     #: edge of the plane that the ``pixels`` and ``hog`` families resample to
     pixels_size: Annotated[int, Field(ge=4)] = 28
 
+    #: pyradiomics's image types (:mod:`medpipe.features.imagetypes`): every family is
+    #: also computed on each filtered image, named ``<image type>_<feature>``
+    image_types: tuple[str, ...] = ("original",)
+    #: ``log``: Gaussian sigmas in mm (one image type each)
+    log_sigma_mm: tuple[Annotated[float, Field(gt=0)], ...] = (1.0, 2.0, 3.0)
+    #: ``wavelet``: a discrete PyWavelets wavelet, pyradiomics's ``start_level``/``level``
+    wavelet: str = "coif1"
+    wavelet_start_level: Annotated[int, Field(ge=0)] = 0
+    wavelet_levels: Annotated[int, Field(ge=1)] = 1
+    #: ``gradient``: derivatives per mm (true) or per voxel
+    gradient_use_spacing: bool = True
+
     _resolved: dict[str, Family] = PrivateAttr(default_factory=dict)
+
+    @field_validator("image_types")
+    @classmethod
+    def _known_image_types(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = [t for t in v if t not in IMAGE_TYPES]
+        if unknown:
+            raise ValueError(f"unknown image type(s) {unknown}; known: {', '.join(IMAGE_TYPES)}")
+        if not v or len(set(v)) != len(v):
+            raise ValueError("image_types must be non-empty and must not repeat")
+        return v
+
+    @field_validator("log_sigma_mm")
+    @classmethod
+    def _distinct_sigmas(cls, v: tuple[float, ...]) -> tuple[float, ...]:
+        names = [log_name(s) for s in v]
+        if not v or len(set(names)) != len(names):
+            raise ValueError("log_sigma_mm must be non-empty and must not repeat")
+        return v
+
+    @field_validator("wavelet")
+    @classmethod
+    def _discrete_wavelet(cls, v: str) -> str:
+        import pywt
+
+        if v not in pywt.wavelist(kind="discrete"):
+            raise ValueError(
+                f"unknown wavelet {v!r}; use a discrete PyWavelets wavelet "
+                "(pywt.wavelist(kind='discrete'), e.g. coif1, haar, db2)"
+            )
+        return v
 
     @field_validator("families")
     @classmethod
@@ -157,11 +206,12 @@ class FeatureConfig(FrozenConfig):
         return tuple(self._resolved.get(n) or registry.get_family(n) for n in self.families)
 
     def feature_names(self) -> list[str]:
-        """The output feature names, in order (independent of the data)."""
-        names: list[str] = []
-        for family in self.family_records():
-            names += family.feature_names(self)
-        return names
+        """The output feature names, in order (independent of the data).
+
+        Per image type of :attr:`image_types` (:mod:`medpipe.features.imagetypes`), the
+        names of its families; the original image's keep their plain names.
+        """
+        return imagetypes.feature_names(self)
 
     #: The fields that named the feature groups written so far (pinned in
     #: ``tests/test_config.py``).  A field added since is left out of the hashed JSON while

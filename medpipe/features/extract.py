@@ -25,7 +25,7 @@ import numpy as np
 import xarray as xr
 
 from medpipe.errors import ConfigError
-from medpipe.features import registry
+from medpipe.features import imagetypes, registry
 from medpipe.features.config import FeatureConfig
 from medpipe.features.ibsi_processing import process_roi
 from medpipe.features.registry import Family
@@ -50,8 +50,9 @@ def compute_features(
     config: FeatureConfig,
     morphology_mask: np.ndarray | None = None,
     crop: tuple[Sequence[int], Sequence[int]] | None = None,
+    abs_max: float | None = None,
 ) -> dict[str, float]:
-    """All configured features of one in-memory sample.
+    """All configured features of one in-memory sample, on each of its image types.
 
     Parameters
     ----------
@@ -64,7 +65,9 @@ def compute_features(
         Voxel size in mm, ``z, y, x``.
     config
         What to compute: each of ``config.families`` in turn (their
-        :class:`~medpipe.features.registry.Family` records).
+        :class:`~medpipe.features.registry.Family` records), on each of
+        ``config.image_types`` (:mod:`medpipe.features.imagetypes`; filtered images are
+        filtered here, so ``image`` must hold the filter's margin around the ROI).
     morphology_mask
         IBSI's morphological mask when re-segmentation made ``mask`` (the intensity mask)
         smaller (:func:`medpipe.features.ibsi_processing.process_roi`); ``None``: ``mask``.
@@ -72,6 +75,9 @@ def compute_features(
     crop
         ``(offset, full_shape)`` when ``image`` is a crop of a larger volume, so that
         ``config.ibsi_processing`` interpolates on the full volume's grid.
+    abs_max
+        ``max |I|`` of the whole image when ``image`` is a crop of it (the point-wise
+        image types' scale); ``None``: of ``image``.
 
     Returns
     -------
@@ -87,15 +93,19 @@ def compute_features(
                           spacing=spacing, config=config.ibsi_processing, crop=crop)
         image, mask, morphology_mask = roi.image, roi.intensity_mask, roi.morphology_mask
         spacing = roi.spacing
-    sample = Sample(image, mask, spacing=spacing, config=config, morphology_mask=morphology_mask)
-    records: tuple[Family, ...] = config.family_records()
     out: dict[str, float] = dict.fromkeys(config.feature_names(), np.nan)
-    for family in records:
-        if family.needs_roi and sample.empty:
-            continue
-        # histogram, GLCM, GLRLM and first order see only the ROI's bounding box
-        # (sample.levels, sample.roi_values): a large image with a small ROI costs little
-        out.update(family.compute(sample))
+    typed = imagetypes.filtered_images(image, spacing=spacing, config=config, abs_max=abs_max)
+    for image_type, img in typed:
+        cfg = imagetypes.image_type_config(config, image_type)
+        sample = Sample(img, mask, spacing=spacing, config=cfg, morphology_mask=morphology_mask)
+        records: tuple[Family, ...] = imagetypes.families_on(config, image_type)
+        for family in records:
+            if family.needs_roi and sample.empty:
+                continue
+            # histogram, GLCM, GLRLM and first order see only the ROI's bounding box
+            # (sample.levels, sample.roi_values): a large image with a small ROI costs little
+            feats = family.compute(sample)
+            out.update({imagetypes.feature_name(image_type, k): v for k, v in feats.items()})
     return out
 
 
@@ -144,6 +154,7 @@ def _assemble_and_compute(
     spacing: tuple[float, ...],
     config: FeatureConfig,
     full_shape: tuple[int, ...] | None = None,
+    abs_max: float | None = None,
 ) -> np.ndarray:
     names = config.feature_names()
     if box is None:  # empty ROI
@@ -159,7 +170,8 @@ def _assemble_and_compute(
         img[sl] = ib
         msk[sl] = mb
     crop = None if full_shape is None else (box[0], full_shape)
-    feats = compute_features(img, msk, spacing=spacing, config=config, crop=crop)
+    feats = compute_features(img, msk, spacing=spacing, config=config, crop=crop,
+                             abs_max=abs_max)
     return np.array([feats[n] for n in names], dtype=np.float64)
 
 
@@ -192,6 +204,7 @@ def _sample_vector(
     mask: xr.DataArray | None,
     spacing: tuple[float, ...],
     config: FeatureConfig,
+    abs_max: da.Array | None = None,
 ) -> dask.delayed:
     extra = arr.shape[3:]
     if mask is None:
@@ -211,16 +224,21 @@ def _sample_vector(
     offsets = {g: tuple(int(starts[a][g[a]]) for a in range(3)) for g in grid}
     bbox = dask.delayed(_block_bbox, pure=True)
     boxes = [bbox(mblocks[g], offsets[g]) for g in grid]
-    # crop_margin voxels, or as many as a family reads beyond the ROI (Family.margin_mm)
+    # crop_margin voxels, or as many as a family reads beyond the ROI (Family.margin_mm),
+    # plus what the image types' filters read beyond a voxel (the filter runs on the crop)
     reach = max((f.margin_mm for f in config.family_records()), default=0.0)
     # plus the voxels IBSI interpolation reads around them (IBSIProcessing.margin_voxels)
     proc = 0 if config.ibsi_processing is None else config.ibsi_processing.margin_voxels
-    margin = tuple(max(config.crop_margin, math.ceil(reach / s - 1e-9)) + proc for s in spacing)
+    filt = imagetypes.filter_margin(config, spacing)
+    margin = tuple(
+        max(config.crop_margin, math.ceil(reach / s - 1e-9)) + f + proc
+        for s, f in zip(spacing, filt, strict=True)
+    )
     box = dask.delayed(_merge_bbox, pure=True)(boxes, margin, m.shape)
     crop = dask.delayed(_block_crop, pure=True)
     pieces = [crop(iblocks[g + (0,) * len(extra)], mblocks[g], offsets[g], box) for g in grid]
     return dask.delayed(_assemble_and_compute, pure=True)(
-        pieces, box, extra, arr.dtype, spacing, config, tuple(m.shape)
+        pieces, box, extra, arr.dtype, spacing, config, tuple(m.shape), abs_max
     )
 
 
@@ -262,9 +280,10 @@ def extract(
         if len(spacing) == 2:
             spacing = (1.0, *spacing)
         arr = _as_spatial(image)
+        abs_max = imagetypes.abs_max_task(arr, config)  # one per series, or None
         items: list[tuple[str | None, Any]] = list(masks.items()) or [(None, None)]
         for roi, mask in items:
-            vec = _sample_vector(arr, mask, spacing, config)
+            vec = _sample_vector(arr, mask, spacing, config, abs_max)
             vectors.append(da.from_delayed(vec, shape=(len(names),), dtype=np.float64))
             samples.append(f"{key}/{roi}" if roi is not None else str(key))
             series.append(str(key))
