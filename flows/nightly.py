@@ -48,7 +48,13 @@ class NightlyParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    archive: str = Field(description="Archive root")
+    archive: str = Field(
+        description="Archive: a folder, an fsspec URL (s3://bucket/prefix) or a DICOMweb "
+        "server (dicomweb+https://host/dicom-web)"
+    )
+    concurrency: int = Field(
+        4, ge=1, description="At most this many retrievals from a remote archive at a time"
+    )
     store: str = Field(description="Store path or fsspec URL")
     labels: str | None = Field(
         None,
@@ -125,6 +131,7 @@ def nightly_flow(params: NightlyParams) -> NightlyResult:
                         store=store,
                         cluster=cluster(),
                         demo_secret=params.demo_secret,
+                        concurrency=params.concurrency,
                     )
                 )
                 ran(1)
