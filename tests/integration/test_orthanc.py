@@ -109,7 +109,7 @@ def folder_of(files: list[Path], root: Path) -> Path:
     return root
 
 
-def assert_same_series(a: str, b: str) -> None:
+def assert_same_series(a: str, b: str, *, ignore: set[str] = RUN_ATTRS) -> None:
     """Two stores hold the same series: keys, voxels, masks and attributes."""
     keys = st.list_groups(a, "images")
     assert keys and keys == st.list_groups(b, "images")
@@ -123,8 +123,8 @@ def assert_same_series(a: str, b: str) -> None:
             assert np.array_equal(la[name].values, lb[name].values), (k, name)
         ma, mb = st.read_attrs(a, k), st.read_attrs(b, k)
         ma, mb = ma.get("medpipe", ma), mb.get("medpipe", mb)
-        assert {n: v for n, v in ma.items() if n not in RUN_ATTRS} == {
-            n: v for n, v in mb.items() if n not in RUN_ATTRS
+        assert {n: v for n, v in ma.items() if n not in ignore} == {
+            n: v for n, v in mb.items() if n not in ignore
         }, k
 
 
