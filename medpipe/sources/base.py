@@ -184,6 +184,7 @@ class Staging:
         """
         if self.source is None:
             return set()
+        paths = list(paths)  # may be a generator: read twice below
         todo = sorted({p for p in paths if p not in self._have and p not in self.failed})
         if todo:
             bad = self.source.fetch(todo, self.root)

@@ -82,6 +82,9 @@ class FsspecSource:
             found = self.fs.find(self.prefix, detail=True)
         except FileNotFoundError as err:
             raise ConfigError(f"archive {self.url} does not exist") from err
+        if not found and not self.fs.isdir(self.prefix):
+            # a mistyped prefix must not read as "every file went missing"
+            raise ConfigError(f"archive {self.url} does not exist (no object under it)")
         base = self.prefix + "/"
         out = []
         for full, info in found.items():
