@@ -18,16 +18,20 @@ from __future__ import annotations
 import shutil
 import subprocess
 from collections.abc import Iterator
+from datetime import date
 from pathlib import Path
 
 import numpy as np
+import pydicom
 import pytest
 import requests
 from pydicom.data import get_testdata_file
 
 from medpipe import catalog
 from medpipe import store as st
+from medpipe.errors import ArchiveError
 from medpipe.ingest import ingest_archive
+from medpipe.sources.dicomweb import DicomwebSource
 from tests.conftest import REPO, shared_data_dir
 from tests.integration.conftest import free_port
 
@@ -42,22 +46,32 @@ IBSI_PATIENT = "dicom/ibsi_sts/STS_002"
 RUN_ATTRS = {"ingest_run", "written_at", "source_hashes"}
 
 
-@pytest.fixture(scope="module")
-def orthanc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """``make orthanc`` on a free port; yields its REST root; ``make orthanc-stop`` after."""
-    port = free_port()
-    state = tmp_path_factory.mktemp("orthanc")
-    args = [f"ORTHANC_PORT={port}", f"ORTHANC_DIR={state}"]
+def make(target: str, args: list[str]) -> None:
+    """Run a Makefile target; fail the test with its output when it fails."""
     out = subprocess.run(
-        ["make", "-s", "orthanc", *args], cwd=REPO, capture_output=True, text=True, timeout=900
+        ["make", "-s", target, *args], cwd=REPO, capture_output=True, text=True, timeout=900
     )
+    if out.returncode != 0:
+        pytest.fail(f"make {target} failed ({out.returncode}):\n{out.stdout}\n{out.stderr}")
+
+
+@pytest.fixture(scope="module")
+def orthanc_args(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[str]]:
+    """``make orthanc`` on a free port; yields the make arguments; ``make orthanc-stop`` after."""
+    state = tmp_path_factory.mktemp("orthanc")
+    args = [f"ORTHANC_PORT={free_port()}", f"ORTHANC_DIR={state}"]
     try:
-        if out.returncode != 0:
-            pytest.fail(f"make orthanc failed ({out.returncode}):\n{out.stdout}\n{out.stderr}")
-        yield f"http://127.0.0.1:{port}"
+        make("orthanc", args)
+        yield args
     finally:
         subprocess.run(["make", "-s", "orthanc-stop", *args], cwd=REPO, timeout=60)
         assert not (state / "orthanc.pid").exists()
+
+
+@pytest.fixture(scope="module")
+def orthanc(orthanc_args: list[str]) -> str:
+    """The REST root of the running Orthanc."""
+    return f"http://127.0.0.1:{orthanc_args[0].split('=')[1]}"
 
 
 @pytest.fixture
@@ -169,8 +183,63 @@ def test_dicomweb_ingest_equals_folder_and_is_incremental(
     ingest_archive(str(folder_of([later], tmp_path / "folder2")), local, secret=SECRET)
     assert_same_series(dw, local)
 
+    # a StudyDate window lists the recent studies only, and what it did not look at is not
+    # missing: on 2004-08-27 with 3 days, CT_small (2004-01-19) is outside the window
+    http_log.clear()
+    window = DicomwebSource(f"{url}?window_days=3").list(today=date(2004, 8, 27))
+    ct_study = pydicom.dcmread(get_testdata_file("CT_small.dcm")).StudyInstanceUID
+    assert window and not any(f.path.startswith(ct_study) for f in window)
+    assert any(p.startswith(ct_study) for p in catalog.current(dw)["path"])
+    # instances are searched in the window's studies only (one query each, plus paging)
+    searched = {p.split("/")[-2] for p in qido(http_log) if p.endswith("/instances")}
+    assert searched == {f.path.split("/")[0] for f in window}
+    delta = catalog.diff(window, catalog.current(dw))
+    assert delta.missing == [] and delta.unchanged == len(window) and not delta.todo
+
     # no URL, host or staging folder reaches the store outside the catalog
     for f in (tmp_path / "dw.zarr").rglob("*"):
         if f.is_file() and "catalog" not in f.relative_to(tmp_path / "dw.zarr").parts:
             data = f.read_bytes()
             assert b"127.0.0.1" not in data and b"medpipe-stage-" not in data, f
+
+
+def new_study(path: Path) -> Path:
+    """CT_small as another patient's new study (new UIDs), written to ``path``."""
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    ds.PatientID, ds.PatientName = "NEWPAT01", "New^Patient"
+    ds.StudyInstanceUID = pydicom.uid.generate_uid()
+    ds.SeriesInstanceUID = pydicom.uid.generate_uid()
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = pydicom.uid.generate_uid()
+    ds.save_as(path)
+    return path
+
+
+def test_a_pacs_that_stops_mid_run_fails_the_batch_and_the_next_run_finishes(
+    orthanc: str, orthanc_args: list[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    upload(orthanc, [Path(get_testdata_file(n)) for n in FIRST])
+    url = f"dicomweb+{orthanc}/dicom-web?retries=1&backoff_s=0.1"
+    store = str(tmp_path / "s.zarr")
+    ingest_archive(url, store, secret=SECRET)
+    before, images = catalog.current(store), st.list_groups(store, "images")
+    new = new_study(tmp_path / "new.dcm")
+    upload(orthanc, [new])
+
+    fetch = DicomwebSource.fetch
+
+    def stop_then_fetch(self, paths, dest):  # noqa: ANN001, ANN202
+        make("orthanc-stop", orthanc_args)  # the PACS goes down after tonight's listing
+        return fetch(self, paths, dest)
+
+    monkeypatch.setattr(DicomwebSource, "fetch", stop_then_fetch)
+    with pytest.raises(ArchiveError, match="1 archive entries could not be retrieved"):
+        ingest_archive(url, store, secret=SECRET)
+    # nothing half-done: no catalog row for the new instance, no new series
+    assert catalog.current(store)["path"].tolist() == before["path"].tolist()
+    assert st.list_groups(store, "images") == images
+
+    monkeypatch.setattr(DicomwebSource, "fetch", fetch)
+    make("orthanc", orthanc_args)  # back up, with its storage
+    done = ingest_archive(url, store, secret=SECRET)
+    assert (done.new, done.files_ingested, done.series_ingested) == (1, 1, 1)
+    assert done.unchanged == len(before)
