@@ -250,3 +250,12 @@ def test_an_entry_that_cannot_be_retrieved_is_left_for_the_next_run(
     again = ingest_archive(flaky, store, secret=SECRET)
     assert (again.new, again.unchanged, again.files_ingested) == (1, 2, 1)
     assert len(st.list_groups(store, "images")) == 3
+
+
+def test_the_phi_audit_of_a_url_archive_says_why_without_the_url(tmp_path: Path) -> None:
+    from medpipe.report import phi_audit_record
+
+    url = "dicomweb+https://pacs.example.org/dicom-web"
+    line = phi_audit_record(str(tmp_path / "s.zarr"), url)["line"]
+    assert line.startswith("PHI audit: not completed") and "local copy" in line
+    assert "pacs.example.org" not in line
