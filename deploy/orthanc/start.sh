@@ -3,6 +3,7 @@
 # Installs Debian's orthanc + orthanc-dicomweb when missing (needs root or sudo), writes a
 # config under $ORTHANC_DIR, runs the binary itself (the package's service start is refused
 # in containers), records its PID in $ORTHANC_DIR/orthanc.pid and waits until it answers.
+# With ORTHANC_USER and ORTHANC_PASSWORD set, HTTP basic auth is required for that user.
 set -eu
 PORT="${ORTHANC_PORT:-8042}"
 DIR="${ORTHANC_DIR:-${TMPDIR:-/tmp}/medpipe-orthanc}"
@@ -17,6 +18,12 @@ if ! command -v Orthanc >/dev/null 2>&1 || [ ! -f "$PLUGIN" ]; then
 fi
 [ -f "$PLUGIN" ] || { echo "error: the DICOMweb plugin $PLUGIN is not installed" >&2; exit 1; }
 
+AUTH='"AuthenticationEnabled": false,'
+CURL_AUTH=""
+if [ -n "${ORTHANC_USER:-}" ]; then
+  AUTH="\"AuthenticationEnabled\": true, \"RegisteredUsers\": {\"$ORTHANC_USER\": \"${ORTHANC_PASSWORD:?ORTHANC_PASSWORD must be set with ORTHANC_USER}\"},"
+  CURL_AUTH="$ORTHANC_USER:$ORTHANC_PASSWORD"
+fi
 mkdir -p "$DIR/db"
 if [ -f "$DIR/orthanc.pid" ] && kill -0 "$(cat "$DIR/orthanc.pid")" 2>/dev/null; then
   echo "Orthanc already running (PID $(cat "$DIR/orthanc.pid")) in $DIR"
@@ -29,7 +36,7 @@ cat > "$DIR/orthanc.json" <<JSON
   "StorageDirectory": "$DIR/db",
   "IndexDirectory": "$DIR/db",
   "RemoteAccessAllowed": false,
-  "AuthenticationEnabled": false,
+  $AUTH
   "DicomServerEnabled": false,
   "Plugins": ["$PLUGIN"],
   "DicomWeb": {"Enable": true, "Root": "/dicom-web/"}
@@ -38,7 +45,7 @@ JSON
 Orthanc "$DIR/orthanc.json" >"$DIR/orthanc.log" 2>&1 &
 echo $! >"$DIR/orthanc.pid"
 i=0
-until curl -sf "http://127.0.0.1:$PORT/dicom-web/studies" >/dev/null 2>&1; do
+until curl -sf ${CURL_AUTH:+-u "$CURL_AUTH"} "http://127.0.0.1:$PORT/dicom-web/studies" >/dev/null 2>&1; do
   i=$((i + 1))
   if ! kill -0 "$(cat "$DIR/orthanc.pid")" 2>/dev/null; then
     echo "error: Orthanc exited at start; its log ($DIR/orthanc.log) ends with:" >&2

@@ -43,7 +43,7 @@ from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from medpipe.catalog import FileStat
 from medpipe.config import dicomweb_auth
-from medpipe.errors import ConfigError
+from medpipe.errors import ArchiveError, ConfigError
 from medpipe.sources.base import DEFAULT_CONCURRENCY, Listing, register_source
 
 __all__ = [
@@ -193,7 +193,22 @@ class DicomwebSource:
         return client
 
     def list(self, *, limit: int | None = None, today: date | None = None) -> Listing:
-        """The instances of tonight's studies (all, or the StudyDate window's)."""
+        """The instances of tonight's studies (all, or the StudyDate window's).
+
+        Raises
+        ------
+        ArchiveError
+            The server cannot be reached or refuses the query (after retries); the
+            message says why, without the server's address.
+        """
+        import requests
+
+        try:
+            return self._list(limit=limit, today=today)
+        except requests.RequestException as err:
+            raise ArchiveError(f"cannot list the DICOMweb archive: {_why(err)}") from err
+
+    def _list(self, *, limit: int | None, today: date | None) -> Listing:
         client = self.client()
         since = listing_since(
             today or date.today(), window_days=self.window_days, full_weekday=self.full_weekday
@@ -249,7 +264,7 @@ class DicomwebSource:
                     retries=self.retries, backoff_s=self.backoff_s, what="WADO-RS series",
                 )
             except Exception as err:  # noqa: BLE001 - this series fails, the run goes on
-                log.warning("a series could not be retrieved: %s", type(err).__name__)
+                log.warning("a series could not be retrieved: %s", _why(err))
                 return {f"{study}/{series}/{s}.dcm" for s in sops}
             folder = dest / study / series
             folder.mkdir(parents=True, exist_ok=True)
@@ -263,6 +278,20 @@ class DicomwebSource:
 
         with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
             return set().union(*pool.map(one, sorted(by_series.items())))
+
+
+def _why(err: BaseException) -> str:
+    """A one-line reason for a failed request, without its URL."""
+    resp = getattr(err, "response", None)
+    status = getattr(resp, "status_code", None)
+    if status in (401, 403):
+        return (
+            f"HTTP {status} {getattr(resp, 'reason', '')}: set $MEDPIPE_DICOMWEB_TOKEN, or "
+            "$MEDPIPE_DICOMWEB_USER and $MEDPIPE_DICOMWEB_PASSWORD, to credentials it accepts"
+        )
+    if status is not None:
+        return f"HTTP {status} {getattr(resp, 'reason', '')}".strip()
+    return f"{type(err).__name__} (server unreachable?)"
 
 
 def _split(path: str) -> tuple[str, str, str]:

@@ -15,9 +15,11 @@ WADO-RS (pixel data: ``Accept: multipart/related; type="application/dicom"``) or
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
 
@@ -46,32 +48,38 @@ IBSI_PATIENT = "dicom/ibsi_sts/STS_002"
 RUN_ATTRS = {"ingest_run", "written_at", "source_hashes"}
 
 
-def make(target: str, args: list[str]) -> None:
+def make(target: str, args: list[str], env: dict[str, str] | None = None) -> None:
     """Run a Makefile target; fail the test with its output when it fails."""
     out = subprocess.run(
-        ["make", "-s", target, *args], cwd=REPO, capture_output=True, text=True, timeout=900
+        ["make", "-s", target, *args], cwd=REPO, capture_output=True, text=True, timeout=900,
+        env={**os.environ, **(env or {})},
     )
     if out.returncode != 0:
         pytest.fail(f"make {target} failed ({out.returncode}):\n{out.stdout}\n{out.stderr}")
 
 
-@pytest.fixture(scope="module")
-def orthanc_args(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[str]]:
+@contextmanager
+def running_orthanc(state: Path, env: dict[str, str] | None = None) -> Iterator[list[str]]:
     """``make orthanc`` on a free port; yields the make arguments; ``make orthanc-stop`` after."""
-    state = tmp_path_factory.mktemp("orthanc")
     args = [f"ORTHANC_PORT={free_port()}", f"ORTHANC_DIR={state}"]
     try:
-        make("orthanc", args)
+        make("orthanc", args, env)
         yield args
     finally:
         subprocess.run(["make", "-s", "orthanc-stop", *args], cwd=REPO, timeout=60)
         assert not (state / "orthanc.pid").exists()
 
 
+def rest_root(args: list[str]) -> str:
+    """Orthanc's REST root for its make arguments."""
+    return f"http://127.0.0.1:{args[0].split('=')[1]}"
+
+
 @pytest.fixture(scope="module")
-def orthanc(orthanc_args: list[str]) -> str:
-    """The REST root of the running Orthanc."""
-    return f"http://127.0.0.1:{orthanc_args[0].split('=')[1]}"
+def orthanc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One Orthanc for the module's archive tests; yields its REST root."""
+    with running_orthanc(tmp_path_factory.mktemp("orthanc")) as args:
+        yield rest_root(args)
 
 
 @pytest.fixture
@@ -215,8 +223,16 @@ def new_study(path: Path) -> Path:
 
 
 def test_a_pacs_that_stops_mid_run_fails_the_batch_and_the_next_run_finishes(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    with running_orthanc(tmp_path / "orthanc") as orthanc_args:
+        stop_mid_run(rest_root(orthanc_args), orthanc_args, monkeypatch, tmp_path)
+
+
+def stop_mid_run(
     orthanc: str, orthanc_args: list[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
+    """Ingest, upload a study, stop Orthanc after the listing; restart, ingest again."""
     upload(orthanc, [Path(get_testdata_file(n)) for n in FIRST])
     url = f"dicomweb+{orthanc}/dicom-web?retries=1&backoff_s=0.1"
     store = str(tmp_path / "s.zarr")
@@ -243,3 +259,36 @@ def test_a_pacs_that_stops_mid_run_fails_the_batch_and_the_next_run_finishes(
     done = ingest_archive(url, store, secret=SECRET)
     assert (done.new, done.files_ingested, done.series_ingested) == (1, 1, 1)
     assert done.unchanged == len(before)
+
+
+def test_credentials_come_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """An Orthanc that requires basic auth: refused without it, ingested with it."""
+    sent: list[str] = []
+    send = requests.Session.send
+
+    def recording(self: requests.Session, request: requests.PreparedRequest, **kw: object):
+        sent.append(request.headers.get("Authorization", ""))
+        return send(self, request, **kw)
+
+    users = {"ORTHANC_USER": "medpipe", "ORTHANC_PASSWORD": "s3cret-pw"}
+    with running_orthanc(tmp_path / "orthanc", users) as args:
+        rest = rest_root(args)
+        ct = Path(get_testdata_file("CT_small.dcm")).read_bytes()
+        requests.post(f"{rest}/instances", data=ct, auth=("medpipe", "s3cret-pw"),
+                      timeout=60).raise_for_status()
+        url, store = f"dicomweb+{rest}/dicom-web", str(tmp_path / "s.zarr")
+        monkeypatch.setattr(requests.Session, "send", recording)
+        with pytest.raises(ArchiveError, match="HTTP 401.*MEDPIPE_DICOMWEB_USER"):
+            ingest_archive(url, store, secret=SECRET)
+        monkeypatch.setenv("MEDPIPE_DICOMWEB_TOKEN", "not-a-token-orthanc-knows")
+        with pytest.raises(ArchiveError, match="HTTP 401"):
+            ingest_archive(url, store, secret=SECRET)
+        assert sent[-1] == "Bearer not-a-token-orthanc-knows"
+        monkeypatch.delenv("MEDPIPE_DICOMWEB_TOKEN")
+        monkeypatch.setenv("MEDPIPE_DICOMWEB_USER", "medpipe")
+        monkeypatch.setenv("MEDPIPE_DICOMWEB_PASSWORD", "s3cret-pw")
+        done = ingest_archive(url, store, secret=SECRET)
+        assert (done.new, done.files_ingested) == (1, 1)
+        assert sent[-1].startswith("Basic ")
