@@ -18,6 +18,7 @@ from prefect.futures import as_completed
 from prefect.logging import get_run_logger
 from pydantic import BaseModel, ConfigDict, Field
 
+from flows._credentials import load_archive_credentials
 from flows._runner import WRITE_LOCK, dask_runner, load_secret, log_dashboard
 from medpipe import catalog, ingest, sources
 from medpipe import store as store_mod
@@ -108,6 +109,7 @@ def ingest_flow(params: IngestParams) -> IngestSummary:
         The run's counts.
     """
     load_secret(allow_demo=params.demo_secret)  # fail fast, before any work
+    load_archive_credentials(params.archive)  # a PACS's, from Secret blocks if not in env
     run_id = catalog.new_run_id()
     with store_lock(params.store, WRITE_LOCK, owner=run_id):
         # no other writer runs now: leftovers of a crashed write can go

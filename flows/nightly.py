@@ -18,6 +18,7 @@ from prefect.artifacts import create_link_artifact, create_markdown_artifact
 from prefect.logging import get_run_logger
 from pydantic import BaseModel, ConfigDict, Field
 
+from flows._credentials import load_archive_credentials
 from flows._runner import WRITE_LOCK, dask_runner, load_secret, log_dashboard
 from flows.features import FeatureParams, features_flow
 from flows.ingest import IngestParams, ingest_flow
@@ -102,6 +103,7 @@ def nightly_flow(params: NightlyParams) -> NightlyResult:
     pcfg = params.preprocess or PreprocessConfig.default()
     fcfg = params.features or NIGHTLY_FEATURES
     run_id = catalog.new_run_id()
+    load_archive_credentials(archive)  # a PACS's, from Secret blocks if not in env
     stages: dict[str, float] = {}
     with store_lock(store, WRITE_LOCK, owner=run_id), ExitStack() as stack:
         cluster = _lazy_cluster(stack, params.cluster)

@@ -31,3 +31,24 @@ def test_ingest_flow_reads_a_url_archive_through_its_staging_folder(tmp_path: Pa
     assert set(catalog.current(out)["path"]) == set(NAMES)
     again = ingest_flow(params)
     assert (again.unchanged, again.files_ingested) == (2, 0)
+
+
+def test_dicomweb_credentials_load_from_secret_blocks(monkeypatch) -> None:  # noqa: ANN001
+    from prefect.blocks.system import Secret
+
+    from flows._credentials import DICOMWEB_BLOCKS, load_archive_credentials
+    from medpipe.config import dicomweb_auth
+
+    for var in DICOMWEB_BLOCKS:
+        monkeypatch.delenv(var, raising=False)  # restored (absent) after the test
+    Secret(value="block-token").save(DICOMWEB_BLOCKS["MEDPIPE_DICOMWEB_TOKEN"], overwrite=True)
+    assert load_archive_credentials("s3://bucket/prefix") == []  # not a DICOMweb archive
+    assert dicomweb_auth().token is None
+    assert load_archive_credentials("dicomweb+https://pacs/dicom-web") == [
+        "MEDPIPE_DICOMWEB_TOKEN"
+    ]
+    assert dicomweb_auth().token == "block-token"
+    # credentials already in the environment win: no block is read
+    monkeypatch.setenv("MEDPIPE_DICOMWEB_TOKEN", "env-token")
+    assert load_archive_credentials("dicomweb+https://pacs/dicom-web") == []
+    assert dicomweb_auth().token == "env-token"
