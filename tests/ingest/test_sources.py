@@ -7,6 +7,7 @@ ingest of the same files from a local folder; DICOMweb against a real server is 
 
 from __future__ import annotations
 
+import io
 import shutil
 import tempfile
 from datetime import date
@@ -259,3 +260,63 @@ def test_the_phi_audit_of_a_url_archive_says_why_without_the_url(tmp_path: Path)
     line = phi_audit_record(str(tmp_path / "s.zarr"), url)["line"]
     assert line.startswith("PHI audit: not completed") and "local copy" in line
     assert "pacs.example.org" not in line
+
+
+def two_slice_series() -> dict[str, bytes]:
+    """CT_small and a second slice of the same series (new SOP UID, next position)."""
+    import pydicom
+
+    first = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    second = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    second.SOPInstanceUID = second.file_meta.MediaStorageSOPInstanceUID = (
+        pydicom.uid.generate_uid()
+    )
+    second.InstanceNumber = int(first.InstanceNumber) + 1
+    pos = [float(v) for v in first.ImagePositionPatient]
+    second.ImagePositionPatient = [pos[0], pos[1], pos[2] + float(first.SliceThickness or 1)]
+    out = {}
+    for name, ds in (("s/1.dcm", first), ("s/2.dcm", second)):
+        buf = io.BytesIO()
+        ds.save_as(buf)
+        out[name] = buf.getvalue()
+    return out
+
+
+def test_a_series_whose_unchanged_slice_cannot_be_fetched_waits_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A changed slice's series is read whole; if a sibling fails, none of it is read."""
+    fs = fsspec.filesystem("memory")
+    slices = two_slice_series()
+    for name, data in slices.items():
+        fs.pipe_file(f"/archive-siblings/{name}", data)
+    monkeypatch.setitem(sources.base._SOURCES, "flaky", lambda u, **kw: FlakySource(
+        u.replace("flaky://", "memory://"), **kw))
+    url, store = "flaky://archive-siblings", str(tmp_path / "s.zarr")
+    FlakySource.broken = set()
+    first = ingest_archive(url, store, secret=SECRET)
+    assert (first.files_ingested, first.series_ingested) == (2, 1)
+    (key,) = st.list_groups(store, "images")
+    old = st.open_image(store, key).values
+    assert old.shape[0] == 2 and np.unique(old[0]).size > 1
+    rows = len(catalog.read_catalog(store))
+
+    # slice 1 changes (other bytes); slice 2 is unchanged but cannot be fetched tonight
+    import pydicom
+
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    ds.PixelData = bytes(len(ds.PixelData))
+    buf = io.BytesIO()
+    ds.save_as(buf)
+    fs.pipe_file("/archive-siblings/s/1.dcm", buf.getvalue() + b"\0\0")
+    FlakySource.broken = {"s/2.dcm"}
+    with pytest.raises(ArchiveError, match="1 archive entries"):
+        ingest_archive(url, store, secret=SECRET)
+    assert len(catalog.read_catalog(store)) == rows  # nothing written for the series
+    assert np.array_equal(st.open_image(store, key).values, old)  # kept as it was
+
+    FlakySource.broken = set()
+    again = ingest_archive(url, store, secret=SECRET)
+    assert (again.changed, again.files_ingested, again.series_ingested) == (1, 2, 1)
+    new = st.open_image(store, key).values
+    assert np.unique(new[0]).size == 1 and np.array_equal(new[1], old[1])  # slice 1 zeroed
