@@ -52,7 +52,10 @@ def nightly(
 
 def serve(
     archive: Annotated[
-        str | None, typer.Option(help="Archive root (default $MEDPIPE_ARCHIVE).")
+        str | None,
+        typer.Option(
+            help="Archive folder or URL (s3://…, dicomweb+https://…; default $MEDPIPE_ARCHIVE)."
+        ),
     ] = None,
     store: Annotated[
         str | None, typer.Option(help="Store path or URL (default $MEDPIPE_STORE).")

@@ -63,8 +63,13 @@ class Source(Protocol):
         """One entry's bytes, as a binary file object (the caller closes it)."""
         ...
 
-    def fetch(self, paths: Sequence[str], dest: Path) -> set[str]:
-        """Copy entries to ``dest / path``; returns the paths that could not be fetched."""
+    def fetch(
+        self, paths: Sequence[str], dest: Path, *, advance: Callable[[int], None] | None = None
+    ) -> set[str]:
+        """Copy entries to ``dest / path``; returns the paths that could not be fetched.
+
+        ``advance(n)`` is called as each batch of ``n`` entries is done (a progress bar).
+        """
         ...
 
 
@@ -187,7 +192,10 @@ class Staging:
         paths = list(paths)  # may be a generator: read twice below
         todo = sorted({p for p in paths if p not in self._have and p not in self.failed})
         if todo:
-            bad = self.source.fetch(todo, self.root)
+            from medpipe.progress import progress_bar
+
+            with progress_bar(len(todo), "retrieve") as advance:
+                bad = self.source.fetch(todo, self.root, advance=advance)
             self.failed |= bad
             self._have |= set(todo) - bad
         return {p for p in paths if p in self.failed}

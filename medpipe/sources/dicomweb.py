@@ -249,7 +249,9 @@ class DicomwebSource:
         buf.seek(0)
         return buf
 
-    def fetch(self, paths: Sequence[str], dest: Path) -> set[str]:
+    def fetch(
+        self, paths: Sequence[str], dest: Path, *, advance: Callable[[int], None] | None = None
+    ) -> set[str]:
         """Retrieve the series holding ``paths`` (one WADO-RS request per series)."""
         by_series: dict[tuple[str, str], set[str]] = defaultdict(set)
         for p in paths:
@@ -257,6 +259,13 @@ class DicomwebSource:
             by_series[(study, series)].add(sop)
 
         def one(item: tuple[tuple[str, str], set[str]]) -> set[str]:
+            try:
+                return retrieve(item)
+            finally:
+                if advance is not None:
+                    advance(len(item[1]))
+
+        def retrieve(item: tuple[tuple[str, str], set[str]]) -> set[str]:
             (study, series), sops = item
             try:
                 datasets = with_retries(

@@ -11,7 +11,7 @@ its size and modification time.  Only new or changed objects are read.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
@@ -101,7 +101,9 @@ class FsspecSource:
         """The object's bytes."""
         return self.fs.open(f"{self.prefix}/{path}", "rb")
 
-    def fetch(self, paths: Sequence[str], dest: Path) -> set[str]:
+    def fetch(
+        self, paths: Sequence[str], dest: Path, *, advance: Callable[[int], None] | None = None
+    ) -> set[str]:
         """Download objects to ``dest / path``, ``concurrency`` at a time."""
 
         def one(p: str) -> str | None:
@@ -112,6 +114,9 @@ class FsspecSource:
             except (OSError, ValueError) as err:
                 log.warning("could not fetch an archive object: %s", type(err).__name__)
                 return p
+            finally:
+                if advance is not None:
+                    advance(1)
             return None
 
         with ThreadPoolExecutor(max_workers=self.concurrency) as pool:

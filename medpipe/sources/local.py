@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
@@ -29,7 +29,9 @@ class LocalSource:
         """The file's bytes."""
         return (self.root / path).open("rb")
 
-    def fetch(self, paths: Sequence[str], dest: Path) -> set[str]:
+    def fetch(
+        self, paths: Sequence[str], dest: Path, *, advance: Callable[[int], None] | None = None
+    ) -> set[str]:
         """Copy files into ``dest`` (ingest reads a local archive in place instead)."""
         bad = set()
         for p in paths:
@@ -38,6 +40,8 @@ class LocalSource:
                 shutil.copyfile(self.root / p, dest / p)
             except OSError:
                 bad.add(p)
+            if advance is not None:
+                advance(1)
         return bad
 
 

@@ -209,17 +209,22 @@ def test_retries_back_off_on_network_and_server_errors(monkeypatch: pytest.Monke
 # --------------------------------------------------------------------------- ingest
 
 
-def test_fsspec_archive_ingests_like_the_folder_and_reruns_are_noops(tmp_path: Path) -> None:
+def test_fsspec_archive_ingests_like_the_folder_and_reruns_are_noops(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     folder = as_folder(tmp_path / "folder")
     ref = ingest_archive(str(folder), str(tmp_path / "ref.zarr"), secret=SECRET)
     assert ref.files_ingested == 3 and ref.quarantined == 0
     for url, name in ((as_memory("archive-a"), "mem.zarr"), (f"file://{folder}", "file.zarr")):
         out = str(tmp_path / name)
+        capsys.readouterr()
         first = ingest_archive(url, out, secret=SECRET)
         assert (first.scanned, first.new, first.files_ingested) == (3, 3, 3)
+        assert "retrieve: 3/3 (100%)" in capsys.readouterr().err  # progress, piped
         same_store(out, str(tmp_path / "ref.zarr"))  # the source files' hashes too
         again = ingest_archive(url, out, secret=SECRET)
         assert (again.unchanged, again.new, again.changed, again.files_ingested) == (3, 0, 0, 0)
+        assert "retrieve" not in capsys.readouterr().err
     # no staging folder is left behind, and none is named in the store
     assert not list(Path(tempfile.gettempdir()).glob("medpipe-stage-*/ct"))
 
@@ -229,9 +234,9 @@ class FlakySource(FsspecSource):
 
     broken: set[str] = set()
 
-    def fetch(self, paths, dest):  # noqa: ANN001, ANN201
+    def fetch(self, paths, dest, **kw):  # noqa: ANN001, ANN003, ANN201
         ok = [p for p in paths if p not in self.broken]
-        return super().fetch(ok, dest) | (set(paths) - set(ok))
+        return super().fetch(ok, dest, **kw) | (set(paths) - set(ok))
 
 
 def test_an_entry_that_cannot_be_retrieved_is_left_for_the_next_run(

@@ -243,9 +243,9 @@ def stop_mid_run(
 
     fetch = DicomwebSource.fetch
 
-    def stop_then_fetch(self, paths, dest):  # noqa: ANN001, ANN202
+    def stop_then_fetch(self, paths, dest, **kw):  # noqa: ANN001, ANN003, ANN202
         make("orthanc-stop", orthanc_args)  # the PACS goes down after tonight's listing
-        return fetch(self, paths, dest)
+        return fetch(self, paths, dest, **kw)
 
     monkeypatch.setattr(DicomwebSource, "fetch", stop_then_fetch)
     with pytest.raises(ArchiveError, match="1 archive entries could not be retrieved"):
