@@ -171,6 +171,12 @@ def test_dicomweb_ingest_equals_folder_and_is_incremental(
     cat = catalog.current(dw)
     assert all(p.endswith(".dcm") and p.count("/") == 2 for p in cat["path"])
     assert cat["meta"].str.fullmatch(r"[0-9a-f]{64}").all()
+    # one instance's bytes (WADO-RS instance retrieval), as stored
+    want = pydicom.dcmread(files[0])
+    key = next(p for p in cat["path"] if p.endswith(f"/{want.SOPInstanceUID}.dcm"))
+    with DicomwebSource(url).open(key) as fh:
+        got = pydicom.dcmread(fh)
+    assert got.SOPInstanceUID == want.SOPInstanceUID and got.PixelData == want.PixelData
 
     # 2. a night without changes lists metadata and retrieves nothing
     http_log.clear()
