@@ -141,6 +141,13 @@ def open_source(archive: str, *, concurrency: int = DEFAULT_CONCURRENCY) -> Sour
         return _SOURCES["local"](str(archive), concurrency=concurrency)
     if concurrency < 1:
         raise ConfigError(f"concurrency must be at least 1, not {concurrency}")
+    from urllib.parse import urlsplit
+
+    if urlsplit(archive).password is not None:  # it would land in logs and run parameters
+        raise ConfigError(
+            "archive: credentials in the URL are refused; set them in the environment "
+            "(MEDPIPE_DICOMWEB_TOKEN / MEDPIPE_DICOMWEB_USER + _PASSWORD, or boto/fsspec's)"
+        )
     if scheme in _SOURCES:
         return _SOURCES[scheme](archive, concurrency=concurrency)
     import fsspec

@@ -94,6 +94,9 @@ def test_sources_are_chosen_by_url_scheme(tmp_path: Path) -> None:
         sources.open_source("dicomweb+http://h/dicom-web?colour=red")
     with pytest.raises(ConfigError, match="concurrency"):
         sources.open_source("memory://x", concurrency=0)
+    with pytest.raises(ConfigError, match="credentials in the URL") as err:
+        sources.open_source("dicomweb+https://user:hunter2@pacs/dicom-web")
+    assert "hunter2" not in str(err.value)
 
 
 def test_a_local_url_path_that_is_no_folder_is_refused(tmp_path: Path) -> None:
