@@ -5,7 +5,8 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DEMO_DIR ?= demo-output
 
-.PHONY: venv test lint demo bench clean browser server napari-screenshot slurm slurm-stop pyradiomics-venv
+.PHONY: venv test lint demo bench clean browser server napari-screenshot slurm slurm-stop \
+        pyradiomics-venv orthanc orthanc-stop s3 s3-stop
 
 venv: $(STAMP)
 
@@ -89,3 +90,20 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR)
+
+# a local Orthanc PACS with DICOMweb on 127.0.0.1:$(ORTHANC_PORT) (deploy/orthanc/; PID file in
+# $(ORTHANC_DIR)); archive URL: dicomweb+http://127.0.0.1:$(ORTHANC_PORT)/dicom-web
+ORTHANC_PORT ?= 8042
+ORTHANC_DIR  ?= $(or $(TMPDIR),/tmp)/medpipe-orthanc
+orthanc:
+	ORTHANC_PORT=$(ORTHANC_PORT) ORTHANC_DIR=$(ORTHANC_DIR) sh deploy/orthanc/start.sh
+orthanc-stop:
+	ORTHANC_DIR=$(ORTHANC_DIR) sh deploy/orthanc/stop.sh
+
+# a local S3 API (moto's server) on 127.0.0.1:$(S3_PORT) (deploy/s3/; PID file in $(S3_DIR))
+S3_PORT ?= 5555
+S3_DIR  ?= $(or $(TMPDIR),/tmp)/medpipe-s3
+s3:
+	S3_PORT=$(S3_PORT) S3_DIR=$(S3_DIR) BIN=$(BIN) sh deploy/s3/start.sh
+s3-stop:
+	S3_DIR=$(S3_DIR) sh deploy/s3/stop.sh

@@ -9,10 +9,14 @@ Prints, for the IBSI sarcoma archive (../shared/data/dicom/ibsi_sts):
 * medpipe (the Prefect flow, embedded server), for the orchestration overhead;
 
 each as files/s and MB/s, medians over ``--repeat`` runs, and the speed-up ratios.
+With ``--dicomweb`` (root or sudo, for ``make orthanc``), the same archive uploaded to a
+local Orthanc: ingest over DICOMweb (QIDO-RS listing, WADO-RS per series) against the
+folder ingest of the same files, both in one process, and the no-change relisting.
 Then the cost of a no-change rescan of a synthetic tree of ``--files`` small files
 (stat-only scan + catalog diff) in files/s.
 
-Usage: ``.venv/bin/python bench/ingest.py [--repeat 3] [--workers 2] [--files 100000]``
+Usage: ``.venv/bin/python bench/ingest.py [--repeat 3] [--workers 2] [--files 100000]
+[--dicomweb]``
 """
 
 from __future__ import annotations
@@ -95,6 +99,44 @@ def medpipe_flow(archive: Path, out: Path, workers: int) -> None:
     ingest_flow(IngestParams(archive=str(archive), store=str(out), cluster=f"local:{workers}"))
 
 
+def dicomweb_rows(archive: Path, tmp: Path, repeat: int) -> None:
+    """Files/s of a DICOMweb ingest from Orthanc vs the folder ingest of the same files."""
+    import socket
+    import subprocess
+    from functools import partial
+
+    import requests
+
+    from medpipe.ingest import ingest_archive
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    args = [f"ORTHANC_PORT={port}", f"ORTHANC_DIR={tmp / 'orthanc'}"]
+    subprocess.run(["make", "-s", "orthanc", *args], cwd=REPO, check=True)
+    try:
+        files = sorted(archive.rglob("*.dcm"))
+        for f in files:
+            requests.post(f"http://127.0.0.1:{port}/instances", data=f.read_bytes(),
+                          timeout=60).raise_for_status()
+        url = f"dicomweb+http://127.0.0.1:{port}/dicom-web"
+        folder, web, relist = [], [], []
+        for r in range(repeat):
+            run = partial(ingest_archive, secret=SECRET)
+            folder.append(timed(run, str(archive), str(tmp / f"df{r}")))
+            web.append(timed(run, url, str(tmp / f"dw{r}")))
+            relist.append(timed(run, url, str(tmp / f"dw{r}")))
+        n = len(files)
+        base = statistics.median(folder)
+        for label, t in (("folder (1 process)", base),
+                         ("DICOMweb from Orthanc (1 process)", statistics.median(web))):
+            print(f"{label:<34}{t:>10.2f}{n / t:>10.0f}{'':>8}{base / t:>9.2f}x")
+        t = statistics.median(relist)
+        print(f"DICOMweb no-change relisting: {t:.2f} s for {n} instances ({n / t:,.0f}/s)")
+    finally:
+        subprocess.run(["make", "-s", "orthanc-stop", *args], cwd=REPO, check=False)
+
+
 def timed(fn, *args) -> float:
     t0 = time.perf_counter()
     fn(*args)
@@ -127,6 +169,8 @@ def main() -> int:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--files", type=int, default=100_000)
     ap.add_argument("--no-flow", action="store_true", help="skip the Prefect flow timing")
+    ap.add_argument("--dicomweb", action="store_true",
+                    help="add the DICOMweb rows (a local Orthanc via `make orthanc`)")
     args = ap.parse_args()
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
@@ -170,6 +214,8 @@ def main() -> int:
                     continue
                 t = statistics.median(times[name])
                 print(f"{label:<34}{t:>10.2f}{n / t:>10.0f}{mb / t:>8.1f}{base / t:>9.2f}x")
+            if args.dicomweb:
+                dicomweb_rows(archive, tmp, args.repeat)
         secs, count = rescan(args.files, tmp)
         print(f"no-change rescan of {count} files: {secs:.2f} s ({count / secs:,.0f} files/s)")
     finally:

@@ -18,8 +18,9 @@ from prefect.futures import as_completed
 from prefect.logging import get_run_logger
 from pydantic import BaseModel, ConfigDict, Field
 
+from flows._credentials import load_archive_credentials
 from flows._runner import WRITE_LOCK, dask_runner, load_secret, log_dashboard
-from medpipe import catalog, ingest
+from medpipe import catalog, ingest, sources
 from medpipe import store as store_mod
 from medpipe.catalog import FileStat
 from medpipe.errors import StoreError
@@ -40,7 +41,10 @@ class IngestParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    archive: str = Field(description="Archive root folder (DICOM, NIfTI, TIFF/PNG, npz)")
+    archive: str = Field(
+        description="Archive: a folder (DICOM, NIfTI, TIFF/PNG, npz), an fsspec URL "
+        "(s3://bucket/prefix) or a DICOMweb server (dicomweb+https://host/dicom-web)"
+    )
     store: str = Field(description="Store path or fsspec URL (created if missing)")
     limit: int | None = Field(None, description="Only the first N files, in path order (dev run)")
     cluster: str = Field("local", description="local | local:N | tcp://host:port | slurm")
@@ -48,6 +52,10 @@ class IngestParams(BaseModel):
     decode_timeout_s: float = Field(
         ingest.DECODE_TIMEOUT_S, gt=0,
         description="Seconds a series may take when a batch that killed its worker is isolated",
+    )
+    concurrency: int = Field(
+        sources.DEFAULT_CONCURRENCY, ge=1,
+        description="At most this many retrievals from a remote archive (PACS) at a time",
     )
 
 #: Files per probe task.
@@ -101,6 +109,7 @@ def ingest_flow(params: IngestParams) -> IngestSummary:
         The run's counts.
     """
     load_secret(allow_demo=params.demo_secret)  # fail fast, before any work
+    load_archive_credentials(params.archive)  # a PACS's, from Secret blocks if not in env
     run_id = catalog.new_run_id()
     with store_lock(params.store, WRITE_LOCK, owner=run_id):
         # no other writer runs now: leftovers of a crashed write can go
@@ -124,11 +133,16 @@ def _ingest_locked(params: IngestParams, run_id: str) -> IngestSummary:
     )
     catalog.append(params.store, ingest.missing_rows(delta), run_id=run_id)
     if delta.todo:
-        # a batch whose worker dies fails at once (it is then isolated, not retried)
-        with dask.config.set({"distributed.scheduler.allowed-failures": 0}), \
+        # a batch whose worker dies fails at once (it is then isolated, not retried);
+        # a remote archive's entries are read from a local staging folder
+        with sources.staged(params.archive, concurrency=params.concurrency) as stage, \
+                dask.config.set({"distributed.scheduler.allowed-failures": 0}), \
                 dask_runner(params.cluster) as runner:
             log_dashboard(runner)
-            _run_batches(runner, params, [vars(f) for f in delta.todo], known, summary)
+            failed = stage.fetch(f.path for f in delta.todo)
+            todo = [vars(f) for f in delta.todo if f.path not in failed]
+            root = params.archive if stage.local else str(stage.root)
+            _run_batches(runner, params, todo, known, summary, root=root, stage=stage)
     logger.info(
         "ingested %d series (%d files); quarantined %d, skipped %d files",
         summary.series_ingested,
@@ -137,6 +151,7 @@ def _ingest_locked(params: IngestParams, run_id: str) -> IngestSummary:
         summary.skipped,
     )
     if delta.todo:
+        ingest.check_fetched(stage)
         create_markdown_artifact(
             markdown=ingest_markdown(summary),
             key="ingest-summary",
@@ -145,9 +160,9 @@ def _ingest_locked(params: IngestParams, run_id: str) -> IngestSummary:
     return summary
 
 
-def _run_batches(runner, params: IngestParams, todo, known, summary) -> None:  # noqa: ANN001
+def _run_batches(runner, params: IngestParams, todo, known, summary, *, root, stage) -> None:  # noqa: ANN001
     run_id = summary.run_id
-    archive, store, demo_secret = params.archive, params.store, params.demo_secret
+    archive, store, demo_secret = root, params.store, params.demo_secret
     readers = REGISTRY.snapshot()  # readers registered in this process reach the workers
     futures = [
         runner.submit(
@@ -166,7 +181,7 @@ def _run_batches(runner, params: IngestParams, todo, known, summary) -> None:  #
     settled = [r for r in probed if r["status"] != "pending"]
     catalog.append(store, settled, run_id=run_id)
     ingest.summarize(summary, settled)
-    plans = ingest.plan(probed, known)
+    plans = ingest.stage_groups(stage, ingest.plan(probed, known))
     workers = max(1, sum(runner.client.nthreads().values()))
     batches = ingest.batches(plans, n=4 * workers)
     futures = [

@@ -18,6 +18,7 @@ from prefect.artifacts import create_link_artifact, create_markdown_artifact
 from prefect.logging import get_run_logger
 from pydantic import BaseModel, ConfigDict, Field
 
+from flows._credentials import load_archive_credentials
 from flows._runner import WRITE_LOCK, dask_runner, load_secret, log_dashboard
 from flows.features import FeatureParams, features_flow
 from flows.ingest import IngestParams, ingest_flow
@@ -48,7 +49,13 @@ class NightlyParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    archive: str = Field(description="Archive root")
+    archive: str = Field(
+        description="Archive: a folder, an fsspec URL (s3://bucket/prefix) or a DICOMweb "
+        "server (dicomweb+https://host/dicom-web)"
+    )
+    concurrency: int = Field(
+        4, ge=1, description="At most this many retrievals from a remote archive at a time"
+    )
     store: str = Field(description="Store path or fsspec URL")
     labels: str | None = Field(
         None,
@@ -96,6 +103,7 @@ def nightly_flow(params: NightlyParams) -> NightlyResult:
     pcfg = params.preprocess or PreprocessConfig.default()
     fcfg = params.features or NIGHTLY_FEATURES
     run_id = catalog.new_run_id()
+    load_archive_credentials(archive)  # a PACS's, from Secret blocks if not in env
     stages: dict[str, float] = {}
     with store_lock(store, WRITE_LOCK, owner=run_id), ExitStack() as stack:
         cluster = _lazy_cluster(stack, params.cluster)
@@ -125,6 +133,7 @@ def nightly_flow(params: NightlyParams) -> NightlyResult:
                         store=store,
                         cluster=cluster(),
                         demo_secret=params.demo_secret,
+                        concurrency=params.concurrency,
                     )
                 )
                 ran(1)

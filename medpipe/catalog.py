@@ -45,6 +45,7 @@ COLUMNS = (
     "path",
     "size",
     "mtime_ns",
+    "meta",
     "sha256",
     "series",
     "kind",
@@ -63,11 +64,17 @@ _HASH_BLOCK = 1 << 20
 
 @dataclass(frozen=True)
 class FileStat:
-    """A file found by :func:`scan`: relative POSIX path, size in bytes, mtime in ns."""
+    """A file found by :func:`scan`: relative POSIX path, size in bytes, mtime in ns.
+
+    ``meta`` is the source's change signal where it has one (a DICOMweb instance's
+    metadata hash, an object's ETag: :mod:`medpipe.sources`); :func:`diff` then compares
+    it instead of size and mtime.
+    """
 
     path: str
     size: int
     mtime_ns: int
+    meta: str | None = None
 
 
 @dataclass
@@ -119,7 +126,9 @@ def scan(archive: str | os.PathLike[str], *, limit: int | None = None) -> list[F
     Parameters
     ----------
     archive
-        Local archive root.  Hidden files and folders (``.name``) are ignored.
+        Local archive root.  Hidden files and folders (``.name``) are ignored.  A URL
+        (``s3://…``, ``dicomweb+http://…``) is listed by its source
+        (:func:`medpipe.sources.open_source`), reading no content either.
     limit
         Keep only the first ``limit`` files in path order (a cheap development run).
 
@@ -128,6 +137,10 @@ def scan(archive: str | os.PathLike[str], *, limit: int | None = None) -> list[F
     list of FileStat
         Sorted by path.
     """
+    from medpipe import sources
+
+    if sources.is_url(str(archive)):
+        return sources.open_source(str(archive)).list(limit=limit)
     root = Path(archive)
     if not root.is_dir():
         from medpipe.errors import ConfigError
@@ -191,7 +204,9 @@ def diff(files: Sequence[FileStat], catalog: pd.DataFrame) -> Diff:
     Parameters
     ----------
     files
-        The result of :func:`scan`.
+        The result of :func:`scan`.  A file with a ``meta`` is compared by it alone.  A
+        partial listing (:class:`medpipe.sources.Listing` with ``covers``) marks
+        missing only the catalogued paths it covers.
     catalog
         The result of :func:`current`.
 
@@ -203,13 +218,18 @@ def diff(files: Sequence[FileStat], catalog: pd.DataFrame) -> Diff:
     if catalog.empty:
         out.new = list(files)
         return out
+    metas = [
+        None if pd.isna(v) else str(v)
+        for v in (catalog["meta"] if "meta" in catalog else [None] * len(catalog))
+    ]
     known = {
-        p: (s, m, st)
-        for p, s, m, st in zip(
+        p: (s, m, st, mt)
+        for p, s, m, st, mt in zip(
             catalog["path"],
             catalog["size"],
             catalog["mtime_ns"],
             catalog["status"],
+            metas,
             strict=True,
         )
     }
@@ -219,11 +239,18 @@ def diff(files: Sequence[FileStat], catalog: pd.DataFrame) -> Diff:
         prev = known.get(f.path)
         if prev is None or prev[2] == "missing":
             out.new.append(f)
-        elif (prev[0], prev[1]) != (f.size, f.mtime_ns):
+        elif (f.meta is not None and f.meta != prev[3]) or (
+            f.meta is None and (prev[0], prev[1]) != (f.size, f.mtime_ns)
+        ):
             out.changed.append(f)
         else:
             out.unchanged += 1
-    out.missing = sorted(p for p, v in known.items() if p not in seen and v[2] != "missing")
+    covers = getattr(files, "covers", None)
+    out.missing = sorted(
+        p
+        for p, v in known.items()
+        if p not in seen and v[2] != "missing" and (covers is None or covers(p))
+    )
     return out
 
 

@@ -358,3 +358,56 @@ def env_defaults(environ: Mapping[str, str] | None = None) -> EnvDefaults:
         secret_set=bool(get(SECRET_ENV)),
         prefect_api=get(PREFECT_API_ENV),
     )
+
+
+# --------------------------------------------------------------------------- archive credentials
+__all__ += ["DICOMWEB_TOKEN_ENV", "DICOMWEB_USER_ENV", "DICOMWEB_PASSWORD_ENV",
+            "DicomwebAuth", "dicomweb_auth"]
+
+#: Bearer token of a DICOMweb archive (``Authorization: Bearer …``).
+DICOMWEB_TOKEN_ENV = "MEDPIPE_DICOMWEB_TOKEN"
+#: User and password of a DICOMweb archive (HTTP basic auth), when no token is set.
+DICOMWEB_USER_ENV = "MEDPIPE_DICOMWEB_USER"
+DICOMWEB_PASSWORD_ENV = "MEDPIPE_DICOMWEB_PASSWORD"
+
+
+@dataclass(frozen=True, repr=False)
+class DicomwebAuth:
+    """A DICOMweb archive's credentials (never from the command line; not printed)."""
+
+    token: str | None = None
+    user: str | None = None
+    password: str | None = None
+
+    def __repr__(self) -> str:
+        kind = "bearer" if self.token else "basic" if self.user else "none"
+        return f"DicomwebAuth({kind})"
+
+
+def dicomweb_auth(environ: Mapping[str, str] | None = None) -> DicomwebAuth:
+    """The DICOMweb credentials from the environment.
+
+    Parameters
+    ----------
+    environ
+        The environment (default :data:`os.environ`); empty values count as unset.
+
+    Returns
+    -------
+    DicomwebAuth
+        ``$MEDPIPE_DICOMWEB_TOKEN`` (bearer) or ``$MEDPIPE_DICOMWEB_USER`` with
+        ``$MEDPIPE_DICOMWEB_PASSWORD`` (basic); empty when none is set.
+
+    Raises
+    ------
+    ConfigError
+        A user without a password.
+    """
+    env = os.environ if environ is None else environ
+    token = env.get(DICOMWEB_TOKEN_ENV) or None
+    user = env.get(DICOMWEB_USER_ENV) or None
+    password = env.get(DICOMWEB_PASSWORD_ENV) or None
+    if user and not password and not token:
+        raise ConfigError(f"{DICOMWEB_USER_ENV} is set but {DICOMWEB_PASSWORD_ENV} is not")
+    return DicomwebAuth(token=token, user=None if token else user,
+                        password=None if token else password)

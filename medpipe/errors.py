@@ -62,6 +62,10 @@ class ConfigError(MedpipeError, ValueError):
     """The configuration or environment is wrong; the message says what to change."""
 
 
+class ArchiveError(MedpipeError, OSError):
+    """The archive cannot be listed or an entry cannot be retrieved (a server down)."""
+
+
 class StoreError(MedpipeError, OSError):
     """The store cannot be read or written."""
 

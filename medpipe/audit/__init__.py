@@ -244,7 +244,14 @@ def collect_values(
     from pydicom.errors import InvalidDicomError
 
     from medpipe.catalog import scan
+    from medpipe.errors import ConfigError
+    from medpipe.sources import is_url
 
+    if is_url(str(archive)):  # the URL is not repeated: it would land in the QA report
+        raise ConfigError(
+            "the PHI audit reads a local archive folder, and this archive is a URL: audit "
+            "against a local copy of it (medpipe audit STORE --archive FOLDER)"
+        )
     root = Path(archive)
     out = Values()
     for f in scan(root) if files is None else files:

@@ -19,22 +19,49 @@ from medpipe.cli.common import (
     run_flow,
 )
 
-__all__ = ["ingest", "info", "quarantine"]
+__all__ = ["ingest", "info", "quarantine", "ArchiveArg", "ConcurrencyOpt"]
+
+
+def _archive(value: str) -> str:
+    """A local archive must be a folder; a URL is checked when it is listed."""
+    from medpipe.sources import is_url
+
+    if not is_url(value) and not Path(value).is_dir():
+        raise typer.BadParameter(f"{value} is not a folder (nor an archive URL)")
+    return value
+
+
+#: The ``ARCHIVE`` argument: a folder, an fsspec URL or ``dicomweb+http(s)://…``.
+ArchiveArg = Annotated[
+    str,
+    typer.Argument(
+        callback=_archive,
+        help="Archive: a folder, an fsspec URL (s3://bucket/prefix) or a DICOMweb server "
+        "(dicomweb+https://host/dicom-web; credentials from $MEDPIPE_DICOMWEB_TOKEN or "
+        "$MEDPIPE_DICOMWEB_USER/_PASSWORD).",
+    ),
+]
+#: ``--concurrency``: parallel retrievals from a remote archive.
+ConcurrencyOpt = Annotated[
+    int, typer.Option(min=1, help="At most N retrievals from a remote archive at a time.")
+]
 
 
 def ingest(
-    archive: Annotated[Path, typer.Argument(exists=True, file_okay=False, help="Archive root.")],
+    archive: ArchiveArg,
     store: Annotated[str, typer.Argument(help="Store path or fsspec URL.")],
     limit: Annotated[int | None, typer.Option(help="Only the first N files (dev run).")] = None,
     cluster: ClusterOpt = "local",
     demo_secret: DemoSecretOpt = False,
+    concurrency: ConcurrencyOpt = 4,
 ) -> None:
     """Ingest ARCHIVE into STORE (incremental: unchanged files are not read)."""
     from flows.ingest import IngestParams, ingest_flow
 
     check_secret(demo_secret)
     params = IngestParams(
-        archive=str(archive), store=store, limit=limit, cluster=cluster, demo_secret=demo_secret
+        archive=archive, store=store, limit=limit, cluster=cluster, demo_secret=demo_secret,
+        concurrency=concurrency,
     )
     print_summary(run_flow(ingest_flow, params))
     console.print(f"quarantined files: [bold]medpipe quarantine {store}[/]")

@@ -16,29 +16,32 @@ from medpipe.cli.common import (
     print_nightly,
     run_flow,
 )
+from medpipe.cli.ingest import ArchiveArg, ConcurrencyOpt
 
 __all__ = ["nightly", "serve", "demo"]
 
 
 def nightly(
-    archive: Annotated[Path, typer.Argument(exists=True, file_okay=False, help="Archive root.")],
+    archive: ArchiveArg,
     store: Annotated[str, typer.Argument(help="Store path or URL.")],
     labels: Annotated[str | None, typer.Option(help="Labels CSV/Parquet.")] = None,
     retrain: Annotated[bool, typer.Option("--retrain", help="Retrain the model.")] = False,
     cluster: ClusterOpt = "local",
     demo_secret: DemoSecretOpt = False,
+    concurrency: ConcurrencyOpt = 4,
 ) -> None:
     """Run the nightly flow once: ingest new/changed → preprocess → features → score."""
     from flows.nightly import NightlyParams, nightly_flow
 
     check_secret(demo_secret)
     params = NightlyParams(
-        archive=str(archive),
+        archive=archive,
         store=store,
         labels=labels,
         retrain=retrain,
         cluster=cluster,
         demo_secret=demo_secret,
+        concurrency=concurrency,
     )
     out = run_flow(nightly_flow, params)
     print_nightly(out)
@@ -49,7 +52,10 @@ def nightly(
 
 def serve(
     archive: Annotated[
-        str | None, typer.Option(help="Archive root (default $MEDPIPE_ARCHIVE).")
+        str | None,
+        typer.Option(
+            help="Archive folder or URL (s3://…, dicomweb+https://…; default $MEDPIPE_ARCHIVE)."
+        ),
     ] = None,
     store: Annotated[
         str | None, typer.Option(help="Store path or URL (default $MEDPIPE_STORE).")

@@ -24,9 +24,11 @@ from medpipe.ingest.isolation import DECODE_TIMEOUT_S, is_worker_death, isolate_
 from medpipe.ingest.planning import GroupPlan, batches, plan, probe_batch
 from medpipe.ingest.run import (
     IngestSummary,
+    check_fetched,
     ingest_archive,
     ingest_files,
     missing_rows,
+    stage_groups,
     start_summary,
     summarize,
 )
@@ -47,6 +49,8 @@ __all__ = [
     "ingest_files",
     "missing_rows",
     "start_summary",
+    "stage_groups",
+    "check_fetched",
     "isolate_batch",
     "is_worker_death",
     "DECODE_TIMEOUT_S",

@@ -52,7 +52,8 @@ class GroupPlan:
 def _row(f: FileStat | Mapping[str, Any], **values: Any) -> dict[str, Any]:
     base = asdict(f) if isinstance(f, FileStat) else dict(f)
     keep = {
-        k: base.get(k) for k in ("path", "size", "mtime_ns", "sha256", "series", "kind", "role")
+        k: base.get(k)
+        for k in ("path", "size", "mtime_ns", "meta", "sha256", "series", "kind", "role")
     }
     keep.update(values)
     return keep

@@ -8,14 +8,23 @@ from typing import Any
 
 import pandas as pd
 
-from medpipe import catalog
+from medpipe import catalog, sources
 from medpipe.catalog import FileStat
+from medpipe.errors import ArchiveError
 from medpipe.ingest.isolation import DECODE_TIMEOUT_S, is_worker_death, isolate_batch
-from medpipe.ingest.planning import batches, plan, probe_batch
+from medpipe.ingest.planning import GroupPlan, batches, plan, probe_batch
 from medpipe.ingest.writing import ingest_batch, ingest_group
 from medpipe.io.registry import REGISTRY
 
-__all__ = ["IngestSummary", "summarize", "ingest_archive", "ingest_files", "missing_rows"]
+__all__ = [
+    "IngestSummary",
+    "summarize",
+    "ingest_archive",
+    "ingest_files",
+    "missing_rows",
+    "stage_groups",
+    "check_fetched",
+]
 
 
 @dataclass
@@ -95,6 +104,7 @@ def ingest_archive(
     run_id: str | None = None,
     client: Any = None,
     timeout_s: float = DECODE_TIMEOUT_S,
+    concurrency: int = sources.DEFAULT_CONCURRENCY,
 ) -> IngestSummary:
     """Ingest an archive without Prefect: in this process, or on a Dask cluster.
 
@@ -107,7 +117,9 @@ def ingest_archive(
     Parameters
     ----------
     archive
-        Archive root.
+        Archive root, fsspec URL or ``dicomweb+http(s)://`` URL
+        (:mod:`medpipe.sources`).  A remote archive's new and changed entries (and
+        their series' unchanged ones) are copied to a temporary folder and read there.
     store
         Store URL or path.
     secret
@@ -125,10 +137,19 @@ def ingest_archive(
         process is quarantined with the reason, the others are ingested.
     timeout_s
         Seconds one series may take to read and write while a dead batch is isolated.
+    concurrency
+        At most this many retrievals from a remote archive at a time.
 
     Returns
     -------
     IngestSummary
+
+    Raises
+    ------
+    ArchiveError
+        Some entries could not be retrieved (after retries).  Everything else was
+        ingested first; the failed entries have no catalog row, so the next run
+        retrieves them.
     """
     run_id = run_id or catalog.new_run_id()
     files = catalog.scan(archive, limit=limit)
@@ -136,12 +157,49 @@ def ingest_archive(
     delta = catalog.diff(files, known)
     summary = start_summary(run_id, files, delta)
     catalog.append(store, missing_rows(delta), run_id=run_id)
-    if client is not None:
-        _on_cluster(client, archive, store, delta.todo, known, summary, secret, timeout_s)
+    if not delta.todo:
         return summary
-    ingest_files(archive, store, delta.todo, secret=secret, run_id=run_id, known=known,
-                 summary=summary)
+    with sources.staged(archive, concurrency=concurrency) as stage:
+        failed = stage.fetch(f.path for f in delta.todo)
+        todo = [f for f in delta.todo if f.path not in failed]
+        root = archive if stage.local else str(stage.root)
+        if client is not None:
+            _on_cluster(client, root, store, todo, known, summary, secret, timeout_s, stage)
+        else:
+            ingest_files(root, store, todo, secret=secret, run_id=run_id, known=known,
+                         summary=summary, stage=stage)
+    check_fetched(stage)
     return summary
+
+
+def stage_groups(stage: sources.Staging | None, groups: Sequence[GroupPlan]) -> list[GroupPlan]:
+    """Fetch every member of the planned series; keep the series fully fetched.
+
+    Parameters
+    ----------
+    stage
+        The run's staging folder (``None`` or a local archive: nothing to fetch).
+    groups
+        Plans from :func:`medpipe.ingest.plan`.
+
+    Returns
+    -------
+    list of GroupPlan
+        The plans whose files are all staged: a series is never read in part.
+    """
+    if stage is None or stage.local:
+        return list(groups)
+    failed = stage.fetch(m["path"] for g in groups for m in g.members)
+    return [g for g in groups if not any(m["path"] in failed for m in g.members)]
+
+
+def check_fetched(stage: sources.Staging) -> None:
+    """Raise :class:`~medpipe.errors.ArchiveError` when entries could not be retrieved."""
+    if stage.failed:
+        raise ArchiveError(
+            f"{len(stage.failed)} archive entries could not be retrieved (see the log); "
+            "they have no catalog row, so the next run retrieves them"
+        )
 
 
 def ingest_files(
@@ -153,6 +211,7 @@ def ingest_files(
     run_id: str,
     known: pd.DataFrame | None = None,
     summary: IngestSummary | None = None,
+    stage: sources.Staging | None = None,
 ) -> list[dict[str, Any]]:
     """Probe, plan and ingest these files in this process (no archive scan, no diff).
 
@@ -175,6 +234,9 @@ def ingest_files(
         The store's current catalog, for planning (default: none, every series anew).
     summary
         Counts to add the rows to (:func:`summarize`), if any.
+    stage
+        Where a remote archive's files are staged (``archive`` is its root): the
+        planned series' other files are fetched too (:func:`stage_groups`).
 
     Returns
     -------
@@ -186,7 +248,8 @@ def ingest_files(
     catalog.append(store, written, run_id=run_id)
     if summary is not None:
         summarize(summary, written)
-    for group in plan(probed, pd.DataFrame() if known is None else known):
+    groups = plan(probed, pd.DataFrame() if known is None else known)
+    for group in stage_groups(stage, groups):
         rows = ingest_group(archive, store, group, secret=secret, run_id=run_id)
         catalog.append(store, rows, run_id=run_id)
         if summary is not None:
@@ -208,6 +271,7 @@ def _on_cluster(
     summary: IngestSummary,
     secret: bytes,
     timeout_s: float,
+    stage: sources.Staging | None = None,
 ) -> None:
     """Probe and ingest on a Dask cluster; this process writes the catalog."""
     from distributed import as_completed
@@ -225,7 +289,7 @@ def _on_cluster(
     settled = [r for r in probed if r["status"] != "pending"]
     catalog.append(store, settled, run_id=run_id)
     summarize(summary, settled)
-    plans = plan(probed, known, registry=readers)
+    plans = stage_groups(stage, plan(probed, known, registry=readers))
     workers = max(1, sum(client.nthreads().values()))
     plan_batches = batches(plans, n=4 * workers)
     futures = [
