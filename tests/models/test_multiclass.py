@@ -377,7 +377,7 @@ def test_ibsi_modality(client, ibsi_store: dict) -> None:
     """CT / MR / PET of the IBSI sarcoma archive from the tumour's first-order features."""
     s = ibsi_store
     out = train_model(s["store"], name="modality", features=s["features"],
-                      labels=s["labels"], secret=SECRET, estimator="rf", n_splits=3,
+                      labels=s["labels"], secret=SECRET, estimator="logreg", n_splits=3,
                       outer_folds=2, n_boot=200)
     meta = reg.read_model_json(s["store"], "modality", out["version"])
     assert meta["classes"] == s["classes"]
@@ -388,3 +388,29 @@ def test_ibsi_modality(client, ibsi_store: dict) -> None:
     assert cv["support"]["bootstrap"] == "patient (cluster)"
     _check_evaluation(s["store"], "modality", s["classes"])
     _check_scores(s["store"], "modality", s["classes"])
+
+
+def test_cnn_trains_k_classes(tmp_path: Path) -> None:
+    """The CNN's softmax layer has one unit per class: 3 classes train and predict."""
+    import pickle
+
+    from medpipe.models.cnn import CNNClassifier, pixel_columns
+
+    with np.load(_three_source_npz(tmp_path / "three.npz", n_train=60, n_val=30)) as d:
+        xt, yt, xv, yv = (d["train_images"], d["train_labels"].ravel(), d["val_images"],
+                          d["val_labels"].ravel())
+
+    def pixels(img: np.ndarray) -> np.ndarray:  # 7 x 7 means, as the pixels family
+        return img.astype(float).reshape(len(img), 7, 4, 7, 4).mean(axis=(2, 4)).reshape(
+            len(img), -1)
+
+    names = [f"pixel_{r:03d}_{c:03d}" for r in range(7) for c in range(7)]
+    clf = CNNClassifier(columns=pixel_columns(names), epochs=6, width=4, depth=1,
+                        augment="light", random_state=0).fit(pixels(xt), yt)
+    assert list(clf.classes_) == [0, 1, 2]
+    prob = est.positive_proba(clf, pixels(xv))
+    assert prob.shape == (len(yv), 3)
+    np.testing.assert_allclose(prob.sum(axis=1), 1.0, rtol=1e-5)
+    assert roc_auc_score(yv, prob, multi_class="ovr") > 0.6
+    back = pickle.loads(pickle.dumps(clf))  # the checked, safe-mode .keras round trip
+    np.testing.assert_allclose(back.predict_proba(pixels(xv)), prob, rtol=1e-5, atol=1e-6)
