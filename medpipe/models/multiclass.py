@@ -70,6 +70,9 @@ def current_classes() -> int:
 def n_classes(model: object) -> int:
     """Classes of a fitted classifier, pipeline or soft vote (its last step's
     ``classes_``; 2 when it has none, as the incremental binary SVM)."""
+    own = getattr(model, "classes_", None)
+    if own is not None:
+        return max(2, len(own))
     est = getattr(model, "estimator", model)  # ParallelPostFit
     steps = getattr(est, "steps", None)
     clf = steps[-1][1] if steps else est

@@ -384,6 +384,11 @@ def test_nested_cv_evaluate_and_show_on_bundled_images(client, bundled_store: di
     for text in ("classes: 0, 1, 2 (decision: argmax)", "AUC 1 vs rest",
                  "Sensitivity 2", "rows true, columns predicted"):
         assert text in shown.output
+    ev = CliRunner().invoke(app, ["evaluate", s["store"], "--model", "source-lr",
+                                  "--split", "val", "--n-boot", "50"])
+    assert ev.exit_code == 0, ev.output
+    for text in ("0 9, 1 9, 2 9", "AUC 0 vs rest", "rows true, columns predicted"):
+        assert text in ev.output
 
 
 def test_ibsi_modality(client, ibsi_store: dict) -> None:
