@@ -133,7 +133,8 @@ def label_classes(labels: pd.DataFrame) -> list:
     -------
     list
         ``[0, 1]`` for plain binary labels (no ``class`` column), otherwise the class
-        names (``str``) of codes ``0 .. k-1``.
+        names (``str``) of codes ``0 .. k-1`` -- of the codes the table holds: a table
+        read with a model's ``classes`` lists only the classes found in its file.
     """
     if "class" not in labels.columns:
         return [0, 1]
