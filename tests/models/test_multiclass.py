@@ -391,7 +391,7 @@ def test_nested_cv_evaluate_and_show_on_bundled_images(client, bundled_store: di
         assert text in ev.output
 
 
-def test_ibsi_modality(client, ibsi_store: dict) -> None:
+def test_ibsi_modality(ibsi_store: dict, client) -> None:
     """CT / MR / PET of the IBSI sarcoma archive from the tumour's first-order features."""
     s = ibsi_store
     out = train_model(s["store"], name="modality", features=s["features"],
