@@ -202,7 +202,7 @@ class EvaluationResult:
             model=out["model"],
             split=out["split"],
             n=int(out["n"]),
-            n_positive=int(out["n_positive"]),
+            n_positive=int(out.get("n_positive", -1)),  # -1: k > 2 classes
             metrics=out["metrics"],
             lines=tuple(out["lines"]),
             roc=out.get("roc"),

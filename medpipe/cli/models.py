@@ -108,7 +108,7 @@ def train(
     from flows.train import TrainParams, train_flow
     from medpipe.errors import ConfigError
     from medpipe.models.estimators import get_estimator
-    from medpipe.models.metrics import METRICS, format_metric
+    from medpipe.models.metrics import format_metric, metric_keys
 
     try:
         if estimator != "all":
@@ -133,7 +133,7 @@ def train(
         if outer_folds >= 2 else
         "cross-validation on the selection folds (patient-grouped; optimistic):"
     )
-    for k in METRICS:
+    for k in metric_keys(res.metrics):
         console.print("  " + format_metric(k, res.metrics[k]))
     ev = res.evaluation
     if ev:
@@ -166,6 +166,7 @@ def evaluate(
     from medpipe.config import resolve_secret
     from medpipe.errors import MedpipeError
     from medpipe.models.evaluation import compare_models
+    from medpipe.models.metrics import confusion_lines
     from medpipe.models.train import evaluate_model
 
     try:
@@ -177,12 +178,12 @@ def evaluate(
     except MedpipeError as err:
         raise fail(err) from None
     for out in outs:
-        console.print(f"{out['model']} on {split} (n={out['n']}, {out['n_positive']} positive, "
+        console.print(f"{out['model']} on {split} (n={out['n']}, {_class_counts(out)}, "
                       f"{out['n_patients']} patients; CIs resample patients)")
         for line in out["lines"]:
             typer.echo(line)
-        c = out["confusion"]
-        console.print(f"confusion: TP {c['tp']}  FP {c['fp']}  FN {c['fn']}  TN {c['tn']}")
+        for line in confusion_lines(out["confusion"]):
+            typer.echo(line)
         roc = f"{store}/{out['roc']}" if out["roc"] else "not drawn (one class)"
         console.print(f"report: {store}/{out['report']}  ROC: {roc}  "
                       f"calibration: {store}/{out['reliability']}")
@@ -207,6 +208,13 @@ def score(
     params = ScoreParams(store=store, model=model, features=features, limit=limit, cluster=cluster)
     out = run_flow(score_flow, params)
     console.print(f"scored {out.scored} new samples; {out.total} in {store}/{out.group}")
+
+
+def _class_counts(out: dict) -> str:
+    """``12 positive``, or ``CT 12, MR 12, PT 12`` for k classes."""
+    if "n_per_class" in out and "n_positive" not in out:
+        return ", ".join(f"{k} {v}" for k, v in out["n_per_class"].items())
+    return f"{out['n_positive']} positive"
 
 
 @models_app.command("list")
@@ -239,7 +247,7 @@ def models_show(
 ) -> None:
     """Show a model's model.json summary (metrics with CIs, configs, versions)."""
     from medpipe.errors import MedpipeError
-    from medpipe.models.metrics import METRICS, format_metric
+    from medpipe.models.metrics import confusion_lines, format_metric, metric_keys
     from medpipe.models.registry import parse_model_ref, read_model_json
 
     try:
@@ -261,11 +269,16 @@ def models_show(
     lb = meta["labels"]
     c.print(
         f"labels: {lb['source']} -> {lb['path']} (by {lb['key']}; {lb['n_train']} train, "
-        f"{lb['n_positive']} positive, {lb['n_patients']} patients)"
+        f"{_class_counts(lb)}, {lb['n_patients']} patients)"
     )
     c.print(f"catalog snapshot: {meta['catalog_hash']}")
+    if len(meta.get("classes", [0, 1])) > 2:
+        c.print(f"classes: {', '.join(map(str, meta['classes']))} (decision: argmax)")
     for split, metrics in meta.get("metrics", {}).items():
         c.print(f"{split}:")
-        for k in METRICS:
+        for k in metric_keys(metrics):
             c.print("  " + format_metric(k, metrics[k]))
+        if "matrix" in meta.get("confusion", {}).get(split, {}):
+            for line in confusion_lines(meta["confusion"][split]):
+                c.print("  " + line, markup=False)
     c.print("libraries: " + ", ".join(f"{k} {v}" for k, v in meta["libraries"].items()))

@@ -43,6 +43,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.feature_selection import VarianceThreshold
+from sklearn.linear_model import LogisticRegression as _KClassLogisticRegression
 from sklearn.linear_model import SGDClassifier
 from sklearn.metrics import roc_auc_score
 from sklearn.pipeline import Pipeline
@@ -51,6 +52,7 @@ from sklearn.svm import LinearSVC
 from medpipe.errors import ConfigError
 from medpipe.features.fitted import fitted_steps
 from medpipe.models import cnn as _cnn
+from medpipe.models import multiclass as _mc
 
 __all__ = [  # noqa: F822 - the search helpers are served by __getattr__ below
     "ESTIMATORS",
@@ -149,14 +151,17 @@ class SoftVote(ClassifierMixin, BaseEstimator):
 
     def fit(self, X: Any, y: Any) -> SoftVote:  # noqa: N803 - sklearn API
         self.estimators_ = [_fit(clone(p), X, y) for _, p in self.estimators]
-        self.classes_ = np.array([0, 1])
+        codes = np.unique(np.asarray(y).astype(int))  # k > 2: the mean class matrix
+        self.classes_ = codes if codes.size > 2 else np.array([0, 1])
         return self
 
     def predict_proba(self, X: Any) -> np.ndarray:  # noqa: N803 - sklearn API
         p1 = np.mean([_proba_block(e, X) for e in self.estimators_], axis=0)
-        return np.column_stack([1 - p1, p1])
+        return p1 if p1.ndim == 2 else np.column_stack([1 - p1, p1])
 
     def predict(self, X: Any) -> np.ndarray:  # noqa: N803 - sklearn API
+        if len(self.classes_) > 2:
+            return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
         return (self.predict_proba(X)[:, 1] >= 0.5).astype(int)
 
 
@@ -326,6 +331,8 @@ def _svm(*, large: bool, random_state: int) -> Any:
 
 
 def _logreg(*, large: bool, random_state: int) -> Any:
+    if _mc.current_classes() > 2:  # dask-ml's is binary only: scikit-learn's multinomial
+        return _KClassLogisticRegression(C=1.0, solver="lbfgs", max_iter=300)
     return LogisticRegression(C=1.0, solver="lbfgs", max_iter=300)
 
 
@@ -379,21 +386,30 @@ def _proba_block(est: Any, x: np.ndarray) -> np.ndarray:
     if isinstance(base, SGDClassifier) and base.loss == "hinge":
         xt = est[:-1].transform(x) if isinstance(est, Pipeline) else x
         margin = np.asarray(base.decision_function(xt), dtype=float)
+        if margin.ndim == 2:  # k classes: the softmax of the one-vs-rest margins
+            return _mc.rows_into(ok, _mc.softmax(margin))
         out[ok] = 1.0 / (1.0 + np.exp(-np.clip(margin, -500, 500)))
         return out
     proba = np.asarray(est.predict_proba(x), dtype=float)
     classes = list(getattr(clf, "classes_", [0, 1]))
+    if len(classes) > 2:  # k classes: the (n, k) matrix of the class codes
+        return _mc.rows_into(ok, _mc.class_matrix(proba, np.asarray(classes)))
     out[ok] = proba[:, classes.index(1)] if 1 in classes else proba[:, -1]
     return out
 
 
 def positive_proba(model: Any, x: np.ndarray | da.Array) -> np.ndarray | da.Array:
-    """Probability of class 1 for each row of ``x``.
+    """Probability of class 1 for each row of ``x`` (an ``(n, k)`` matrix for k > 2).
 
     A Dask array gives a lazy Dask array computed block by block (what
     :class:`~dask_ml.wrappers.ParallelPostFit` does), so scoring runs on the cluster.
     """
     est = _final_step(model)
+    k = _mc.n_classes(est)
+    if isinstance(x, da.Array) and k > 2:  # a lazy (n, k) matrix, block by block
+        x = x.rechunk({1: -1})
+        return x.map_blocks(lambda b: _proba_block(est, b), chunks=(x.chunks[0], (k,)),
+                            dtype=np.float64, meta=np.array([[]]))
     if isinstance(x, da.Array):
         x = x.rechunk({1: -1})
         return x.map_blocks(
@@ -408,12 +424,15 @@ def auc_scorer(estimator: Any, x: np.ndarray, y: np.ndarray) -> float:
     dask-ml's estimators do not carry scikit-learn's classifier tags, so the stock
     ``"roc_auc"`` scorer would pass them the two-column probabilities.
     """
-    return float(roc_auc_score(np.asarray(y).astype(int), _proba_block(estimator, x)))
+    prob = _proba_block(estimator, x)
+    if prob.ndim == 2:  # k classes: the macro one-vs-rest AUC (roc_auc_ovr)
+        return float(np.mean(_mc.ovr_aucs(np.asarray(y).astype(int), prob)))
+    return float(roc_auc_score(np.asarray(y).astype(int), prob))
 
 
 def _fit(pipe: Any, x: Any, y: Any) -> Any:
     if isinstance(pipe, Pipeline) and isinstance(pipe[-1], Incremental):
         xd = x if isinstance(x, da.Array) else da.from_array(np.asarray(x), chunks=(10_000, -1))
         yd = y if isinstance(y, da.Array) else da.from_array(np.asarray(y), chunks=xd.chunks[0])
-        return pipe.fit(xd, yd, clf__classes=[0, 1])
+        return pipe.fit(xd, yd, clf__classes=_mc.codes_of(y))
     return pipe.fit(x, y)

@@ -1,5 +1,12 @@
 """Evaluate a registered model on a held-out split (metrics with patient-level CIs,
-calibration), compare two models, and check a table fits a model."""
+calibration), compare two models, and check a table fits a model.
+
+A k-class model (``classes`` in its ``model.json`` has more than two names) is
+evaluated with :func:`medpipe.models.metrics.multiclass_metrics`: macro and per-class
+one-vs-rest AUC, accuracy, balanced accuracy and per-class sensitivity of the argmax
+decision, with the k x k confusion matrix.  The two-model comparison (DeLong) is for
+binary models only.
+"""
 
 from __future__ import annotations
 
@@ -82,7 +89,8 @@ def _scored_split(
     secret: bytes | None,
     features: str | None,
 ) -> dict[str, Any]:
-    """A model's P(class 1) on the labelled, scorable samples of ``split``."""
+    """A model's P(class 1) (k classes: the ``(n, k)`` matrix) on the labelled, scorable
+    samples of ``split``."""
     fitted, meta = load_ref(store, model)
     ref = f"{meta['name']}:{meta['version']}"
     table = _table(store, features or meta["features_group"])
@@ -90,7 +98,7 @@ def _scored_split(
     if labels is not None:
         if secret is None:
             raise ConfigError("a secret is needed to pseudonymise the label keys")
-        table_labels = lab.read_labels(labels, secret=secret)
+        table_labels = lab.read_labels(labels, secret=secret, classes=meta.get("classes"))
         label_source = Path(labels).name
     else:
         table_labels = lab.read_stored_labels(store, meta["labels"]["path"])
@@ -103,7 +111,7 @@ def _scored_split(
     idx = np.flatnonzero(rows)
     x = table["features"].isel(sample=idx).sel(feature=meta["feature_names"]).values
     prob = np.asarray(est.positive_proba(fitted, x))
-    ok = np.isfinite(prob)
+    ok = np.isfinite(prob) if prob.ndim == 1 else np.isfinite(prob).all(axis=1)
     groups = patient_groups(table)[idx]
     keys = (_strings(table["series_uid"])[idx] if "series_uid" in table.coords
             else idx.astype(str))
@@ -152,6 +160,8 @@ def evaluate_model(
     """
     s = _scored_split(store, model, split, labels, secret, features)
     meta, ref, y, prob, groups = s["meta"], s["ref"], s["y"], s["prob"], s["groups"]
+    if met.is_multiclass(prob):
+        return _evaluate_multiclass(store, s, split, n_boot, seed)
     thr = float(meta.get("threshold", 0.5))
     metrics = met.binary_metrics(y, prob, threshold=thr, n_boot=n_boot, seed=seed, groups=groups)
     report = {
@@ -191,6 +201,43 @@ def evaluate_model(
             "reliability": rel_path, "reliability_png": rel_png}
 
 
+def _evaluate_multiclass(store: str, s: dict[str, Any], split: str, n_boot: int,
+                         seed: int) -> dict[str, Any]:
+    """:func:`evaluate_model` of a k-class model (argmax decision, one-vs-rest AUCs)."""
+    meta, ref, y, prob, groups = s["meta"], s["ref"], s["y"], s["prob"], s["groups"]
+    classes = [str(c) for c in meta["classes"]]
+    metrics = met.multiclass_metrics(y, prob, classes=classes, n_boot=n_boot, seed=seed,
+                                     groups=groups)
+    report = {
+        "model": ref, "split": split, "labels": s["label_source"], "n": int(len(y)),
+        "classes": classes, "decision": "argmax",
+        "n_per_class": metrics["support"]["n_per_class"],
+        "n_patients": int(len(np.unique(groups))), "n_unscorable": s["n_unscorable"],
+        "metrics": metrics,
+        "calibration": calibration_summary(y, prob, classes=classes),
+        "confusion": met.confusion(y, prob, classes=classes),
+        "catalog_hash": catalog_hash(store),
+    }
+    absent = [c for i, c in enumerate(classes) if not (y == i).any()]
+    if absent:
+        report["note"] = (
+            f"no labelled {split} sample of class(es) {absent}: their one-vs-rest AUC and "
+            "sensitivity, and the macro AUC, are undefined (nan)")
+        log.warning("%s: %s", ref, report["note"])
+    name, version = meta["name"], meta["version"]
+    rep_path = reg.write_model_file(store, name, version, f"{_REPORTS}/{split}.json",
+                                    json.dumps(report, indent=2).encode())
+    png = met.roc_png(y, prob, title=f"{ref}: one-vs-rest ROC on {split}", classes=classes)
+    roc_path = reg.write_model_file(store, name, version, f"{_REPORTS}/roc_{split}.png", png)
+    rel_png = reliability_png(y, prob, title=f"{ref}: calibration on {split}",
+                              classes=classes)
+    rel_path = reg.write_model_file(store, name, version,
+                                    f"{_REPORTS}/calibration_{split}.png", rel_png)
+    lines = [met.format_metric(k, metrics[k]) for k in (*met.metric_keys(metrics), "brier")]
+    return {**report, "lines": lines, "report": rep_path, "roc": roc_path, "roc_png": png,
+            "reliability": rel_path, "reliability_png": rel_png}
+
+
 def compare_models(
     store: str,
     *,
@@ -217,6 +264,10 @@ def compare_models(
     """
     a = _scored_split(store, model_a, split, labels, secret, None)
     b = _scored_split(store, model_b, split, labels, secret, None)
+    multi = [m["ref"] for m in (a, b) if met.is_multiclass(m["prob"])]
+    if multi:
+        raise ModelError(f"comparing AUCs (DeLong, paired bootstrap) is for binary models; "
+                         f"{', '.join(multi)} has k > 2 classes")
     common, ia, ib = np.intersect1d(a["keys"], b["keys"], return_indices=True)
     if common.size == 0:
         raise ModelError(f"{a['ref']} and {b['ref']} score no common sample of split {split!r}")

@@ -1,8 +1,12 @@
 """Labels: read a CSV/Parquet keyed by DICOM identifiers, pseudonymise, join to features.
 
 A label file has one key column (``SeriesInstanceUID``, ``StudyInstanceUID`` or
-``PatientID``), a ``label`` column (0/1) and optionally ``split``
-(``train``/``val``/``test``).  The keys are turned into the pseudonymous keys that
+``PatientID``), a ``label`` column and optionally ``split`` (``train``/``val``/``test``).
+Labels are 0/1 (binary, class 1 positive), or k >= 2 classes given as integer codes or
+as class names (``CT``, ``MR``, ``PT`` …).  Anything but 0/1 is coded ``0 .. k-1`` in the
+sorted order of the classes (numeric order for integers, else alphabetical) and the
+table gets a ``class`` column with the names (:func:`label_classes`); with two such
+classes the second is the positive one.  The keys are turned into the pseudonymous keys that
 ingest writes (:func:`medpipe.deid.pseudonym` with the same secret), and the raw
 identifiers are dropped at once: only pseudonymous keys are joined, stored or logged.
 """
@@ -27,6 +31,7 @@ __all__ = [
     "KEY_KINDS",
     "LABELS",
     "read_labels",
+    "label_classes",
     "labels_hash",
     "write_labels",
     "read_stored_labels",
@@ -57,11 +62,92 @@ def _read_table(path: str | Path) -> pd.DataFrame:
         raise ConfigError(f"cannot read label file {path}: {err}") from None
 
 
+#: Label cells read as "no label" (besides the empty string), compared lower-cased.
+_MISSING = frozenset({"nan", "na", "n/a", "none", "null"})
+
+
+def _class_names(values: pd.Series) -> list[str]:
+    """The label cells as stripped strings ("" for a missing one); integers as ``"3"``."""
+    if pd.api.types.is_numeric_dtype(values):
+        cells = [("" if not np.isfinite(v) else str(v))
+                 for v in pd.to_numeric(values, errors="coerce").to_numpy(dtype=float)]
+    else:
+        cells = [str(v).strip() for v in values.astype(str)]
+    return ["" if c.lower() in _MISSING else _int_text(c) for c in cells]
+
+
+def _int_text(text: str) -> str:
+    """``"1.0"`` -> ``"1"``; anything that is not an integer-valued number unchanged."""
+    try:
+        v = float(text)
+    except ValueError:
+        return text
+    return str(int(v)) if np.isfinite(v) and v.is_integer() else text
+
+
+def _encode(path: str | Path, names: list[str], ok: np.ndarray,
+            classes: list | None) -> tuple[np.ndarray, list[str] | None]:
+    """Integer codes of the labelled rows, and the class names (None: plain 0/1 labels)."""
+    present = sorted({n for n, keep in zip(names, ok, strict=True) if keep})
+    if classes is None:
+        numeric = [n for n in present if _is_number(n)]
+        if set(present) <= {"0", "1"}:  # binary, exactly as before
+            pass
+        elif len(numeric) == len(present):  # integer codes 0 .. k-1
+            codes = sorted({float(n) for n in present})
+            if not all(c.is_integer() for c in codes) or codes != list(
+                    map(float, range(len(codes)))):
+                raise ConfigError(
+                    f"{path}: numeric labels must be 0 or 1 (binary) or the integer codes "
+                    f"0 .. k-1 of k classes (or use class names); found {present}")
+            present = [str(int(c)) for c in codes]
+        elif numeric:
+            raise ConfigError(f"{path}: labels mix numbers {numeric[:3]} and class names "
+                              f"{[n for n in present if n not in numeric][:3]}")
+        if len(present) < 2 and set(present) - {"0", "1"}:
+            raise ConfigError(f"{path}: a classifier needs at least 2 classes; found "
+                              f"{present} only")
+        classes = present if set(present) - {"0", "1"} else [0, 1]
+    names_of = [_int_text(str(c)) for c in classes]
+    code = {n: i for i, n in enumerate(names_of)}
+    unknown = sorted(set(present) - set(code))
+    if unknown:
+        raise ConfigError(f"{path}: classes {unknown} are not among the model's classes "
+                          f"{names_of}")
+    codes_out = np.array([code[n] for n, k in zip(names, ok, strict=True) if k], dtype=int)
+    return codes_out, (None if names_of == ["0", "1"] else names_of)
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def label_classes(labels: pd.DataFrame) -> list:
+    """The classes of a label table, in the order of their codes.
+
+    Returns
+    -------
+    list
+        ``[0, 1]`` for plain binary labels (no ``class`` column), otherwise the class
+        names (``str``) of codes ``0 .. k-1`` -- of the codes the table holds: a table
+        read with a model's ``classes`` lists only the classes found in its file.
+    """
+    if "class" not in labels.columns:
+        return [0, 1]
+    pairs = labels[["label", "class"]].drop_duplicates().sort_values("label")
+    return [str(c) for c in pairs["class"]]
+
+
 def read_labels(
     path: str | Path,
     *,
     secret: bytes,
     label_column: str = "label",
+    classes: list | None = None,
 ) -> pd.DataFrame:
     """Read a label file and pseudonymise its keys.
 
@@ -74,18 +160,26 @@ def read_labels(
     secret
         The deployment's pseudonymisation secret (the one ingest used).
     label_column
-        Name of the 0/1 label column.
+        Name of the label column: 0/1, integer codes or class names (empty, ``NA`` or
+        ``nan`` cells are unlabelled rows).
+    classes
+        Encode with these classes (a model's ``classes``, from its ``model.json``)
+        instead of those found in the file, so that a held-out file lacking a class
+        keeps the training codes.
 
     Returns
     -------
     pandas.DataFrame
         Columns ``kind`` (``series``/``study``/``patient``), ``key`` (pseudonymous),
-        ``label`` (int) and ``split`` (``""`` where absent).  No raw identifier.
+        ``label`` (int code) and ``split`` (``""`` where absent), plus ``class`` (the
+        class name) for labels other than 0/1 (:func:`label_classes`).  No raw
+        identifier.
 
     Raises
     ------
     ConfigError
-        No key or label column, labels that are not 0/1, or one key with two labels.
+        No key or label column, fewer than 2 classes (other than 0/1 labels), non-integer
+        numeric labels, a class outside ``classes``, or one key with two labels.
     """
     raw = _read_table(path)
     lower = {str(c).lower(): c for c in raw.columns}
@@ -103,35 +197,44 @@ def read_labels(
     if label_column not in raw.columns:
         raise ConfigError(f"{path}: no {label_column!r} column (columns: {list(raw.columns)})")
     kind, col = found
-    labels = pd.to_numeric(raw[label_column], errors="coerce")
-    ok = labels.notna() & raw[col].astype(str).str.len().gt(0)
-    values = set(np.unique(labels[ok]).tolist())
-    if not values <= {0, 1}:
-        raise ConfigError(f"{path}: labels must be 0 or 1 (binary); found {sorted(values)}")
+    names = _class_names(raw[label_column])
+    ok = (np.array([n != "" for n in names], dtype=bool)
+          & raw[col].astype(str).str.len().gt(0).to_numpy())
+    codes, class_names = _encode(path, names, ok, classes)
     split_col = next((c for c in raw.columns if str(c).lower() == "split"), None)
     out = pd.DataFrame(
         {
             "kind": kind,
             "key": [pseudonym(str(v), secret=secret, kind=kind) for v in raw.loc[ok, col]],
-            "label": labels[ok].astype(int).to_numpy(),
+            "label": codes,
             "split": (
                 raw.loc[ok, split_col].astype(str).str.strip().str.lower().to_numpy()
                 if split_col is not None
                 else ""
             ),
         }
-    ).drop_duplicates()
+    )
+    if class_names is not None:
+        out["class"] = [class_names[c] for c in codes]
+    out = out.drop_duplicates()
     clash = out.groupby("key")["label"].nunique()
     if (clash > 1).any():
-        raise ConfigError(f"{path}: {int((clash > 1).sum())} key(s) carry both labels")
+        what = "both labels" if class_names is None else "two different labels"
+        raise ConfigError(f"{path}: {int((clash > 1).sum())} key(s) carry {what}")
     return out.drop_duplicates("key").sort_values("key", kind="stable").reset_index(drop=True)
 
 
 def labels_hash(labels: pd.DataFrame) -> str:
-    """Stable 12-hex-digit digest of a pseudonymised label table (order-independent)."""
-    rows = labels[["kind", "key", "label", "split"]].sort_values(["kind", "key"])
+    """Stable 12-hex-digit digest of a pseudonymised label table (order-independent).
+
+    The class names take part when the table has them (0/1 tables hash as before)."""
+    rows = labels[_columns(labels)].sort_values(["kind", "key"])
     text = rows.to_csv(index=False)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def _columns(labels: pd.DataFrame) -> list[str]:
+    return ["kind", "key", "label", "split", *(["class"] if "class" in labels.columns else [])]
 
 
 def write_labels(store: str, labels: pd.DataFrame) -> str:
@@ -146,7 +249,7 @@ def write_labels(store: str, labels: pd.DataFrame) -> str:
     fs, root = _store.store_root(store)
     if not fs.exists(f"{root}/{path}"):
         buf = io.BytesIO()
-        labels[["kind", "key", "label", "split"]].to_parquet(buf, index=False)
+        labels[_columns(labels)].to_parquet(buf, index=False)
         with registry_lock(store):
             _store.atomic_write(store, path, buf.getvalue(), overwrite=False)
     return path

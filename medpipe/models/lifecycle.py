@@ -30,7 +30,7 @@ from medpipe.errors import ModelError
 from medpipe.features.dataset import open_features
 from medpipe.models import labels as lab
 from medpipe.models import registry as reg
-from medpipe.models.metrics import METRICS, format_metric
+from medpipe.models.metrics import format_metric, metric_keys
 from medpipe.models.train import open_scores, scores_group
 from medpipe.results import ModelStageResult, TrainResult
 from medpipe.store import store_root
@@ -314,7 +314,7 @@ def model_stage_result(
     metrics = roc = None
     if plan.meta is not None:
         cv = plan.meta["metrics"]["cv"]
-        metrics = {k: format_metric(k, cv[k]) for k in METRICS if k in cv}
+        metrics = {k: format_metric(k, cv[k]) for k in metric_keys(cv)}
         roc = png_bytes_uri(reg.read_model_file(store, plan.name, plan.version, "roc_cv.png"))
     return ModelStageResult(
         name=plan.name,

@@ -1,4 +1,10 @@
-"""Binary classification metrics with bootstrap confidence intervals, ROC and confusion.
+"""Classification metrics with bootstrap confidence intervals, ROC and confusion.
+
+Binary models (a 1-D P(class 1)) get :func:`binary_metrics`; k > 2 classes (an
+``(n, k)`` probability matrix, columns in the order of the class codes) get
+:func:`multiclass_metrics`: the macro and per-class one-vs-rest AUC, accuracy,
+balanced accuracy and per-class sensitivity of the argmax decision, and the
+multi-class Brier score.  :func:`classification_metrics` picks the right one.
 
 The intervals come from a percentile bootstrap.  Given ``groups`` (the pseudonymous
 patient key per sample) it is a *cluster* bootstrap: patients are drawn with
@@ -15,9 +21,25 @@ from collections.abc import Iterator, Mapping
 import numpy as np
 from sklearn.metrics import confusion_matrix, roc_auc_score, roc_curve
 
+from medpipe.models.multiclass import (
+    MULTICLASS_METRICS,
+    class_key,
+    intervals,
+    multiclass_metrics,
+    ovr_aucs,
+)
+
 __all__ = [
     "METRICS",
+    "MULTICLASS_METRICS",
     "binary_metrics",
+    "multiclass_metrics",
+    "classification_metrics",
+    "is_multiclass",
+    "auc_score",
+    "ovr_aucs",
+    "metric_keys",
+    "confusion_lines",
     "point_metrics",
     "confusion",
     "roc_png",
@@ -36,6 +58,45 @@ _LABELS = {
     "balanced_accuracy": "Balanced accuracy",
     "brier": "Brier score",
 }
+def is_multiclass(prob: np.ndarray) -> bool:
+    """Whether ``prob`` is a k-class probability matrix (``(n, k)``), not P(class 1)."""
+    return np.ndim(prob) == 2
+
+
+def auc_score(y_true: np.ndarray, prob: np.ndarray) -> float:
+    """ROC AUC: binary (P(class 1)) or the macro one-vs-rest AUC of a k-class matrix.
+
+    NaN where undefined (one class only; for k classes, any class absent), as
+    ``roc_auc_score(y, prob, multi_class="ovr", average="macro")`` would refuse.
+    """
+    y = np.asarray(y_true).astype(int)
+    if not is_multiclass(prob):
+        both = (y == 1).any() and (y == 0).any()
+        return float(roc_auc_score(y, np.asarray(prob, dtype=float))) if both else np.nan
+    aucs = ovr_aucs(y, prob)
+    return float(aucs.mean()) if np.isfinite(aucs).all() else np.nan
+
+
+def classification_metrics(
+    y_true: np.ndarray, prob: np.ndarray, *, classes: list | None = None,
+    threshold: float | None = 0.5, **kw: object,
+) -> dict[str, dict[str, float]]:
+    """:func:`binary_metrics` (at ``threshold``) for P(class 1), :func:`multiclass_metrics`
+    for a k-class matrix; ``kw`` are the bootstrap settings of both."""
+    if is_multiclass(prob):
+        return multiclass_metrics(y_true, prob, classes=classes, **kw)  # type: ignore[arg-type]
+    thr = 0.5 if threshold is None else threshold
+    return binary_metrics(y_true, prob, threshold=thr, **kw)  # type: ignore[arg-type]
+
+
+def metric_keys(metrics: Mapping[str, object]) -> list[str]:
+    """The metrics of a metrics dict in print order (binary or k-class; no ``support``)."""
+    if "specificity" in metrics:
+        return [k for k in METRICS if k in metrics]
+    names = metrics.get("support", {}).get("classes", [])  # type: ignore[union-attr]
+    return [*(k for k in MULTICLASS_METRICS if k in metrics),
+            *(class_key("auc", n) for n in names),
+            *(class_key("sensitivity", n) for n in names)]
 
 
 def point_metrics(y_true: np.ndarray, prob: np.ndarray, *, threshold: float = 0.5) -> dict:
@@ -159,12 +220,7 @@ def binary_metrics(
         for k, v in stats(y[idx], p[idx]).items():
             if np.isfinite(v):
                 boots[k].append(v)
-    alpha = (1 - level) / 2
-    out: dict[str, dict[str, float]] = {}
-    for k in keys:
-        b = np.asarray(boots[k])
-        lo, hi = (np.quantile(b, [alpha, 1 - alpha]) if b.size else (np.nan, np.nan))
-        out[k] = {"value": point[k], "ci_low": float(lo), "ci_high": float(hi)}
+    out = intervals({k: point[k] for k in keys}, boots, level)
     out["support"] = {
         "n": int(y.size), "n_positive": int(y.sum()), "threshold": threshold,
         "n_patients": int(len(np.unique(groups))) if groups is not None else int(y.size),
@@ -194,29 +250,68 @@ def youden_threshold(y_true: np.ndarray, prob: np.ndarray) -> float:
 
 def format_metric(name: str, m: Mapping[str, float]) -> str:
     """``AUC 0.912 (95% CI 0.87-0.95)``."""
-    label = _LABELS.get(name, name)
+    label = _LABELS.get(name)
+    if label is None:
+        metric, _, cls = name.partition("_")
+        label = {"auc": f"AUC {cls} vs rest", "sensitivity": f"Sensitivity {cls}"}.get(
+            metric, name) if cls else name
     return f"{label} {m['value']:.3f} (95% CI {m['ci_low']:.2f}-{m['ci_high']:.2f})"
 
 
-def confusion(y_true: np.ndarray, prob: np.ndarray, *, threshold: float = 0.5) -> dict:
-    """Confusion matrix ``{"tn", "fp", "fn", "tp"}`` at ``threshold``."""
+def confusion(y_true: np.ndarray, prob: np.ndarray, *, threshold: float | None = 0.5,
+              classes: list | None = None) -> dict:
+    """Confusion matrix: ``{"tn", "fp", "fn", "tp"}`` at ``threshold`` for P(class 1);
+    for a k-class matrix ``{"classes", "matrix"}`` of the argmax decision (rows the true
+    class, columns the predicted one, as :func:`sklearn.metrics.confusion_matrix`)."""
     y = np.asarray(y_true).astype(int)
+    if is_multiclass(prob):
+        k = np.shape(prob)[1]
+        names = [str(c) for c in (classes if classes is not None else range(k))]
+        pred = np.argmax(np.asarray(prob, dtype=float), axis=1)
+        m = confusion_matrix(y, pred, labels=list(range(k)))
+        return {"classes": names, "matrix": m.astype(int).tolist(),
+                "rows": "true class", "columns": "predicted class"}
+    threshold = 0.5 if threshold is None else threshold
     pred = (np.asarray(prob, dtype=float) >= threshold).astype(int)
     tn, fp, fn, tp = confusion_matrix(y, pred, labels=[0, 1]).ravel()
     return {"tn": int(tn), "fp": int(fp), "fn": int(fn), "tp": int(tp)}
 
 
-def roc_png(y_true: np.ndarray, prob: np.ndarray, *, title: str = "ROC") -> bytes:
-    """The ROC curve as PNG bytes (matplotlib, Agg; no display needed)."""
+def confusion_lines(c: Mapping[str, object]) -> list[str]:
+    """A :func:`confusion` dict as printable lines (one, or a table of k rows)."""
+    if "matrix" not in c:
+        return [f"confusion: TP {c['tp']}  FP {c['fp']}  FN {c['fn']}  TN {c['tn']}"]
+    names = [str(n) for n in c["classes"]]  # type: ignore[attr-defined]
+    width = max(6, *(len(n) for n in names))
+    lines = ["confusion (rows true, columns predicted):",
+             " " * (width + 2) + "".join(f"{n:>{width + 1}}" for n in names)]
+    for n, row in zip(names, c["matrix"], strict=True):  # type: ignore[call-overload]
+        lines.append(f"  {n:<{width}}" + "".join(f"{v:>{width + 1}}" for v in row))
+    return lines
+
+
+def roc_png(y_true: np.ndarray, prob: np.ndarray, *, title: str = "ROC",
+            classes: list | None = None) -> bytes:
+    """The ROC curve as PNG bytes (matplotlib, Agg; no display needed): one curve for
+    P(class 1), one one-vs-rest curve per class (present) for a k-class matrix."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fpr, tpr, _ = roc_curve(np.asarray(y_true).astype(int), np.asarray(prob, dtype=float))
-    auc = roc_auc_score(np.asarray(y_true).astype(int), np.asarray(prob, dtype=float))
+    y = np.asarray(y_true).astype(int)
+    p = np.asarray(prob, dtype=float)
+    if is_multiclass(p):
+        names = [str(c) for c in (classes if classes is not None else range(p.shape[1]))]
+        curves = [(y == c, p[:, c], f"{n} vs rest") for c, n in enumerate(names)
+                  if (y == c).any() and (y != c).any()]
+    else:
+        curves = [(y, p, None)]
     fig = Figure(figsize=(4, 4), dpi=100)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
-    ax.plot(fpr, tpr, lw=2, label=f"AUC {auc:.3f}")
+    for yy, pp, name in curves:
+        fpr, tpr, _ = roc_curve(yy.astype(int), pp)
+        auc = roc_auc_score(yy.astype(int), pp)
+        ax.plot(fpr, tpr, lw=2, label=f"{name}: AUC {auc:.3f}" if name else f"AUC {auc:.3f}")
     ax.plot([0, 1], [0, 1], "--", color="grey", lw=1)
     ax.set(xlabel="1 - specificity", ylabel="sensitivity", title=title, xlim=(0, 1), ylim=(0, 1))
     ax.legend(loc="lower right")

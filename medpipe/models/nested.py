@@ -22,10 +22,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import roc_auc_score
 
 from medpipe.models import search as srch
 from medpipe.models.estimators import ENSEMBLE, LARGE_SAMPLES
+from medpipe.models.metrics import auc_score
 
 __all__ = ["OuterFold", "NestedResult", "select", "nested_cv"]
 
@@ -51,7 +51,7 @@ def select(
     kinds
         Estimator kinds to search (``svm``, ``logreg``, ``rf``).
     x, y, groups
-        The rows selection may see (features, 0/1 labels, patient keys).
+        The rows selection may see (features, class codes, patient keys).
     folds
         Patient-grouped folds of those rows (:func:`~medpipe.models.search.grouped_folds`).
     random_state
@@ -115,7 +115,8 @@ class NestedResult:
     """Outcome of :func:`nested_cv`."""
 
     folds: list[OuterFold]
-    #: P(class 1) of every row from the outer fold that held it out
+    #: P(class 1) of every row from the outer fold that held it out (for k > 2 classes
+    #: the ``(n, k)`` class matrix)
     oof: np.ndarray
     inner_folds: int
     seed: int
@@ -157,7 +158,7 @@ def nested_cv(
     kinds, large, vote
         As :func:`select` (``large`` is decided once, on all the rows).
     x, y, groups
-        The training rows (features, 0/1 labels, patient keys).
+        The training rows (features, class codes, patient keys).
     outer_folds
         Outer patient-grouped stratified folds.
     inner_folds
@@ -178,7 +179,8 @@ def nested_cv(
     groups = np.asarray(groups)
     large = len(y) >= LARGE_SAMPLES if large is None else large
     outer = srch.grouped_folds(y, groups, n_splits=outer_folds, seed=seed)
-    oof = np.full(len(y), np.nan)
+    k = int(y.max()) + 1 if y.size else 2
+    oof = np.full((len(y), k) if k > 2 else len(y), np.nan)  # (n, k) for k classes
     done: list[OuterFold] = []
     m = inner_folds
     for i, (tr, te) in enumerate(outer, 1):
@@ -193,8 +195,7 @@ def nested_cv(
         if on_step is not None:
             on_step("outer refit")
         oof[te] = prob
-        both = len(np.unique(y[te])) == 2
-        auc = float(roc_auc_score(y[te], prob)) if both else float("nan")
+        auc = auc_score(y[te], prob)  # k classes: macro one-vs-rest (NaN: a class absent)
         done.append(OuterFold(tr, te, [(tr[a], tr[b]) for a, b in inner_local], best.kind,
                               best.best_params, float(best.best_score), auc))
         log.info("nested CV: outer fold %d winner %s, selection AUC %.3f, outer AUC %.3f",

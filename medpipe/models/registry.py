@@ -74,6 +74,7 @@ TRUSTED_TYPES: tuple[str, ...] = (
     "medpipe.models.estimators.SoftVote",
     "medpipe.features.visualwords.BagOfVisualWords",
     "dask_ml.linear_model.glm.LogisticRegression",
+    "sklearn.linear_model._logistic.LogisticRegression",  # k > 2 classes (multinomial)
     "sklearn.pipeline.Pipeline",
     "sklearn.feature_selection._variance_threshold.VarianceThreshold",
     "sklearn.calibration.CalibratedClassifierCV",

@@ -13,6 +13,7 @@ import numpy as np
 import xarray as xr
 
 from medpipe.models import estimators as est
+from medpipe.models import multiclass
 from medpipe.models import registry as reg
 from medpipe.models.common import feature_table, load_ref, strings
 from medpipe.models.evaluation import check_compatible
@@ -54,7 +55,8 @@ def score_model(
     does) and appended to ``scores/<name>/<version>`` (the rows already there are not
     rewritten): variables ``probability`` (float, NaN where a needed feature is
     missing) and ``predicted`` (0/1, -1 when unscorable), coords ``sample``, ``series``,
-    ``series_uid``, ``study``, ``patient`` (Zarr ``string`` arrays).
+    ``series_uid``, ``study``, ``patient`` (Zarr ``string`` arrays).  A k-class model's
+    table has a ``class`` dimension instead (:func:`medpipe.models.multiclass.score_table`).
 
     Parameters
     ----------
@@ -99,6 +101,11 @@ def _append_new(
         return {"group": group, "scored": 0, "total": len(done)}
     sub = table.isel(sample=todo).sel(feature=meta["feature_names"])
     prob = est.positive_proba(fitted, sub["features"].data)
+    if prob.ndim == 2:  # k > 2 classes: a class dimension (medpipe.models.multiclass)
+        new = persist_with_progress(multiclass.score_table(prob, sub, meta), var="probability",
+                                    description="score", report=progress)
+        tables.append_samples(new, store=store, path=group, rows=_ROWS)
+        return {"group": group, "scored": len(todo), "total": len(done) + len(todo)}
     thr = float(meta.get("threshold", 0.5))
     pred = da.where(da.isnan(prob), -1, (prob >= thr).astype(np.int8)).astype(np.int8)
     coords = {

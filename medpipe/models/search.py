@@ -38,6 +38,7 @@ from medpipe.models.estimators import (
     make_pipeline,
     param_grid,
 )
+from medpipe.models.multiclass import ovr_aucs
 
 __all__ = [
     "SearchResult",
@@ -72,8 +73,14 @@ def grouped_folds(
     """
     y = np.asarray(y).astype(int)
     groups = np.asarray(groups)
-    per_class = [len(np.unique(groups[y == c])) for c in (0, 1)]
+    codes = sorted({0, 1} | set(np.unique(y).tolist()))  # k classes: every code 0 .. k-1
+    per_class = [len(np.unique(groups[y == c])) for c in codes]
     k = min(n_splits, *per_class)
+    if k < 2 and len(codes) > 2:
+        raise ModelError(
+            "grouped cross-validation needs at least 2 patients of each class; have "
+            + ", ".join(f"{n} of class code {c}" for c, n in zip(codes, per_class, strict=True))
+        )
     if k < 2:
         raise ModelError(
             "grouped cross-validation needs at least 2 patients of each class; "
@@ -132,11 +139,18 @@ def _scored(res: SearchResult, pipe: Any, x: np.ndarray, y: np.ndarray,
             folds: Sequence[tuple[np.ndarray, np.ndarray]]) -> SearchResult:
     """``res`` as its single candidate ``pipe``: out-of-fold probabilities and fold AUCs."""
     res.oof = out_of_fold(pipe, x, y, folds=folds)
-    scores = [float(roc_auc_score(y[te], res.oof[te])) for _, te in folds]
+    scores = [_fold_auc(y[te], res.oof[te]) for _, te in folds]
     res.best_score = float(np.mean(scores))
     res.candidates = [{"params": res.best_params, "mean_auc": res.best_score,
                        "std_auc": float(np.std(scores))}]
     return res
+
+
+def _fold_auc(y: np.ndarray, prob: np.ndarray) -> float:
+    """ROC AUC of a fold: binary, or macro one-vs-rest for a k-class matrix."""
+    if prob.ndim == 2:
+        return float(np.mean(ovr_aucs(np.asarray(y).astype(int), prob)))
+    return float(roc_auc_score(y, prob))
 
 
 def search(
@@ -192,7 +206,8 @@ def _fit_score(pipe: Pipeline, x: np.ndarray, y: np.ndarray, tr: np.ndarray,
 def out_of_fold(
     pipe: Pipeline, x: np.ndarray, y: np.ndarray, *, folds: Sequence[tuple[np.ndarray, np.ndarray]]
 ) -> np.ndarray:
-    """Out-of-fold P(class 1): each fold predicted by a clone fitted on the other folds.
+    """Out-of-fold P(class 1) (the ``(n, k)`` class matrix for k > 2 classes): each fold
+    predicted by a clone fitted on the other folds.
 
     The fold fits run in parallel as tasks on the current Dask scheduler.
     """
@@ -202,7 +217,7 @@ def out_of_fold(
         parts = dask.compute(
             *[dask.delayed(_fit_score, pure=False)(pipe, xd, yd, tr, te) for tr, te in folds]
         )
-    oof = np.full(len(y), np.nan)
+    oof = np.full((len(y), *np.shape(parts[0])[1:]), np.nan)  # (n, k) for k classes
     for (_, te), p in zip(folds, parts, strict=True):
         oof[te] = p
     return oof

@@ -9,6 +9,13 @@
 * :func:`score_model` — probabilities for every sample not yet scored by that model
   version, computed block-wise on the current Dask scheduler.
 
+Labels may have k > 2 classes (:mod:`medpipe.models.labels`): every estimator then
+trains a k-class classifier on the same patient-grouped stratified folds, the search
+and the nested CV are scored by the macro one-vs-rest AUC, the soft vote averages the
+class probabilities, and the decision is the most probable class (argmax; there is no
+Youden threshold for k > 2).  ``model.json`` records ``classes`` (the class names of
+codes ``0 .. k-1``, ``[0, 1]`` for binary labels) and ``decision``.
+
 All three compute on the current Dask scheduler (the flows run them inside
 :func:`flows._runner.on_cluster`).  Evaluation lives in :mod:`medpipe.models.evaluation`
 and scoring in :mod:`medpipe.models.scoring`; both are importable from here.
@@ -30,6 +37,7 @@ from medpipe.models import cnn, nested
 from medpipe.models import estimators as est
 from medpipe.models import labels as lab
 from medpipe.models import metrics as met
+from medpipe.models import multiclass as mc
 from medpipe.models import registry as reg
 from medpipe.models.calibration import calibration_summary, reliability_png
 from medpipe.models.common import catalog_hash, library_versions
@@ -62,6 +70,17 @@ def _groups(table: xr.Dataset) -> np.ndarray:
     patient = _strings(table["patient"])
     series = _strings(table["series_uid"]) if "series_uid" in table.coords else patient
     return np.where(patient != "", patient, series)
+
+
+def _check_classes(classes: list, y: np.ndarray) -> None:
+    """Every class of k > 2 must have training rows (a binary table may lack one: the
+    folds say so)."""
+    if len(classes) <= 2:
+        return
+    missing = [str(c) for i, c in enumerate(classes) if not (y == i).any()]
+    if missing:
+        raise ModelError(f"no training sample of class(es) {missing}; every one of the "
+                         f"{len(classes)} classes {classes} needs training rows")
 
 
 def train_steps(
@@ -176,6 +195,8 @@ def train_model(
     x = np.asarray(table["features"].isel(sample=idx).values, dtype=np.float64)
     y = y_all[idx].astype(int)
     groups = _groups(table)[idx]
+    classes = lab.label_classes(table_labels)
+    _check_classes(classes, y)
     names_all = [str(f) for f in table["feature"].values]
     finite = np.isfinite(x).all(axis=0)
     if not finite.any():
@@ -187,7 +208,7 @@ def train_model(
                              n_samples=len(y))
     # fitted families (sift, orb) learn their vocabulary in each fit of these pipelines,
     # and the CNNs built here find their pixel columns and patient groups
-    with est.pipeline_features(feature_names), \
+    with est.pipeline_features(feature_names), mc.training_classes(len(classes)), \
             cnn.training_features(feature_names, x=x, groups=groups):
         folds = est.grouped_folds(y, groups, n_splits=n_splits, seed=seed)
         vote = estimator == "all"
@@ -201,18 +222,21 @@ def train_model(
             oof = est.out_of_fold(best.pipeline(random_state=seed), x, y, folds=folds)
         step("refit")
         # the decision threshold is chosen on the training rows' out-of-fold probabilities
-        # (Youden's J = max balanced accuracy), never on a held-out split
-        threshold = met.youden_threshold(y, oof)
-        selection_metrics = met.binary_metrics(y, oof, threshold=threshold, n_boot=n_boot,
-                                               seed=seed, groups=groups)
+        # (Youden's J = max balanced accuracy), never on a held-out split; k > 2 classes:
+        # none, the most probable class
+        threshold = None if met.is_multiclass(oof) else met.youden_threshold(y, oof)
+        selection_metrics = met.classification_metrics(
+            y, oof, classes=classes, threshold=threshold, n_boot=n_boot, seed=seed,
+            groups=groups)
         cv_info: dict[str, Any] = {"grouped_by": "patient", "stratified": True, "seed": seed}
         if outer_folds >= 2:
             nres = nested.nested_cv(kinds, x, y, groups, outer_folds=outer_folds,
                                     inner_folds=n_splits, seed=seed, large=large, vote=vote,
                                     on_step=step)
             eval_prob = nres.oof
-            cv_metrics = met.binary_metrics(y, eval_prob, threshold=threshold, n_boot=n_boot,
-                                            seed=seed, groups=groups)
+            cv_metrics = met.classification_metrics(
+                y, eval_prob, classes=classes, threshold=threshold, n_boot=n_boot, seed=seed,
+                groups=groups)
             cv_auc = nres.mean_auc
             cv_info.update(method="nested", outer_folds=nres.outer_folds,
                            inner_folds=nres.inner_folds, n_splits=len(folds),
@@ -231,7 +255,9 @@ def train_model(
         "estimator": best.kind,
         "best_params": best.best_params,
         "incremental": best.large,
-        "threshold": threshold,
+        **({"threshold": threshold} if threshold is not None else {}),
+        "classes": classes,
+        "decision": "threshold" if threshold is not None else "argmax",
         "search": {
             r.kind: {"best_auc": r.best_score, "best_params": r.best_params,
                      "candidates": r.candidates}
@@ -240,9 +266,10 @@ def train_model(
         "cv": cv_info,
         "selection_auc": best.best_score,
         "metrics": {"cv": cv_metrics, "selection": selection_metrics},
-        "calibration": {"cv": calibration_summary(y, eval_prob)},
-        "confusion": {"cv": met.confusion(y, eval_prob, threshold=threshold),
-                      "selection": met.confusion(y, oof, threshold=threshold)},
+        "calibration": {"cv": calibration_summary(y, eval_prob, classes=classes)},
+        "confusion": {"cv": met.confusion(y, eval_prob, threshold=threshold, classes=classes),
+                      "selection": met.confusion(y, oof, threshold=threshold,
+                                                 classes=classes)},
         "feature_names": feature_names,
         "features_group": features,
         "feature_config_hash": attrs.get("config_hash"),
@@ -260,7 +287,8 @@ def train_model(
             "key": str(table_labels["kind"].iloc[0]) if len(table_labels) else None,
             "split_used": "train" if has_split else "all",
             "n_train": int(len(y)),
-            "n_positive": int(y.sum()),
+            **({"n_positive": int(y.sum())} if threshold is not None else
+               {"n_per_class": {str(c): int((y == i).sum()) for i, c in enumerate(classes)}}),
             "n_patients": int(len(np.unique(groups))),
         },
         "libraries": library_versions(),
@@ -269,9 +297,10 @@ def train_model(
     version = reg.save_model(
         store, name, model, meta,
         files={
-            "roc_cv.png": met.roc_png(y, eval_prob, title=f"{name}: {cv_title} ROC"),
+            "roc_cv.png": met.roc_png(y, eval_prob, title=f"{name}: {cv_title} ROC",
+                                      classes=classes),
             "calibration_cv.png": reliability_png(
-                y, eval_prob, title=f"{name}: {cv_title} calibration"),
+                y, eval_prob, title=f"{name}: {cv_title} calibration", classes=classes),
         },
     )
     step.finish()  # calibration and registration

@@ -269,6 +269,9 @@ def _run(path: Path, meta: dict[str, Any], fitted: Any, rec: Recipe, *, work: st
         check_compatible(meta, table)
     names = list(meta["feature_names"])
     x = np.asarray(table["features"].sel(feature=names).values, dtype=np.float64)
+    if len(meta.get("classes", [0, 1])) > 2:
+        raise ModelError(f"medpipe predict supports binary models; {ref} has classes "
+                         f"{meta['classes']} (use medpipe score)")
     prob = np.asarray(positive_proba(fitted, x), dtype=np.float64)
     thr = float(meta.get("threshold", 0.5))
     preds = []

@@ -267,7 +267,7 @@ def nightly_markdown(
 
 def metrics_rows(metrics: Mapping[str, Mapping[str, float]]) -> list[dict[str, Any]]:
     """One row per metric (value and CI, 4 decimals), for a table artifact."""
-    from medpipe.models.metrics import METRICS
+    from medpipe.models.metrics import metric_keys
 
     return [
         {
@@ -276,7 +276,7 @@ def metrics_rows(metrics: Mapping[str, Mapping[str, float]]) -> list[dict[str, A
             "ci_low": round(metrics[k]["ci_low"], 4),
             "ci_high": round(metrics[k]["ci_high"], 4),
         }
-        for k in METRICS
+        for k in metric_keys(metrics)
     ]
 
 
@@ -288,9 +288,9 @@ def metrics_markdown(
     png_path: str | None = None,
 ) -> str:
     """Markdown of a model's metrics with CIs, and its ROC plot embedded as a data URI."""
-    from medpipe.models.metrics import METRICS, format_metric
+    from medpipe.models.metrics import format_metric, metric_keys
 
-    lines = "\n".join(f"- {format_metric(k, metrics[k])}" for k in METRICS)
+    lines = "\n".join(f"- {format_metric(k, metrics[k])}" for k in metric_keys(metrics))
     md = f"### {title}\n\n{lines}\n"
     if png:
         md += f"\n![ROC]({png_bytes_uri(png)})\n\n`{png_path}`\n"
