@@ -34,18 +34,16 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
-import dask.array as da
 import numpy as np
 from dask_ml.linear_model import LogisticRegression
 from dask_ml.preprocessing import StandardScaler as _DaskStandardScaler
-from dask_ml.wrappers import Incremental, ParallelPostFit
+from dask_ml.wrappers import Incremental
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.feature_selection import VarianceThreshold
 from sklearn.linear_model import LogisticRegression as _KClassLogisticRegression
 from sklearn.linear_model import SGDClassifier
-from sklearn.metrics import roc_auc_score
 from sklearn.pipeline import Pipeline
 from sklearn.svm import LinearSVC
 
@@ -53,6 +51,8 @@ from medpipe.errors import ConfigError
 from medpipe.features.fitted import fitted_steps
 from medpipe.models import cnn as _cnn
 from medpipe.models import multiclass as _mc
+from medpipe.models.probability import auc_scorer, positive_proba, proba_block
+from medpipe.models.probability import fit_pipeline as _fit
 
 __all__ = [  # noqa: F822 - the search helpers are served by __getattr__ below
     "ESTIMATORS",
@@ -156,7 +156,7 @@ class SoftVote(ClassifierMixin, BaseEstimator):
         return self
 
     def predict_proba(self, X: Any) -> np.ndarray:  # noqa: N803 - sklearn API
-        p1 = np.mean([_proba_block(e, X) for e in self.estimators_], axis=0)
+        p1 = np.mean([proba_block(e, X) for e in self.estimators_], axis=0)
         return p1 if p1.ndim == 2 else np.column_stack([1 - p1, p1])
 
     def predict(self, X: Any) -> np.ndarray:  # noqa: N803 - sklearn API
@@ -359,80 +359,3 @@ register_estimator(Estimator(_cnn.NAME, _cnn.classifier, _cnn.grid, vote=False))
 
 #: The built-in estimator kinds (``estimator_names()`` also lists registered ones).
 ESTIMATORS = estimator_names()
-
-
-def _final_step(model: Any) -> Any:
-    est = model.estimator if isinstance(model, ParallelPostFit) and not isinstance(
-        model, Incremental
-    ) else model
-    return est
-
-
-def _proba_block(est: Any, x: np.ndarray) -> np.ndarray:
-    """P(class 1) of an in-memory block (NaN for rows with a non-finite feature).
-
-    Hinge-loss models (the incremental SVM) have no probabilities: their score is the
-    logistic function of the margin, which ranks samples the same way.
-    """
-    # a copy: dask-ml's StandardScaler.transform scales NumPy input *in place*
-    x = np.array(x, dtype=np.float64, copy=True)
-    out = np.full(x.shape[0], np.nan)
-    ok = np.isfinite(x).all(axis=1)
-    if not ok.any():
-        return out
-    x = x[ok]
-    clf = est[-1] if isinstance(est, Pipeline) else est
-    base = getattr(clf, "estimator_", None) if isinstance(clf, Incremental) else clf
-    if isinstance(base, SGDClassifier) and base.loss == "hinge":
-        xt = est[:-1].transform(x) if isinstance(est, Pipeline) else x
-        margin = np.asarray(base.decision_function(xt), dtype=float)
-        if margin.ndim == 2:  # k classes: the softmax of the one-vs-rest margins
-            return _mc.rows_into(ok, _mc.softmax(margin))
-        out[ok] = 1.0 / (1.0 + np.exp(-np.clip(margin, -500, 500)))
-        return out
-    proba = np.asarray(est.predict_proba(x), dtype=float)
-    classes = list(getattr(clf, "classes_", [0, 1]))
-    if len(classes) > 2:  # k classes: the (n, k) matrix of the class codes
-        return _mc.rows_into(ok, _mc.class_matrix(proba, np.asarray(classes)))
-    out[ok] = proba[:, classes.index(1)] if 1 in classes else proba[:, -1]
-    return out
-
-
-def positive_proba(model: Any, x: np.ndarray | da.Array) -> np.ndarray | da.Array:
-    """Probability of class 1 for each row of ``x`` (an ``(n, k)`` matrix for k > 2).
-
-    A Dask array gives a lazy Dask array computed block by block (what
-    :class:`~dask_ml.wrappers.ParallelPostFit` does), so scoring runs on the cluster.
-    """
-    est = _final_step(model)
-    k = _mc.n_classes(est)
-    if isinstance(x, da.Array) and k > 2:  # a lazy (n, k) matrix, block by block
-        x = x.rechunk({1: -1})
-        return x.map_blocks(lambda b: _proba_block(est, b), chunks=(x.chunks[0], (k,)),
-                            dtype=np.float64, meta=np.array([[]]))
-    if isinstance(x, da.Array):
-        x = x.rechunk({1: -1})
-        return x.map_blocks(
-            lambda b: _proba_block(est, b), drop_axis=1, dtype=np.float64, meta=np.array([])
-        )
-    return _proba_block(est, np.asarray(x))
-
-
-def auc_scorer(estimator: Any, x: np.ndarray, y: np.ndarray) -> float:
-    """ROC AUC scorer (sklearn scorer signature) for any of the pipelines.
-
-    dask-ml's estimators do not carry scikit-learn's classifier tags, so the stock
-    ``"roc_auc"`` scorer would pass them the two-column probabilities.
-    """
-    prob = _proba_block(estimator, x)
-    if prob.ndim == 2:  # k classes: the macro one-vs-rest AUC (roc_auc_ovr)
-        return float(np.mean(_mc.ovr_aucs(np.asarray(y).astype(int), prob)))
-    return float(roc_auc_score(np.asarray(y).astype(int), prob))
-
-
-def _fit(pipe: Any, x: Any, y: Any) -> Any:
-    if isinstance(pipe, Pipeline) and isinstance(pipe[-1], Incremental):
-        xd = x if isinstance(x, da.Array) else da.from_array(np.asarray(x), chunks=(10_000, -1))
-        yd = y if isinstance(y, da.Array) else da.from_array(np.asarray(y), chunks=xd.chunks[0])
-        return pipe.fit(xd, yd, clf__classes=_mc.codes_of(y))
-    return pipe.fit(x, y)

@@ -31,14 +31,13 @@ from medpipe.models.estimators import (
     ENSEMBLE,
     LARGE_SAMPLES,
     SoftVote,
-    _fit,
-    _proba_block,
-    auc_scorer,
     get_estimator,
     make_pipeline,
     param_grid,
 )
 from medpipe.models.multiclass import ovr_aucs
+from medpipe.models.probability import auc_scorer, proba_block
+from medpipe.models.probability import fit_pipeline as _fit
 
 __all__ = [
     "SearchResult",
@@ -200,7 +199,7 @@ def _plain(params: dict[str, Any]) -> dict[str, Any]:
 def _fit_score(pipe: Pipeline, x: np.ndarray, y: np.ndarray, tr: np.ndarray,
                te: np.ndarray) -> np.ndarray:
     fitted = _fit(clone(pipe), x[tr], y[tr])
-    return _proba_block(fitted, x[te])
+    return proba_block(fitted, x[te])
 
 
 def out_of_fold(
