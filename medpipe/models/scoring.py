@@ -21,9 +21,17 @@ from medpipe.models import registry as reg
 from medpipe.models.common import feature_table, load_ref, strings
 from medpipe.models.evaluation import check_compatible
 from medpipe.progress import Report, persist_with_progress
-from medpipe.store import layout, tables
+from medpipe.store import layout, outputs, tables
 
-__all__ = ["SCORES", "INPUT", "scores_group", "open_scores", "score_model", "unscored_samples"]
+__all__ = [
+    "SCORES",
+    "INPUT",
+    "scores_group",
+    "open_scores",
+    "score_model",
+    "unscored_samples",
+    "count_unscored",
+]
 
 #: Store group of the scores: ``scores/<name>/<version>``.
 SCORES = layout.SCORES
@@ -80,6 +88,36 @@ def unscored_samples(scores: xr.Dataset | None, table: xr.Dataset) -> list[int]:
     scored = dict(zip(strings(scores["sample"]), strings(scores[INPUT]), strict=True))
     return [i for i, (s, v) in enumerate(zip(samples, current, strict=True))
             if scored.get(s) != v]
+
+
+def count_unscored(store: str, group: str, features_group: str) -> int:
+    """How many samples of ``features_group`` lack a score of their current input in ``group``.
+
+    A set difference on the outputs index (:mod:`medpipe.store.outputs`) when the store
+    has one; else the coords of both tables (:func:`unscored_samples`).
+
+    Parameters
+    ----------
+    store
+        Store URL or path.
+    group
+        The score table (``scores/<name>/<version>``).
+    features_group
+        The feature table it scores.
+
+    Returns
+    -------
+    int
+        0 when there is no feature table.
+    """
+    index = outputs.read_index(store)
+    if index is not None:
+        return len(outputs.stale(outputs.inputs(index, features_group, by="sample"),
+                                 outputs.inputs(index, group, by="sample")))
+    if not tables.has_table(store, features_group):
+        return 0
+    table = tables.open_table(store, features_group)
+    return len(unscored_samples(open_scores(store, group), table))
 
 
 def score_model(
@@ -181,6 +219,7 @@ def _append_new(
         rows = xr.concat([kept, new], dim="sample", data_vars="all", coords="different",
                          compat="equals", combine_attrs="override")
         tables.write_table(rows, store=store, path=group, rows=_ROWS)
+        outputs.record_table(store, group, rows, input_coord=INPUT, replaced=True)
         rescored = before - int(kept.sizes["sample"])
         total = int(rows.sizes["sample"])
     else:
@@ -191,5 +230,7 @@ def _append_new(
             tables.write_table(new, store=store, path=group, rows=_ROWS)
         else:
             tables.append_samples(new, store=store, path=group, rows=_ROWS)
+        # a rescored sample's new row supersedes its old one in the index
+        outputs.record_table(store, group, new, input_coord=INPUT)
         total = before - rescored + len(todo)
     return {"group": group, "scored": len(todo), "rescored": rescored, "total": total}
