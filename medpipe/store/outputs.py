@@ -81,6 +81,8 @@ WRITTEN = "written"
 DROPPED = "dropped"
 #: ``status`` of a whole table rewritten (``series`` and ``sample`` empty).
 RESET = "reset"
+#: Stores this process has seen indexed (ingest asks before every series).
+_INDEXED: set[str] = set()
 #: The columns compared by :func:`same_index`.
 _STATE = ("output", "series", "sample", "version", "input", "axes")
 
@@ -102,13 +104,17 @@ def ensure_index(store: str) -> bool:
     bool
         :func:`has_index` after the call.
     """
+    if store in _INDEXED:  # a snapshot is never removed before its successor is in place
+        return True
     if has_index(store):
+        _INDEXED.add(store)
         return True
     fs, root = store_root(store)
     groups = (layout.IMAGES, layout.PREPROCESSED, layout.FEATURES, layout.SCORES)
     if any(fs.exists(f"{root}/{g}") for g in groups):
         return False
     parts.write_snapshot(store, layout.OUTPUTS, _frame([]), replaces=[])
+    _INDEXED.add(store)
     return True
 
 
@@ -352,6 +358,7 @@ def compact(store: str, *, owner: str, min_parts: int = 1) -> int:
         names, _ = parts.list_log(store, layout.OUTPUTS)
         current, n = _read_current(store)
         if current is None or n < min_parts:
+            parts.clean_replaced(store, layout.OUTPUTS)  # what a compaction cut short left
             return 0
         # the parts listed before the read: one appended since stays, read after this
         frame = _frame(current.assign(status=WRITTEN).to_dict("records"), run_id=owner)

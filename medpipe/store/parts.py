@@ -44,6 +44,8 @@ __all__ = [
     "write_snapshot",
     "read_log",
     "has_snapshot",
+    "live_files",
+    "clean_replaced",
 ]
 
 #: Parquet metadata key of a snapshot: the JSON list of the part names it stands for.
@@ -77,6 +79,54 @@ def list_log(store: str, folder: str) -> tuple[list[str], list[str]]:
 def has_snapshot(store: str, folder: str) -> bool:
     """True when the log at ``folder`` has a snapshot."""
     return bool(list_log(store, folder)[1])
+
+
+def live_files(store: str, folder: str) -> tuple[list[str], list[str]]:
+    """The files a reader of the log reads: the newest snapshot, then the parts it does not name.
+
+    Returns
+    -------
+    files : list of str
+        Store-relative paths, the snapshot (if any) first, then parts in name order.
+    listed : list of str
+        Every part name listed (what a compaction made now would replace).
+    """
+    parts, snaps = list_log(store, folder)
+    replaced: set[str] = set()
+    files = []
+    if snaps:
+        files.append(posixpath.join(folder, snaps[-1]))
+        replaced = set(_replaced(store, files[0]))
+    files += [posixpath.join(folder, n) for n in parts if n not in replaced]
+    return files, parts
+
+
+def clean_replaced(store: str, folder: str) -> int:
+    """Delete what the newest snapshot made obsolete (a compaction cut short left them).
+
+    Returns
+    -------
+    int
+        The number of files deleted.
+    """
+    parts, snaps = list_log(store, folder)
+    if not snaps:
+        return 0
+    replaced = set(_replaced(store, posixpath.join(folder, snaps[-1])))
+    doomed = [n for n in parts if n in replaced] + snaps[:-1]
+    fs, root = store_root(store)
+    for name in doomed:
+        with contextlib.suppress(FileNotFoundError):
+            fs.rm(join(root, posixpath.join(folder, name)))
+    return len(doomed)
+
+
+def _replaced(store: str, path: str) -> list[str]:
+    """The part names a snapshot stands for (its Parquet metadata only is read)."""
+    fs, root = store_root(store)
+    with fs.open(join(root, path), "rb") as fh:
+        meta = pq.read_schema(fh).metadata or {}
+    return list(json.loads(meta[REPLACES])) if REPLACES in meta else []
 
 
 def _parquet(frame: pd.DataFrame, meta: dict[bytes, bytes] | None = None) -> bytes:

@@ -89,7 +89,8 @@ def test_a_compaction_cut_short_counts_nothing_twice(tmp_path: Path,
     assert outputs.versions(after, "images") == {"a": "v2", "b": "v1"}
 
     (Path(store) / "locks" / "write.lock").unlink(missing_ok=True)
-    assert outputs.compact(store, owner="r2") == 0  # the parts are already folded
+    assert outputs.compact(store, owner="r2") == 0  # the parts are already folded: the
+    assert parts.list_log(store, layout.OUTPUTS)[0] == []  # next compaction deletes them
     outputs.record(store, _rows(("images", "c", "v1", "h4")))
     assert outputs.compact(store, owner="r3") == 1
     names, snaps = parts.list_log(store, layout.OUTPUTS)
@@ -224,3 +225,46 @@ def test_reindex_rebuilds_the_live_index(pipeline: dict, tmp_path: Path) -> None
     outputs.record(copy, [{"output": "images", "series": "ghost", "sample": "",
                            "version": "x", "input": "y", "status": outputs.WRITTEN}])
     assert runner.invoke(app, ["reindex", copy, "--check"]).exit_code == 1
+
+
+# --- catalog compaction --------------------------------------------------------------
+
+
+def test_catalog_compaction_keeps_every_row(pipeline: dict, tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    store = str(tmp_path / "cat.zarr")
+    shutil.copytree(pipeline["store"], store)
+    before = catalog.read_catalog(store).reset_index(drop=True)
+    files, listed = parts.live_files(store, layout.CATALOG)
+    assert len(files) == len(listed) > 30  # one part per series ingested, and per probe
+
+    # cut short after the snapshot is written: nothing read changes, nothing twice
+    import fsspec.implementations.local as local
+
+    def die(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(local.LocalFileSystem, "rm", die)
+        with pytest.raises(KeyboardInterrupt):
+            catalog.compact(store, owner="c1")
+    (Path(store) / "locks" / "write.lock").unlink(missing_ok=True)
+    pd.testing.assert_frame_equal(catalog.read_catalog(store).reset_index(drop=True), before)
+    assert len(parts.live_files(store, layout.CATALOG)[0]) == 1
+
+    assert catalog.compact(store, owner="c2") == 0  # one file to read already
+    after = catalog.read_catalog(store).reset_index(drop=True)
+    pd.testing.assert_frame_equal(after, before)
+    pd.testing.assert_frame_equal(catalog.current(store), catalog.current(before))
+    assert sorted(p.name for p in (Path(store) / layout.CATALOG).iterdir()
+                  if p.suffix == ".parquet")[0].startswith("snapshot-")
+
+    # parts appended later are read after the snapshot, and fold into the next one
+    ingest.ingest_archive(str(pipeline["archive"]), store, secret=SECRET)  # nothing new
+    catalog.append(store, [{"path": "x.dcm", "status": "quarantined", "reason": "r"}],
+                   run_id="r9")
+    grown = catalog.read_catalog(store).reset_index(drop=True)
+    assert len(grown) == len(before) + 1 and grown["path"].iloc[-1] == "x.dcm"
+    assert catalog.compact(store, owner="c3") == 2
+    pd.testing.assert_frame_equal(catalog.read_catalog(store).reset_index(drop=True), grown)
+    assert len(list((Path(store) / layout.CATALOG).glob("*.parquet"))) == 1
