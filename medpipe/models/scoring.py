@@ -225,7 +225,9 @@ def _append_new(
     else:
         # a crash between the drop and the append leaves these samples unscored: the
         # next run scores them (nothing is lost, nothing scored twice)
-        rescored = tables.drop_samples(store, group, names.tolist()) if old is not None else 0
+        had = set() if old is None else set(strings(old["sample"]).tolist())
+        replaced = [n for n in names.tolist() if n in had]
+        rescored = tables.drop_samples(store, group, replaced) if replaced else 0
         if old is not None and rescored == before:  # every stored row replaced
             tables.write_table(new, store=store, path=group, rows=_ROWS)
         else:
