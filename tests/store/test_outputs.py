@@ -134,9 +134,12 @@ def _pending(store: str, pgroup: str, monkeypatch: pytest.MonkeyPatch) -> tuple:
                 count_unscored(store, layout.scores("ix", "v1"), fgroup))
 
     live = ask()
+    raw = fdata.stale_series(store, config=FCFG)  # features of the ingested images: none
     with monkeypatch.context() as m:
         _without_index(m)
         assert ask() == live  # the set difference answers as the metadata does
+        assert fdata.stale_series(store, config=FCFG) == raw
+    assert len(raw) == 33
     return live
 
 
