@@ -50,8 +50,10 @@ def pending_series(store: str, *, config: PreprocessConfig, source: str = "image
     A series is pending when it has no complete output yet, or when its source image
     was re-ingested after the output was written.  With an outputs index
     (:mod:`medpipe.store.outputs`) this is a set difference on the index and reads no
-    image metadata; a store without one (made before the index) is read as before: two
-    ``zarr.json`` per series.
+    image metadata, and a series found unsupported (not a grey-level ``z, y, x``
+    volume) is not pending again until it changes; a store without an index (made
+    before it) is read as before: two ``zarr.json`` per series, the unsupported ones
+    pending every run.
 
     Parameters
     ----------
@@ -181,6 +183,9 @@ def preprocess_batch(
                                              record=False)
         except UnsupportedSourceError as err:
             unsupported[key] = err.reason
-    # one index part per batch, once its series are written
+    # one index part per batch, once its series are written; the unsupported ones are
+    # not pending again until they change
     _outputs.record_images(store, preprocessed_group(config), list(written))
+    _outputs.record_unsupported(store, preprocessed_group(config), list(unsupported),
+                                source=source)
     return written, unsupported

@@ -53,12 +53,14 @@ __all__ = [
     "WRITTEN",
     "DROPPED",
     "RESET",
+    "UNSUPPORTED",
     "has_index",
     "ensure_index",
     "image_row",
     "table_rows",
     "record",
     "record_images",
+    "record_unsupported",
     "record_table",
     "read_index",
     "versions",
@@ -81,6 +83,11 @@ WRITTEN = "written"
 DROPPED = "dropped"
 #: ``status`` of a whole table rewritten (``series`` and ``sample`` empty).
 RESET = "reset"
+#: ``status`` of a series its stage cannot process (a colour image for preprocessing):
+#: not pending again until its input changes, and no output (its ``version`` is empty).
+UNSUPPORTED = "unsupported"
+#: The axes of the images preprocessing takes (:func:`medpipe.preprocess.apply.preprocess_series`).
+_PREPROCESSABLE = "z,y,x"
 #: Stores this process has seen indexed (ingest asks before every series).
 _INDEXED: set[str] = set()
 #: The columns compared by :func:`same_index`.
@@ -188,6 +195,22 @@ def record_images(store: str, output: str, keys: Iterable[str], *, run_id: str =
     return record(store, rows, run_id=run_id)
 
 
+def record_unsupported(
+    store: str, output: str, keys: Iterable[str], *, source: str, run_id: str = ""
+) -> int:
+    """Record that the series ``keys`` of ``source`` cannot have the output ``output``.
+
+    They are not pending for it again until their source image changes.
+    """
+    rows = []
+    for k in keys:
+        attrs = read_attrs(store, layout.source_image(source, k)).get("medpipe", {})
+        rows.append({"output": output, "series": k, "sample": "", "version": "",
+                     "input": image_version(attrs), "axes": ",".join(attrs.get("axes") or ()),
+                     "status": UNSUPPORTED})
+    return record(store, rows, run_id=run_id)
+
+
 def record_table(
     store: str,
     output: str,
@@ -237,7 +260,7 @@ def _current(rows: pd.DataFrame) -> pd.DataFrame:
         cut = rows["output"].map(last).fillna(-1).to_numpy()
         rows = rows[rows.index.to_numpy() > cut]
     rows = rows.drop_duplicates(list(KEY), keep="last")
-    rows = rows[rows["status"] == WRITTEN]
+    rows = rows[rows["status"].isin([WRITTEN, UNSUPPORTED])]
     return rows.drop(columns=["status", "run_id", "written_at"]).reset_index(drop=True)
 
 
@@ -267,7 +290,7 @@ def read_index(store: str) -> pd.DataFrame | None:
 
 def versions(index: pd.DataFrame, output: str, *, skip_time: bool = False) -> dict[str, str]:
     """Series key → version of the images of ``output`` (``skip_time``: no ``t`` axis)."""
-    rows = index[(index["output"] == output) & (index["sample"] == "")]
+    rows = index[(index["output"] == output) & (index["sample"] == "") & (index["version"] != "")]
     if skip_time:
         timed = np.array(["t" in a.split(",") for a in rows["axes"]], dtype=bool)
         rows = rows[~timed]
@@ -305,8 +328,12 @@ def rebuild(store: str) -> pd.DataFrame:
             rows.append(image_row(group, layout.key_of(path), attrs))
 
     images(layout.IMAGES)
+    # preprocessing takes grey-level (z, y, x) volumes only: the others are unsupported
+    others = [r for r in rows if r["axes"] != _PREPROCESSABLE]
     for group in subgroups(store, layout.PREPROCESSED):
         images(group)
+        rows += [{**r, "output": group, "version": "", "input": r["version"],
+                  "status": UNSUPPORTED} for r in others]
     for group in subgroups(store, layout.FEATURES):
         if has_table(store, group):
             rows += table_rows(group, open_table(store, group), input_coord="version")

@@ -271,3 +271,32 @@ def test_catalog_compaction_keeps_every_row(pipeline: dict, tmp_path: Path,
     assert catalog.compact(store, owner="c3") == 2
     pd.testing.assert_frame_equal(catalog.read_catalog(store).reset_index(drop=True), grown)
     assert len(list((Path(store) / layout.CATALOG).glob("*.parquet"))) == 1
+
+
+def test_an_unsupported_series_is_not_pending_again_until_it_changes(tmp_path: Path) -> None:
+    """A colour image cannot be preprocessed: recorded once, it no longer starts a run."""
+    from pydicom.data import get_testdata_file
+
+    archive = tmp_path / "archive"
+    archive.mkdir()
+    for name in ("CT_small.dcm", "SC_rgb_dcmtk_+eb+cr.dcm"):
+        shutil.copy(get_testdata_file(name), archive / name)
+    store = str(tmp_path / "store.zarr")
+    ingest.ingest_archive(str(archive), store, secret=SECRET)
+    keys = papply.pending_series(store, config=PCFG)
+    assert len(keys) == 2
+    written, unsupported = papply.preprocess_batch(store, keys, config=PCFG)
+    assert len(written) == len(unsupported) == 1
+    (rgb,) = unsupported
+    assert papply.pending_series(store, config=PCFG) == []
+    # what a rebuild finds in the store says the same
+    assert outputs.same_index(outputs.rebuild(store), outputs.read_index(store))
+    # an unsupported series is no feature source of the preprocessed group
+    assert fdata.stale_series(store, config=FCFG, source=papply.preprocessed_group(PCFG)) == [
+        next(iter(written))]
+    # the file changes: the series is tried again
+    path = archive / "SC_rgb_dcmtk_+eb+cr.dcm"
+    st = path.stat()
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    ingest.ingest_archive(str(archive), store, secret=SECRET)
+    assert papply.pending_series(store, config=PCFG) == [rgb]
