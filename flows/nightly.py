@@ -33,7 +33,7 @@ from medpipe.preprocess import PreprocessConfig
 from medpipe.preprocess.apply import pending_series, preprocessed_group
 from medpipe.progress import progress_bar
 from medpipe.results import ModelStageResult, NightlyResult
-from medpipe.store import store_lock
+from medpipe.store import outputs, store_lock
 
 __all__ = ["NightlyParams", "nightly_flow", "NIGHTLY_FEATURES"]
 
@@ -152,6 +152,8 @@ def nightly_flow(params: NightlyParams) -> NightlyResult:
         with _stage("model", stages):
             model = _model_stage(params, plan.features_group, cluster)
             ran(1)
+        catalog.compact(store, owner=run_id, min_parts=nightly.COMPACT_AFTER)
+        outputs.compact(store, owner=run_id, min_parts=nightly.COMPACT_AFTER)
         path = None
         if report.needs_report(any_work=plan.any_work, model=model):
             # inside the lock: the report is a store write like any other

@@ -25,6 +25,7 @@ import pandas as pd
 
 from medpipe import store as _store
 from medpipe.store import layout
+from medpipe.store import parts as _log
 
 __all__ = [
     "COLUMNS",
@@ -38,6 +39,7 @@ __all__ = [
     "append",
     "content_hash",
     "new_run_id",
+    "compact",
 ]
 
 #: Catalog columns, in order.
@@ -160,11 +162,41 @@ def content_hash(path: str | os.PathLike[str]) -> str:
 
 
 def _parts(store: str) -> list[str]:
+    """The catalog files to read: its newest snapshot (see :func:`compact`), then parts."""
     fs, root = _store.store_root(store)
-    base = f"{root}/{_CATALOG}"
-    if not fs.exists(base):
-        return []
-    return sorted(p for p in fs.ls(base, detail=False) if p.endswith(".parquet"))
+    return [f"{root}/{p}" for p in _log.live_files(store, _CATALOG)[0]]
+
+
+def compact(store: str, *, owner: str, min_parts: int = 2) -> int:
+    """Merge the catalog's parts into one snapshot part (every row kept, in order).
+
+    Reading the catalog then opens one file instead of one per batch of every run ever.
+    The snapshot is written atomically before the parts it replaces are deleted, and
+    readers ignore the parts a snapshot names, so a crash at any point changes nothing
+    :func:`read_catalog` returns.  Takes the store's write lock (the catalog's writer).
+
+    Parameters
+    ----------
+    store
+        Store URL or path.
+    owner
+        The run taking the lock.
+    min_parts
+        Only merge when a reader opens at least this many files.
+
+    Returns
+    -------
+    int
+        The number of files merged (0: nothing written).
+    """
+    with _store.store_lock(store, _store.WRITE_LOCK, owner=owner):
+        files, listed = _log.live_files(store, _CATALOG)
+        if len(files) < max(min_parts, 2):
+            _log.clean_replaced(store, _CATALOG)  # what a compaction cut short left
+            return 0
+        rows = read_catalog(store)
+        _log.write_snapshot(store, _CATALOG, rows.reset_index(drop=True), replaces=listed)
+    return len(files)
 
 
 def read_catalog(store: str) -> pd.DataFrame:

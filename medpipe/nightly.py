@@ -20,10 +20,14 @@ from medpipe.catalog import Diff, FileStat
 from medpipe.ingest import IngestSummary, start_summary
 from medpipe.results import FeatureResult, PreprocessResult
 
-__all__ = ["NightlyPlan", "plan_nightly", "skipped_results", "NOTHING_TO_DO"]
+__all__ = ["NightlyPlan", "plan_nightly", "skipped_results", "NOTHING_TO_DO", "COMPACT_AFTER"]
 
 #: The ``skipped`` reason of a stage with no work.
 NOTHING_TO_DO = "nothing new"
+#: A nightly run folds the catalog and the outputs index into one snapshot each
+#: (:func:`medpipe.catalog.compact`, :func:`medpipe.store.outputs.compact`) once a reader
+#: of either would open at least this many files: reading them stays O(1) files.
+COMPACT_AFTER = 64
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from medpipe.cli import ingest as _ingest
 from medpipe.cli import models as _models
 from medpipe.cli import nightly as _nightly
 from medpipe.cli import predict as _predict
+from medpipe.cli import reindex as _reindex
 from medpipe.cli import report as _report
 from medpipe.cli import stages as _stages
 from medpipe.cli.common import prefect_defaults
@@ -45,6 +46,7 @@ for _command in (
     _nightly.demo,
     _report.report,
     _audit.audit,
+    _reindex.reindex,
 ):
     app.command()(_command)
 app.add_typer(_models.sample_app, name="sample")

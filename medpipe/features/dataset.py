@@ -6,12 +6,14 @@ import logging
 from collections.abc import Sequence
 
 import numpy as np
+import pandas as pd
 import xarray as xr
 
 from medpipe import store as _store
 from medpipe.features.extract import FeatureConfig, extract
 from medpipe.progress import Report, persist_with_progress
 from medpipe.store import image_version, layout
+from medpipe.store import outputs as _outputs
 from medpipe.store import tables as _tables
 
 __all__ = [
@@ -127,7 +129,10 @@ def write_features(table: xr.Dataset, *, store: str, path: str) -> str:
         ``path``.
     """
     # one task per sample in the graph, but a few large chunks on disk
-    return _tables.write_table(table, store=store, path=path, rows=_ROWS)
+    _tables.write_table(table, store=store, path=path, rows=_ROWS)
+    _outputs.record_table(store, path, _tables.open_table(store, path), input_coord="version",
+                          replaced=True)
+    return path
 
 
 def open_features(store: str, path: str) -> xr.Dataset:
@@ -150,8 +155,14 @@ def _has_table(store: str, path: str) -> bool:
     return _tables.has_table(store, path)
 
 
-def _versions(store: str, source: str) -> dict[str, str]:
-    """Series key -> image version, for the series features can be computed for."""
+def _versions(store: str, source: str, index: pd.DataFrame | None = None) -> dict[str, str]:
+    """Series key -> image version, for the series features can be computed for.
+
+    From the outputs index when there is one (no image metadata read), else from every
+    series' ``zarr.json``.
+    """
+    if index is not None:
+        return _outputs.versions(index, source, skip_time=True)
     out = {}
     for p in _store.list_groups(store, source):
         attrs = _store.read_attrs(store, p).get("medpipe", {})
@@ -164,11 +175,22 @@ def _stale(current: dict[str, str], table: xr.Dataset | None) -> list[str]:
     have: dict[str, str] = {}
     if table is not None:
         have = dict(zip(_strings(table["series"]), _strings(table["version"]), strict=True))
-    return sorted(k for k, v in current.items() if have.get(k) != v)
+    return _outputs.stale(current, have)
+
+
+def _stale_now(
+    store: str, path: str, current: dict[str, str], index: pd.DataFrame | None
+) -> list[str]:
+    """The stale series: a set difference on the index, else against the stored table."""
+    if index is not None:
+        return _outputs.stale(current, _outputs.inputs(index, path))
+    return _stale(current, open_features(store, path) if _has_table(store, path) else None)
 
 
 def stale_series(store: str, *, config: FeatureConfig, source: str = "images") -> list[str]:
     """Series whose features are missing or older than their image (cheap: metadata only).
+
+    With an outputs index (:mod:`medpipe.store.outputs`) this reads the index only.
 
     Parameters
     ----------
@@ -185,8 +207,8 @@ def stale_series(store: str, *, config: FeatureConfig, source: str = "images") -
         Series keys, sorted.
     """
     path = features_group(config, source=source)
-    table = open_features(store, path) if _has_table(store, path) else None
-    return _stale(_versions(store, source), table)
+    index = _outputs.read_index(store)
+    return _stale_now(store, path, _versions(store, source, index), index)
 
 
 def update_features(
@@ -228,9 +250,9 @@ def update_features(
         and ``keys`` (the series computed).
     """
     path = features_group(config, source=source)
-    current = _versions(store, source)
-    old = open_features(store, path) if _has_table(store, path) else None
-    stale = _stale(current, old)
+    index = _outputs.read_index(store)
+    current = _versions(store, source, index)
+    stale = _stale_now(store, path, current, index)
     if keys is not None:
         wanted = set(keys)
         stale = [k for k in stale if k in wanted]
@@ -239,6 +261,7 @@ def update_features(
         return {"group": path, "computed": 0, "kept": len(current) - len(stale), "keys": []}
     new = feature_table(store, config=config, source=source, keys=[k for k, _, _ in samples])
     new = persist_with_progress(new, var="features", description="features", report=progress)
+    old = open_features(store, path) if _has_table(store, path) else None
     kept = 0
     if old is not None:
         series = np.array(_strings(old["series"]), dtype=object)
@@ -247,8 +270,12 @@ def update_features(
         gone = np.array(_strings(old["sample"]), dtype=object)[~keep]
         if kept and len(gone):
             _tables.drop_samples(store, path, gone.tolist())
+            # recorded once dropped; the new rows are recorded after their append
+            _outputs.record_table(store, path, input_coord="version",
+                                  dropped=dict(zip(gone, series[~keep], strict=True)))
     if kept:
         _tables.append_samples(new, store=store, path=path, rows=_ROWS)
+        _outputs.record_table(store, path, new, input_coord="version")
     else:
         write_features(new, store=store, path=path)
     return {

@@ -15,6 +15,7 @@ from medpipe.ingest.planning import GroupPlan, _one_line, _row
 from medpipe.io import read_group
 from medpipe.io.base import Series
 from medpipe.io.registry import get_reader
+from medpipe.store import outputs as _outputs
 
 __all__ = ["IMAGES", "series_attrs", "ingest_group", "ingest_batch"]
 
@@ -113,6 +114,8 @@ def ingest_group(
     # Store errors are not the input's fault: they propagate, the task fails (and is
     # retried), no catalog row is written, and a rerun picks the series up again.
     hashes = [m["sha256"] for m in group.members if m.get("sha256")]
+    _outputs.ensure_index(store)  # a new store is indexed from its first series on
+    keys = []
     for s in serieses:
         dropped.update(s.dropped)
         rejected.update(s.rejected)
@@ -130,6 +133,8 @@ def ingest_group(
             labels=s.labels,
             attrs=series_attrs(s, key=key, secret=secret, hashes=hashes, run_id=run_id),
         )
+        keys.append(key)
+    _outputs.record_images(store, IMAGES, keys, run_id=run_id)
 
     def outcome(path: str) -> tuple[str, str | None]:
         if path in rejected:

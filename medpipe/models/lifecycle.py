@@ -27,11 +27,11 @@ from pathlib import Path
 from typing import Any
 
 from medpipe.errors import ModelError
-from medpipe.features.dataset import open_features
 from medpipe.models import labels as lab
 from medpipe.models import registry as reg
 from medpipe.models.metrics import format_metric, metric_keys
-from medpipe.models.train import open_scores, scores_group
+from medpipe.models.scoring import count_unscored
+from medpipe.models.train import scores_group
 from medpipe.results import ModelStageResult, TrainResult
 from medpipe.store import store_root
 
@@ -213,14 +213,11 @@ def promote(
 
 
 def unscored_count(store: str, name: str, version: str, features_group: str) -> int:
-    """Samples of the feature table without a score from ``name:version`` (metadata only)."""
-    fs, root = store_root(store)
-    if not fs.exists(f"{root}/{features_group}/zarr.json"):
-        return 0
-    table = open_features(store, features_group)
-    scores = open_scores(store, scores_group(name, version))
-    done = 0 if scores is None else scores.sizes.get("sample", 0)
-    return max(0, table.sizes["sample"] - done)
+    """Samples of the feature table without a score of their current input (metadata only).
+
+    See :func:`medpipe.models.scoring.count_unscored`: a re-ingested series counts.
+    """
+    return count_unscored(store, scores_group(name, version), features_group)
 
 
 @dataclass(frozen=True)

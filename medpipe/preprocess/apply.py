@@ -12,6 +12,7 @@ from medpipe.errors import UnsupportedSourceError
 from medpipe.preprocess.pipeline import PreprocessConfig, ResampleStep, run
 from medpipe.preprocess.resample import resample_isotropic
 from medpipe.store import image_version, layout
+from medpipe.store import outputs as _outputs
 
 __all__ = [
     "PREPROCESSED",
@@ -47,7 +48,12 @@ def pending_series(store: str, *, config: PreprocessConfig, source: str = "image
     """Keys of the series under ``source`` without an up-to-date output for ``config``.
 
     A series is pending when it has no complete output yet, or when its source image
-    was re-ingested after the output was written.
+    was re-ingested after the output was written.  With an outputs index
+    (:mod:`medpipe.store.outputs`) this is a set difference on the index and reads no
+    image metadata, and a series found unsupported (not a grey-level ``z, y, x``
+    volume) is not pending again until it changes; a store without an index (made
+    before it) is read as before: two ``zarr.json`` per series, the unsupported ones
+    pending every run.
 
     Parameters
     ----------
@@ -64,6 +70,9 @@ def pending_series(store: str, *, config: PreprocessConfig, source: str = "image
         Series keys, sorted.
     """
     group = preprocessed_group(config)
+    index = _outputs.read_index(store)
+    if index is not None:
+        return _outputs.stale(_outputs.versions(index, source), _outputs.inputs(index, group))
     done = {layout.key_of(p) for p in _store.list_groups(store, group)}
     pending = []
     for path in _store.list_groups(store, source):
@@ -86,7 +95,8 @@ def _regrid_label(mask: xr.DataArray, config: PreprocessConfig) -> xr.DataArray:
 
 
 def preprocess_series(
-    store: str, key: str, *, config: PreprocessConfig, source: str = "images"
+    store: str, key: str, *, config: PreprocessConfig, source: str = "images",
+    record: bool = True,
 ) -> str:
     """Preprocess one series and write it to ``preprocessed/<cfg-hash>/<key>``.
 
@@ -103,6 +113,9 @@ def preprocess_series(
         The preprocessing config.
     source
         Group holding the input images.
+    record
+        Record the output in the outputs index once written (:func:`preprocess_batch`
+        records its whole batch at once instead).
 
     Returns
     -------
@@ -133,7 +146,10 @@ def preprocess_series(
         "source_version": image_version(image.attrs),
     }
     path = layout.preprocessed_image(config.hash(), key)
-    return _store.write_image(out, store=store, path=path, attrs=attrs, labels=labels)
+    _store.write_image(out, store=store, path=path, attrs=attrs, labels=labels)
+    if record:
+        _outputs.record_images(store, preprocessed_group(config), [key])
+    return path
 
 
 def preprocess_batch(
@@ -163,7 +179,13 @@ def preprocess_batch(
     unsupported: dict[str, str] = {}
     for key in keys:
         try:
-            written[key] = preprocess_series(store, key, config=config, source=source)
+            written[key] = preprocess_series(store, key, config=config, source=source,
+                                             record=False)
         except UnsupportedSourceError as err:
             unsupported[key] = err.reason
+    # one index part per batch, once its series are written; the unsupported ones are
+    # not pending again until they change
+    _outputs.record_images(store, preprocessed_group(config), list(written))
+    _outputs.record_unsupported(store, preprocessed_group(config), list(unsupported),
+                                source=source)
     return written, unsupported

@@ -11,6 +11,7 @@
       scores/<name>/<version>/             score tables
       labels/<hash>.parquet                pseudonymised label tables
       catalog/part-*.parquet               the catalog
+      outputs/part-*.parquet               the outputs index (and its snapshot-*.parquet)
       reports/<run-id>/index.html          QA reports
       locks/<name>.lock                    write locks
 
@@ -30,6 +31,7 @@ __all__ = [
     "SCORES",
     "LABELS",
     "CATALOG",
+    "OUTPUTS",
     "REPORTS",
     "LOCKS",
     "IMAGE_LABELS",
@@ -65,6 +67,8 @@ SCORES = "scores"
 LABELS = "labels"
 #: The catalog's Parquet parts: ``catalog/part-*.parquet``.
 CATALOG = "catalog"
+#: The outputs index's Parquet parts and snapshots: ``outputs/{part,snapshot}-*.parquet``.
+OUTPUTS = "outputs"
 #: QA reports: ``reports/<run-id>/index.html``.
 REPORTS = "reports"
 #: Write locks: ``locks/<name>.lock``.
