@@ -11,6 +11,7 @@ import hashlib
 import json
 import pickle
 import sys
+import threading
 from importlib.resources import files
 from pathlib import Path
 
@@ -119,11 +120,26 @@ def _fit_small(x: np.ndarray, y: np.ndarray, seed: int) -> CNNClassifier:
     return CNNClassifier(random_state=seed, **{**FAST, "epochs": 2}).fit(x[:96], y[:96])
 
 
+def _draw_global_random(stop: threading.Event) -> None:
+    while not stop.is_set():
+        np.random.random()  # noqa: NPY002 - NumPy's global generator is the point
+
+
 def test_a_fixed_seed_gives_the_same_model(breast) -> None:
     x, y = breast
     order = np.random.default_rng(1).permutation(len(y))
     x, y = x[order], y[order]
-    a, b = _fit_small(x, y, 7), _fit_small(x, y, 7)
+    a = _fit_small(x, y, 7)
+    # another thread drawing from NumPy's global generator during the fit (a Dask client,
+    # a Prefect server in the same process) does not change the model
+    stop = threading.Event()
+    noise = threading.Thread(target=_draw_global_random, args=(stop,))
+    noise.start()
+    try:
+        b = _fit_small(x, y, 7)
+    finally:
+        stop.set()
+        noise.join()
     pa, pb = a.predict_proba(x[96:]), b.predict_proba(x[96:])
     np.testing.assert_allclose(pa, pb, rtol=0, atol=1e-6)
     other = _fit_small(x, y, 8).predict_proba(x[96:])

@@ -47,6 +47,34 @@ def _full_batches(x: np.ndarray, y: np.ndarray, class_w: np.ndarray, batch: int
     return x[idx], y[idx], np.concatenate([w, np.zeros(pad, np.float32)])
 
 
+def _shuffled_batches(k: Any, x: np.ndarray, y: np.ndarray, w: np.ndarray, batch: int,
+                      seed: int) -> Any:
+    """Whole batches in a new order each epoch, drawn from the fit's own generator.
+
+    Keras shuffles arrays with NumPy's *global* generator (``np.random.permutation``),
+    which any other thread of the process (a Dask client, a Prefect server) may draw from
+    during the fit; a fixed ``random_state`` would then not give the same model.
+    """
+
+    class _Batches(k.utils.PyDataset):
+        def __init__(self) -> None:
+            super().__init__()
+            self.rng = np.random.default_rng(seed)
+            self.order = self.rng.permutation(len(x))
+
+        def __len__(self) -> int:
+            return len(x) // batch
+
+        def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+            idx = self.order[i * batch:(i + 1) * batch]
+            return x[idx], y[idx], w[idx]
+
+        def on_epoch_end(self) -> None:
+            self.order = self.rng.permutation(len(x))
+
+    return _Batches()
+
+
 class CNNClassifier(ClassifierMixin, BaseEstimator):
     """Residual 2-D CNN on the pixel columns of a feature matrix (Keras 3 on JAX).
 
@@ -226,11 +254,10 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
             x_fit, y_fit, w_fit = _full_batches(x_tr, y_tr, cw, int(self.batch_size))
             if val is not None:
                 val = _full_batches(val[0], val[1], cw, int(self.batch_size))
-            history = model.fit(
-                x_fit, y_fit, sample_weight=w_fit, batch_size=int(self.batch_size),
-                epochs=int(self.epochs), validation_data=val, callbacks=callbacks,
-                shuffle=True, verbose=0,
-            ).history
+            batches = _shuffled_batches(k, x_fit, y_fit, w_fit, int(self.batch_size),
+                                        int(self.random_state))
+            history = model.fit(batches, epochs=int(self.epochs), validation_data=val,
+                                callbacks=callbacks, verbose=0).history
         self.model_ = model
         self.history_ = {m: [float(v) for v in vals] for m, vals in history.items()}
         self.epochs_run_ = len(self.history_.get("loss", []))
