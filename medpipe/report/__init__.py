@@ -10,9 +10,9 @@ series and the quarantine reasons.  No patient identifier or archive path appear
 series by their pseudonymous key, quarantined files by reason only.
 
 Modules: :mod:`~medpipe.report.drift` (PSI, KS), :mod:`~medpipe.report.figures`
-(PNG figures), :mod:`~medpipe.report.page` (which run, computing and writing the
-report), :mod:`~medpipe.report.render` (HTML, and the QA artifact's Markdown).  A
-nightly run with nothing to do writes no report (:func:`needs_report`).
+(PNG figures), :mod:`~medpipe.report.runs` (which run), :mod:`~medpipe.report.page`
+(computing and writing the report), :mod:`~medpipe.report.render` (HTML, and the QA
+artifact's Markdown).  A nightly run with nothing to do writes no report (:func:`needs_report`).
 """
 
 from __future__ import annotations

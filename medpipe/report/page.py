@@ -1,12 +1,13 @@
-"""The QA report of one run: what it is about, what it shows, and the page itself.
+"""The QA report of one run: what it shows, and the page itself.
 
-:func:`run_context` says what a run brought (from the report's own ``report.json`` or
-from the catalog), :func:`build_report` computes the report (drift of every feature,
-figures, the current model's ROC and calibration) and :func:`write_qa_report` writes
-``reports/<run-id>/`` atomically: ``index.html``, its PNG figures and ``report.json``.
-The page has no external resource and no patient identifier or archive path: series
-appear by their pseudonymous keys and quarantined files by their reasons only.
-The caller holds the store's write lock (the nightly flow, ``medpipe report``).
+:func:`~medpipe.report.runs.run_context` says what a run brought (from the report's
+own ``report.json`` or from the catalog), :func:`build_report` computes the report
+(drift of every feature, figures, the current model's ROC and calibration) and
+:func:`write_qa_report` writes ``reports/<run-id>/`` atomically: ``index.html``, its
+PNG figures and ``report.json``.  The page has no external resource and no patient
+identifier or archive path: series appear by their pseudonymous keys and quarantined
+files by their reasons only.  The caller holds the store's write lock (the nightly
+flow, ``medpipe report``).
 """
 
 from __future__ import annotations
@@ -20,10 +21,11 @@ from typing import Any
 import numpy as np
 
 from medpipe import store as _store
-from medpipe.errors import ConfigError, MedpipeError, ModelError
+from medpipe.errors import MedpipeError, ModelError
 from medpipe.report.drift import DEFAULT_PSI_THRESHOLD, FeatureDrift, drift_table
 from medpipe.report.figures import drift_png, thumbnail_png
 from medpipe.report.model import model_section
+from medpipe.report.runs import MANIFEST, RunContext, list_runs, run_context
 from medpipe.store import layout, tables
 
 __all__ = [
@@ -36,36 +38,7 @@ __all__ = [
     "write_qa_report",
 ]
 
-#: The machine-readable summary next to each ``index.html``.
-MANIFEST = "report.json"
 _PANELS = 12
-
-
-@dataclass(frozen=True)
-class RunContext:
-    """What one run brought, as the report needs it (pseudonymous keys only).
-
-    Attributes
-    ----------
-    run_id
-        The run (the report's folder).
-    new_series
-        Series keys whose samples are "this run".
-    features_group, model
-        The feature table and the model name (``None``: choose from the store).
-    ingest_run
-        The catalog run id of the run's ingest, when it differs from ``run_id``.
-    summary, stages
-        Counts of the run and stage durations (seconds).
-    """
-
-    run_id: str
-    new_series: tuple[str, ...] = ()
-    features_group: str | None = None
-    model: str | None = None
-    ingest_run: str | None = None
-    summary: Mapping[str, Any] = field(default_factory=dict)
-    stages: Mapping[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -118,88 +91,7 @@ class QAReport:
         return tuple(d for d in self.drift if d.flagged)
 
 
-# ---------------------------------------------------------------- which run, which data
-
-
-def _manifest(store: str, run_id: str) -> dict[str, Any] | None:
-    fs, root = _store.store_root(store)
-    path = f"{root}/{layout.report(run_id)}/{MANIFEST}"
-    if not fs.exists(path):
-        return None
-    return json.loads(fs.cat_file(path))
-
-
-def list_runs(store: str) -> list[str]:
-    """Run ids a report can be written for, oldest first.
-
-    The runs with a report (``reports/<id>/report.json``) and the catalog's runs; an
-    ingest run that a nightly report already covers is listed under the nightly id.
-    """
-    from medpipe import catalog
-
-    fs, root = _store.store_root(store)
-    base = f"{root}/{layout.REPORTS}"
-    reported: dict[str, str | None] = {}
-    if fs.exists(base):
-        for p in fs.ls(base, detail=False):
-            rid = p.rstrip("/").rsplit("/", 1)[-1]
-            man = _manifest(store, rid)
-            if man is not None:
-                reported[rid] = man.get("ingest_run")
-    covered = {v for v in reported.values() if v}
-    rows = catalog.read_catalog(store)
-    runs = set(reported) | ({str(r) for r in rows["run_id"].unique()} - covered)
-    return sorted(runs)
-
-
-def run_context(store: str, run_id: str | None = None) -> RunContext:
-    """What a run brought: from its report's ``report.json``, else from the catalog.
-
-    Parameters
-    ----------
-    store
-        Store URL or path.
-    run_id
-        A run id (:func:`list_runs`); default the latest.
-
-    Raises
-    ------
-    ConfigError
-        The store has no run, or none with this id (the message lists the latest).
-    """
-    from medpipe import catalog
-
-    runs = list_runs(store)
-    if not runs:
-        raise ConfigError(f"store {store!r} has no run yet (run medpipe ingest or nightly)")
-    run_id = run_id or runs[-1]
-    man = _manifest(store, run_id)
-    if man is not None:
-        ctx = man["context"]
-        return RunContext(
-            run_id=run_id,
-            new_series=tuple(ctx.get("new_series", ())),
-            features_group=ctx.get("features_group"),
-            model=ctx.get("model"),
-            ingest_run=ctx.get("ingest_run"),
-            summary=ctx.get("summary", {}),
-            stages=ctx.get("stages", {}),
-        )
-    rows = catalog.read_catalog(store)
-    mine = rows[rows["run_id"].astype(str) == run_id]
-    if mine.empty:
-        raise ConfigError(
-            f"store {store!r} has no run {run_id!r}; latest runs: {', '.join(runs[-5:])}"
-        )
-    ingested = mine[mine["status"] == "ingested"]
-    summary = {"run": run_id, **{str(k): int(v) for k, v in mine["status"].value_counts().items()}}
-    summary["series ingested"] = int(ingested["series"].nunique())
-    return RunContext(
-        run_id=run_id,
-        new_series=tuple(sorted({str(s) for s in ingested["series"] if s})),
-        ingest_run=run_id,
-        summary=summary,
-    )
+# ---------------------------------------------------------------- which data
 
 
 def _model_meta(store: str, name: str | None) -> dict[str, Any] | None:
@@ -351,15 +243,20 @@ def build_report(
         names = [str(f) for f in table["feature"].values if str(f) in ref_names]
         if is_new.any() and ref_mask.any() and names:
             cur = np.asarray(table["features"].sel(feature=names).values[is_new], dtype=float)
-            ref = np.asarray(
-                ref_table["features"].sel(feature=names).values[ref_mask], dtype=float
-            )
+            ref = np.asarray(ref_table["features"].sel(feature=names).values[ref_mask], dtype=float)
             drift = drift_table(cur, ref, names, threshold=threshold)
             col = {n: j for j, n in enumerate(names)}
             shown = [d for d in drift if np.isfinite(d.psi)][:_PANELS]
             png, ranges = drift_png(
-                [(d.feature, cur[:, col[d.feature]], ref[:, col[d.feature]],
-                  f"PSI {d.psi:.2f}" + ("  FLAGGED" if d.flagged else "")) for d in shown]
+                [
+                    (
+                        d.feature,
+                        cur[:, col[d.feature]],
+                        ref[:, col[d.feature]],
+                        f"PSI {d.psi:.2f}" + ("  FLAGGED" if d.flagged else ""),
+                    )
+                    for d in shown
+                ]
             )
             figures["drift.png"] = png
             captions["drift.png"] = (
