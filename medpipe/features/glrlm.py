@@ -5,7 +5,8 @@ direction (the 13 unique 3-D directions, or the 4 in-plane ones for 2-D, as in
 :mod:`medpipe.features.glcm`).  ``r[i, j]`` counts runs of level ``i + 1`` and length
 ``j + 1``.  Runs are found for every direction at once from their start voxels (the
 voxels whose predecessor along the direction is outside the ROI or of another level),
-then grown one step per iteration while the next voxel continues them, so the cost is
+then grown one step per iteration while the next voxel continues them (the live runs
+compacted, the runs that stop adding one column of run lengths), so the cost is
 ``O(n_roi × n_directions)`` plus the longest run's length in iterations.
 
 Aggregations are those of :mod:`medpipe.features.aggregate`.  ``N_v``, the
@@ -79,8 +80,9 @@ def glrlm_matrices(
         ``float64`` counts ``(n_offsets, N_g, N_r)``, or ``(n_z, n_offsets, N_g, N_r)``
         with ``per_slice``; ``N_r`` is the largest array dimension.
     """
-    lv = np.asarray(levels, dtype=np.int32)
     ng = int(n_levels)
+    # the smallest integer type holding the levels: the random reads below stay in cache
+    lv = np.asarray(levels, dtype=np.uint8 if ng < 256 else np.int32)
     nr = max(lv.shape)
     nz = lv.shape[0]
     offs = np.asarray(offsets, dtype=np.int64).reshape(-1, 3)
@@ -92,27 +94,38 @@ def glrlm_matrices(
     step = offs @ strides  # (k,)
     pos = np.flatnonzero(flat)
     lvl = flat[pos]
-    # run starts: predecessor (p - o) is outside the ROI or of another level
+    # run starts: predecessor (p - o) is outside the ROI or of another level; run ends:
+    # successor (p + o) is.  A voxel that is both is a run of length 1 (most runs of a
+    # fine-grained image); only the longer runs are walked.
     start = flat[pos[None, :] - step[:, None]] != lvl[None, :]  # (k, n)
-    d_idx, p_idx = np.nonzero(start)
-    cur = pos[p_idx]
-    run_level = lvl[p_idx].astype(np.int64)
-    length = np.ones(len(cur), dtype=np.int64)
-    alive = np.arange(len(cur))
-    while alive.size:
-        nxt = cur[alive] + step[d_idx[alive]]
-        same = flat[nxt] == run_level[alive]
-        alive = alive[same]
-        cur[alive] = nxt[same]
-        length[alive] += 1
-    idx = (d_idx * ng + run_level - 1) * nr + length - 1
+    end = flat[pos[None, :] + step[:, None]] != lvl[None, :]
+    # (slice,) direction and level of each voxel's matrix cell; boolean selections of the
+    # broadcast (k, n) arrays are sequential reads (no index arrays)
+    cell_kn = np.arange(k, dtype=np.int64)[:, None] * ng + lvl[None, :].astype(np.int64) - 1
+    n_cells = k * ng
     if per_slice:
-        z = pos[p_idx] // strides[0] - pad
-        idx = idx + z * (k * ng * nr)
-        shape: tuple[int, ...] = (nz, k, ng, nr)
-    else:
-        shape = (k, ng, nr)
-    return np.bincount(idx, minlength=int(np.prod(shape))).reshape(shape).astype(np.float64)
+        cell_kn = cell_kn + (pos // strides[0] - pad)[None, :] * n_cells
+        n_cells *= nz
+    columns: list[np.ndarray] = [np.bincount(cell_kn[start & end], minlength=n_cells)]
+    longer = start & ~end
+    cell = cell_kn[longer]
+    cur = np.broadcast_to(pos[None, :], (k, pos.size))[longer]
+    st = np.broadcast_to(step[:, None], (k, pos.size))[longer]
+    run_level = np.broadcast_to(lvl[None, :], (k, pos.size))[longer]
+    cur = cur + st  # every run here has a second voxel
+    # Grow every live run by one voxel per iteration; the runs that stop at iteration L
+    # have length L, so each iteration adds one column of the matrix.  The live runs are
+    # kept compacted (boolean selections, one random read per run and step).
+    while cur.size:
+        cur = cur + st
+        same = flat[cur] == run_level
+        columns.append(np.bincount(cell[~same], minlength=n_cells))
+        cur, run_level, cell, st = cur[same], run_level[same], cell[same], st[same]
+    counts = np.zeros((n_cells, nr), dtype=np.float64)
+    if columns:
+        counts[:, : len(columns)] = np.stack(columns, axis=1)
+    shape: tuple[int, ...] = (nz, k, ng, nr) if per_slice else (k, ng, nr)
+    return counts.reshape(shape)
 
 
 def _entropy(p: np.ndarray) -> np.ndarray:

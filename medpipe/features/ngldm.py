@@ -101,22 +101,26 @@ def ngldm_matrices(
         ``float64`` counts ``(N_g, N_n)``, or ``(n_z, N_g, N_n)`` with ``per_slice``;
         ``N_n = (2δ+1)^3`` (3-D) or ``(2δ+1)^2`` (2-D).
     """
-    lv = np.asarray(levels, dtype=np.int64)
     ng = int(n_levels)
+    # small integer types: the 26 (or more) neighbour passes are memory-bound
+    lv = np.asarray(levels, dtype=np.int16 if ng < 2**15 else np.int64)
     d = int(distance)
     dz = 0 if per_slice else d
     nn = (2 * d + 1) ** (2 if per_slice else 3)
     padded = np.pad(lv, d)  # 0: outside the ROI
     nz, ny, nx = lv.shape
     roi = lv > 0
-    dep = np.ones(lv.shape, dtype=np.int64)  # the centre voxel itself
+    dep = np.ones(lv.shape, dtype=np.int16 if nn < 2**15 else np.int64)  # the centre itself
     for oz, oy, ox in itertools.product(range(-dz, dz + 1), range(-d, d + 1), range(-d, d + 1)):
         if oz == oy == ox == 0:
             continue
         nb = padded[d + oz : d + oz + nz, d + oy : d + oy + ny, d + ox : d + ox + nx]
-        dep += (nb > 0) & (np.abs(nb - lv) <= alpha)
-    g = lv[roi] - 1
-    idx = g * nn + dep[roi] - 1
+        if alpha == 0:  # equal levels (a neighbour outside the ROI, 0, never equals one)
+            dep += nb == lv
+        else:
+            dep += (nb > 0) & (np.abs(nb.astype(np.int64) - lv) <= alpha)
+    g = lv[roi].astype(np.int64) - 1
+    idx = g * nn + dep[roi].astype(np.int64) - 1
     if per_slice:
         idx = idx + np.nonzero(roi)[0] * (ng * nn)
         shape: tuple[int, ...] = (nz, ng, nn)

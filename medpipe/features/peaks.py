@@ -104,9 +104,16 @@ def peak_map(
     region = tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
     sub = img[region]
     sums = fftconvolve(sub, kernel, mode="same")
-    counts = np.rint(fftconvolve(np.ones_like(sub), kernel, mode="same"))
     inner = tuple(slice(b.start - a, b.stop - a) for b, a in zip(box, lo, strict=True))
-    mean = sums[inner] / counts[inner]
+    clipped = any(
+        b.start - a < h or b_hi - b.stop < h
+        for b, a, b_hi, h in zip(box, lo, hi, half, strict=True)
+    )
+    if clipped:  # the image ends within the sphere's reach: fewer voxels near its edge
+        counts = np.rint(fftconvolve(np.ones_like(sub), kernel, mode="same"))[inner]
+    else:  # every ROI voxel's sphere lies inside the image: all of its voxels count
+        counts = np.full(sums[inner].shape, float(kernel.sum()))
+    mean = sums[inner] / counts
     out[box] = np.where(m[box], mean, np.nan)
     return out
 

@@ -48,3 +48,21 @@ def test_glrlm_matches_brute_force() -> None:
     n_roi = int((lv > 0).sum())
     j = np.arange(1, m3.shape[-1] + 1)
     np.testing.assert_array_equal((m3 * j).sum(axis=(1, 2)), n_roi)
+
+
+def test_glrlm_long_runs_and_single_voxel_runs() -> None:
+    """Runs as long as the array (a constant block) next to runs of one voxel (noise)."""
+    rng = np.random.default_rng(11)
+    lv = np.ones((3, 5, 9), dtype=np.int32)  # runs of every length up to 9
+    lv[:, 3:] = rng.integers(1, 6, size=(3, 2, 9))  # mostly length-1 runs
+    lv[1, 1, 4] = 0  # a hole splits runs in every direction through it
+    m3 = glrlm_matrices(lv, DIRECTIONS_3D, n_levels=5)
+    for k, o in enumerate(DIRECTIONS_3D):
+        np.testing.assert_array_equal(m3[k], _brute_force(lv, o, 5), err_msg=str(o))
+    assert m3[DIRECTIONS_3D.index((0, 0, 1)), 0, 8] > 0  # full-length runs along x
+    m2 = glrlm_matrices(lv, DIRECTIONS_2D, n_levels=5, per_slice=True)
+    for z in range(lv.shape[0]):
+        one = np.zeros_like(lv)
+        one[z] = lv[z]
+        for k, o in enumerate(DIRECTIONS_2D):
+            np.testing.assert_array_equal(m2[z, k], _brute_force(one, o, 5))

@@ -55,6 +55,21 @@ def test_peaks_match_brute_force(spacing: tuple[float, ...]) -> None:
     assert got == pytest.approx(_reference(img, roi, spacing), rel=1e-10)
 
 
+@pytest.mark.parametrize("spacing", [(4.0, 2.0, 2.0), (3.0, 1.0, 1.5)])
+def test_peaks_of_an_roi_inside_the_image_match_brute_force(
+    spacing: tuple[float, ...],
+) -> None:
+    """Every ROI voxel's sphere inside the image (the path that counts no voxels)."""
+    rng = np.random.default_rng(5)
+    img = rng.normal(0, 50, size=(9, 15, 13)).round()
+    half = [int(RADIUS_MM // s) for s in spacing]
+    roi = np.zeros(img.shape, bool)
+    inner = tuple(slice(h, n - h) for h, n in zip(half, img.shape, strict=True))
+    roi[inner] = rng.random(roi[inner].shape) < 0.4
+    got = peak_features(img, roi, spacing=spacing)
+    assert got == pytest.approx(_reference(img, roi, spacing), rel=1e-10)
+
+
 def test_peaks_empty_roi_and_2d_image() -> None:
     cfg = FeatureConfig(families=("peaks",))
     img = np.arange(60, dtype=float).reshape(1, 6, 10)
