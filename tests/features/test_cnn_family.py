@@ -112,7 +112,8 @@ def embedded(registered: dict) -> dict:
 
     with pytest.MonkeyPatch.context() as mp, dask.config.set(scheduler="synchronous"):
         mp.setattr(fcnn, "_fit_fold", spy)
-        out = fcnn.cnn_features(registered["store"], model="embedcnn", folds=2, seed=0)
+        out = fcnn.cnn_features(registered["store"], model="embedcnn", folds=2, seed=0,
+                                block_rows=16)  # 5 blocks
     return {"out": out, "trained_on": trained_on}
 
 
@@ -151,9 +152,10 @@ def test_no_training_row_is_embedded_by_a_network_that_saw_it(
 
 def test_embeddings_on_the_cluster_match_keras(registered: dict, client) -> None:
     store, x = registered["store"], registered["x"]
-    # the fold networks of the same plan are reused (read back, SHA-256 checked)
+    # the fold networks of the same plan are reused (read back, SHA-256 checked); one
+    # block, so one worker pays for importing and compiling
     out = fcnn.cnn_features(store, model=f"embedcnn:{registered['version']}", folds=2,
-                            block_rows=36)
+                            block_rows=128)
     table = open_features(store, out["group"])
     names = [str(f) for f in table["feature"].values]
     emb_names = [n for n in names if n.startswith("cnn_embedcnn_")]
