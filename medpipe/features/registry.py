@@ -54,6 +54,7 @@ BUILTIN_MODULES: tuple[str, ...] = (
     "medpipe.features.ivh",
     "medpipe.features.peaks",
     "medpipe.features.keypoints",  # sift, orb (fitted: a visual-word vocabulary)
+    "medpipe.features.cnn",  # embeddings of a registered CNN (medpipe.features.cnn.cnn_features)
 )
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
