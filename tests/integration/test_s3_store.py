@@ -57,6 +57,14 @@ class Moto:
             text = fh.read().decode(errors="replace")
         return re.findall(rf'"GET (/{re.escape(prefix)}/[^ ?]+) HTTP', text)
 
+    def listings(self, bucket: str, prefix: str, since: int) -> int:
+        """``ListObjectsV2`` requests under ``bucket/prefix`` after ``since``."""
+        with self.log.open("rb") as fh:
+            fh.seek(since)
+            text = fh.read().decode(errors="replace")
+        return len(re.findall(
+            rf'"GET /{re.escape(bucket)}\?list-type=2&prefix={re.escape(prefix)}[/&]', text))
+
 
 @pytest.fixture(scope="module")
 def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Moto]:
@@ -124,12 +132,19 @@ def test_nightly_on_s3_equals_local_and_reruns_read_no_archive_body(
     store, local = f"s3://{BUCKET}/nightly/store.zarr", str(tmp_path / "local.zarr")
     pcfg = PreprocessConfig.default()
 
+    from distributed import LocalCluster
+
+    # one real cluster for the three nights (each would otherwise start its own)
+    cluster = LocalCluster(n_workers=1, threads_per_worker=2, processes=True,
+                           dashboard_address=None)
+
     def night(a: str, s: str):  # noqa: ANN202
         return nightly_flow(
-            NightlyParams(archive=a, store=s, cluster="local:1", features=FEATURES)
+            NightlyParams(archive=a, store=s, cluster=cluster.scheduler_address,
+                          features=FEATURES)
         )
 
-    with prefect_test_harness(server_startup_timeout=120):
+    with cluster, prefect_test_harness(server_startup_timeout=120):
         since = moto.mark()
         first = night(archive, store)
         assert first.ingest.series_ingested == len(FILES)
@@ -137,6 +152,8 @@ def test_nightly_on_s3_equals_local_and_reruns_read_no_archive_body(
         assert sorted(moto.gets(f"{BUCKET}/nightly/archive", since)) == sorted(
             f"/{BUCKET}/nightly/archive/{n}" for n in FILES
         )
+        # listed once, to plan; ingest works from that listing
+        assert moto.listings(BUCKET, "nightly/archive", since) == 1
         ref = night(str(folder), local)
 
         # (b) a second night lists the bucket and reads no object body of the archive
@@ -241,3 +258,78 @@ def test_writer_killed_mid_write_leaves_no_series_that_reads_as_done(
     assert pending_series(store, config=PreprocessConfig.default()) == [
         p.split("/")[-1] for p in done
     ]
+
+
+def test_lock_on_s3_is_a_lease_by_conditional_writes(
+    moto: Moto, caplog: pytest.LogCaptureFixture
+) -> None:
+    import json
+    import threading
+
+    from medpipe.errors import StoreLockedError
+    from medpipe.store import conditional
+
+    store = f"s3://{BUCKET}/lock/store.zarr"
+    path = f"{BUCKET}/lock/store.zarr/locks/write.lock"
+    fs = s3fs.S3FileSystem(use_listings_cache=False)
+
+    # the primitives: exclusive create, compare-and-swap by ETag
+    tag = conditional.create(fs, f"{BUCKET}/lock/probe", b"1")
+    with pytest.raises(FileExistsError):
+        conditional.create(fs, f"{BUCKET}/lock/probe", b"2")
+    new = conditional.swap(fs, f"{BUCKET}/lock/probe", b"3", tag)
+    with pytest.raises(conditional.ConditionFailed):
+        conditional.swap(fs, f"{BUCKET}/lock/probe", b"4", tag)  # stale ETag
+    assert not conditional.delete(fs, f"{BUCKET}/lock/probe", tag)
+    assert conditional.delete(fs, f"{BUCKET}/lock/probe", new)
+
+    # a live holder on another host keeps everyone out
+    with st.store_lock(store, st.WRITE_LOCK, owner="a", host="host-a"):
+        with pytest.raises(StoreLockedError, match="locked by run a"):
+            with st.store_lock(store, st.WRITE_LOCK, owner="b", host="host-b"):
+                pass
+    assert not fs.exists(path)
+
+    # an expired lease: of two takers at once exactly one wins
+    stale = {"owner": "dead", "host": "host-x", "pid": 1, "token": "t-dead", "ttl_s": 1,
+             "heartbeat": time.time() - 100}
+    fs.pipe_file(path, json.dumps(stale).encode())
+    time.sleep(1.5)  # the object's LastModified counts as a heartbeat too
+    won, lost = [], []
+    release = threading.Event()
+    start = threading.Barrier(2)
+
+    def take(name: str) -> None:
+        start.wait()
+        try:
+            with st.store_lock(store, st.WRITE_LOCK, owner=name, host=name):
+                won.append(name)
+                release.wait(30)
+        except StoreLockedError:
+            lost.append(name)
+
+    threads = [threading.Thread(target=take, args=(n,)) for n in ("t1", "t2")]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 30
+    while not (won and lost) and len(won) + len(lost) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    held = json.loads(fs.cat_file(path))
+    release.set()
+    for t in threads:
+        t.join(30)
+    assert len(won) == 1 and len(lost) == 1, (won, lost)
+    assert held["owner"] == won[0]
+
+    # a holder whose lease was taken notices at its next heartbeat and, at the end,
+    # does not delete the new holder's lock
+    with caplog.at_level("ERROR", logger="medpipe.store.lock"):
+        with st.store_lock(store, st.WRITE_LOCK, owner="slow", host="host-s", ttl_s=1.2,
+                           heartbeat_s=0.2):
+            other = {"owner": "taker", "host": "host-t", "token": "t-new", "ttl_s": 60,
+                     "heartbeat": time.time()}
+            fs.pipe_file(path, json.dumps(other).encode())
+            time.sleep(0.8)
+    assert "was taken over" in caplog.text
+    assert json.loads(fs.cat_file(path))["owner"] == "taker"
+    fs.rm(path)
