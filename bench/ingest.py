@@ -15,8 +15,11 @@ folder ingest of the same files, both in one process, and the no-change relistin
 Then the cost of a no-change rescan of a synthetic tree of ``--files`` small files
 (stat-only scan + catalog diff) in files/s.
 
+``--quick`` checks that the script runs: the DICOMweb rows only, once, on the archive's
+first patient folder (its figures are not a measurement).
+
 Usage: ``.venv/bin/python bench/ingest.py [--repeat 3] [--workers 2] [--files 100000]
-[--dicomweb]``
+[--dicomweb] [--quick]``
 """
 
 from __future__ import annotations
@@ -171,6 +174,8 @@ def main() -> int:
     ap.add_argument("--no-flow", action="store_true", help="skip the Prefect flow timing")
     ap.add_argument("--dicomweb", action="store_true",
                     help="add the DICOMweb rows (a local Orthanc via `make orthanc`)")
+    ap.add_argument("--quick", action="store_true",
+                    help="only the DICOMweb rows, once, on the first patient folder (smoke)")
     args = ap.parse_args()
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
@@ -178,6 +183,17 @@ def main() -> int:
     archive = DATA / "dicom" / "ibsi_sts"
     tmp = Path(tempfile.mkdtemp(prefix="medpipe-bench-"))
     try:
+        if args.quick:
+            if not archive.is_dir():
+                print(f"IBSI archive not found at {archive}: nothing to run")
+                return 1
+            first = sorted(p for p in archive.iterdir() if p.is_dir())[0]
+            subset = tmp / "quick-archive"
+            shutil.copytree(first, subset / first.name)
+            print(f"--quick: DICOMweb rows once on {len(list(subset.rglob('*.dcm')))} files")
+            print(f"{'run':<34}{'median s':>10}{'files/s':>10}{'':>8}{'ratio':>10}")
+            dicomweb_rows(subset, tmp, 1)
+            return 0
         if not archive.is_dir():
             print(f"IBSI archive not found at {archive}: skipping the ingest comparison")
         else:

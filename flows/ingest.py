@@ -57,6 +57,9 @@ class IngestParams(BaseModel):
         sources.DEFAULT_CONCURRENCY, ge=1,
         description="At most this many retrievals from a remote archive (PACS) at a time",
     )
+    listing: str | None = Field(
+        None, description="A listing of the archive already made (store path; set by nightly)"
+    )
 
 #: Files per probe task.
 PROBE_BATCH = 256
@@ -119,7 +122,8 @@ def ingest_flow(params: IngestParams) -> IngestSummary:
 
 def _ingest_locked(params: IngestParams, run_id: str) -> IngestSummary:
     logger = get_run_logger()
-    files = catalog.scan(params.archive, limit=params.limit)
+    files = (catalog.load_listing(params.store, params.listing) if params.listing
+             else catalog.scan(params.archive, limit=params.limit))
     known = catalog.current(params.store)
     delta = catalog.diff(files, known)
     summary = start_summary(run_id, files, delta)

@@ -108,7 +108,7 @@ def nightly_flow(params: NightlyParams) -> NightlyResult:
     with store_lock(store, WRITE_LOCK, owner=run_id), ExitStack() as stack:
         cluster = _lazy_cluster(stack, params.cluster)
         # decided from metadata alone: a night without changes starts no cluster
-        files = catalog.scan(archive)
+        files = catalog.scan(archive)  # listed once: ingest gets this listing
         delta = catalog.diff(files, catalog.current(store))
         pgroup = preprocessed_group(pcfg)
         plan = nightly.plan_nightly(
@@ -127,15 +127,20 @@ def nightly_flow(params: NightlyParams) -> NightlyResult:
         )
         with _stage("ingest", stages):
             if plan.ingest:
-                ingested = ingest_flow(
-                    IngestParams(
-                        archive=archive,
-                        store=store,
-                        cluster=cluster(),
-                        demo_secret=params.demo_secret,
-                        concurrency=params.concurrency,
+                listing = catalog.save_listing(store, files, run_id=run_id)
+                try:
+                    ingested = ingest_flow(
+                        IngestParams(
+                            archive=archive,
+                            store=store,
+                            cluster=cluster(),
+                            demo_secret=params.demo_secret,
+                            concurrency=params.concurrency,
+                            listing=listing,
+                        )
                     )
-                )
+                finally:
+                    catalog.drop_listing(store, listing)
                 ran(1)
         with _stage("preprocess", stages):
             if plan.preprocess:

@@ -40,6 +40,9 @@ __all__ = [
     "content_hash",
     "new_run_id",
     "compact",
+    "save_listing",
+    "load_listing",
+    "drop_listing",
 ]
 
 #: Catalog columns, in order.
@@ -317,6 +320,65 @@ def append(store: str, rows: Iterable[Mapping[str, object]], *, run_id: str) -> 
     name = f"part-{run_id}-{uuid.uuid4().hex[:8]}.parquet"
     _store.atomic_write(store, layout.catalog_part(name), buf.getvalue())
     return len(frame)
+
+
+def save_listing(store: str, files: Sequence[FileStat], *, run_id: str) -> str:
+    """Write an archive listing (from :func:`scan`) to the store, for another stage.
+
+    The nightly run lists the archive once to plan, and hands this URI to ingest,
+    which then does not list it again (a PACS's QIDO-RS queries, a bucket's listing).
+
+    Parameters
+    ----------
+    store
+        Store URL or path.
+    files
+        The listing.
+    run_id
+        The run it belongs to (:func:`drop_listing` removes it when the run is done).
+
+    Returns
+    -------
+    str
+        The listing's path inside the store (:func:`load_listing` reads it).
+    """
+    frame = pd.DataFrame(
+        [vars(f) for f in files], columns=["path", "size", "mtime_ns", "meta"]
+    ).astype({"path": "string", "size": "int64", "mtime_ns": "int64", "meta": "string"})
+    buf = io.BytesIO()
+    frame.to_parquet(buf, index=False)
+    return _store.atomic_write(store, layout.listing(run_id), buf.getvalue())
+
+
+def load_listing(store: str, path: str) -> list[FileStat]:
+    """The listing :func:`save_listing` wrote at ``path``, sorted by path.
+
+    Raises
+    ------
+    StoreError
+        No listing at ``path``.
+    """
+    from medpipe.errors import StoreError
+
+    fs, root = _store.store_root(store)
+    try:
+        with fs.open(f"{root}/{path}", "rb") as fh:
+            frame = pd.read_parquet(fh)
+    except FileNotFoundError as err:
+        raise StoreError(f"no archive listing {path!r} in store {store!r}") from err
+    return sorted(
+        (FileStat(str(r.path), int(r.size), int(r.mtime_ns),
+                  None if pd.isna(r.meta) else str(r.meta))
+         for r in frame.itertuples(index=False)),
+        key=lambda f: f.path,
+    )
+
+
+def drop_listing(store: str, path: str) -> None:
+    """Delete a listing written by :func:`save_listing` (no error when it is gone)."""
+    fs, root = _store.store_root(store)
+    if fs.exists(f"{root}/{path}"):
+        fs.rm(f"{root}/{path}")
 
 
 def _typed(frame: pd.DataFrame) -> pd.DataFrame:

@@ -3,11 +3,28 @@
 Every write goes to a hidden sibling ``<parent>/.tmp-<name>-<uuid>`` and is moved into
 place once complete; a replaced group is moved aside first and deleted afterwards, so
 the target is never half written.  On a local file system the moves are ``os.rename``
-(atomic).  On object stores (``s3://`` …) fsspec's ``mv`` is a copy followed by a delete,
-which is not atomic: there the ``"complete": true`` marker of a series is written
-*after* the copy and removed *before* an old series is deleted, and
-:func:`medpipe.store.exists` (and everything that opens a series) trusts only that
-marker.  Temporaries left by crashed writers are removed by :func:`clean_temporaries`.
+(atomic).
+
+Object stores (``s3://`` …) have no rename, so there the commit is **write, then
+publish**:
+
+1. the group is written under the hidden temporary prefix (its ``zarr.json`` says
+   ``"complete": false``);
+2. an old group at the target is unpublished first (its ``complete`` marker cleared,
+   then its root ``zarr.json`` deleted) and then deleted;
+3. the temporary objects are copied server-side (``CopyObject``, no data through the
+   client) to the target, the group's root ``zarr.json`` **last**: until it lands no
+   group exists at the target (``has_group`` is false, zarr cannot open it);
+4. for a series, :func:`medpipe.store.write_image` then sets ``"complete": true`` — the
+   publish marker that :func:`medpipe.store.exists`, ``open_image`` and every pending
+   set trust;
+5. the temporary prefix is deleted.
+
+A crash anywhere before step 4 leaves either nothing, a temporary prefix (removed by
+:func:`clean_temporaries`), or a group whose marker is false: never a series that reads
+as done; the next run rewrites it.  The cost is one server-side copy of each object.
+A single file (:func:`atomic_write`: catalog and outputs parts, model files) is one
+``PUT``, which S3 makes visible whole or not at all, so it is written in place.
 """
 
 from __future__ import annotations
@@ -77,14 +94,38 @@ def _replace_local(tmp: str, target: str) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def _copy_published_last(fs: fsspec.AbstractFileSystem, tmp: str, target: str) -> None:
+    """Copy every object under ``tmp`` to ``target``, the root ``zarr.json`` last."""
+    fs.invalidate_cache(tmp)
+    files = sorted(fs.find(tmp))
+    if not files:
+        raise StoreError(f"nothing was written at {tmp}")
+    root_meta = posixpath.join(tmp, "zarr.json")
+    # the root group metadata publishes the group: copied after everything else
+    for src in [f for f in files if f != root_meta] + [f for f in files if f == root_meta]:
+        fs.copy(src, posixpath.join(target, posixpath.relpath(src, tmp)))
+    fs.invalidate_cache(target)
+
+
 def _replace_remote(fs: fsspec.AbstractFileSystem, tmp: str, target: str) -> None:
-    # object stores: mv is copy + delete.  Unmark the old series first so that a crash
-    # while it is deleted never leaves a complete-looking mixture behind.
-    if fs.exists(target):
-        if read_group_json(fs, target) is not None:
-            set_complete(fs, target, False)
-        fs.rm(target, recursive=True)
-    fs.mv(tmp, target, recursive=True)
+    # object stores have no rename: unpublish and delete the old group, then copy the
+    # new one in with its root zarr.json last (see the module docstring)
+    _unpublish_remote(fs, target)
+    _copy_published_last(fs, tmp, target)
+    fs.rm(tmp, recursive=True)
+
+
+def _unpublish_remote(fs: fsspec.AbstractFileSystem, target: str) -> None:
+    """Clear the marker of the group at ``target``, drop its ``zarr.json``, delete it."""
+    fs.invalidate_cache(target)
+    if not fs.exists(target):
+        return
+    meta = posixpath.join(target, "zarr.json")
+    if read_group_json(fs, target) is not None:
+        set_complete(fs, target, False)
+        fs.rm(meta)
+    fs.rm(target, recursive=True)
+    fs.invalidate_cache(target)
 
 
 def replace(fs: fsspec.AbstractFileSystem, tmp: str, target: str) -> None:
@@ -146,7 +187,7 @@ def atomic_group(store: str, path: str, *, overwrite: bool = True) -> Iterator[s
 
 
 def atomic_write(store: str, path: str, data: bytes, *, overwrite: bool = True) -> str:
-    """Write one file of the store: to a temporary sibling first, then moved into place.
+    """Write one file of the store atomically (locally via a temporary sibling).
 
     Parameters
     ----------
@@ -169,14 +210,15 @@ def atomic_write(store: str, path: str, data: bytes, *, overwrite: bool = True) 
     if not overwrite and fs.exists(full):
         return path
     fs.makedirs(posixpath.dirname(full), exist_ok=True)
+    if not is_local(fs):
+        # one PUT: an object store shows the object whole or not at all
+        fs.pipe_file(full, data)
+        return path
     tmp = temporary_sibling(full)
     try:
         with fs.open(tmp, "wb") as fh:
             fh.write(data)
-        if is_local(fs):
-            os.replace(tmp, full)
-        else:
-            fs.mv(tmp, full)
+        os.replace(tmp, full)
     except BaseException:
         _discard(fs, tmp)
         raise
@@ -197,9 +239,7 @@ def remove(store: str, path: str) -> None:
         os.rename(target, doomed)
         shutil.rmtree(doomed, ignore_errors=True)
     else:
-        if read_group_json(fs, target) is not None:
-            set_complete(fs, target, False)
-        fs.rm(target, recursive=True)
+        _unpublish_remote(fs, target)
 
 
 def clean_temporaries(store: str, parent: str, *, min_age_s: float = 0.0) -> list[str]:

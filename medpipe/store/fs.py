@@ -38,6 +38,9 @@ __all__ = [
 #: Name prefix of every temporary (hidden) entry a writer makes.
 TMP_PREFIX = ".tmp-"
 
+#: Protocols whose listings are never stale (no listing cache to switch off).
+_NO_LISTING_CACHE = frozenset({None, "file", "local", "memory"})
+
 
 def store_root(store: str) -> tuple[fsspec.AbstractFileSystem, str]:
     """Resolve a store URL to a file system and the root path on it.
@@ -46,7 +49,8 @@ def store_root(store: str) -> tuple[fsspec.AbstractFileSystem, str]:
     ----------
     store
         A local path (the default kind) or any fsspec URL (``s3://bucket/prefix``,
-        ``memory://x`` …).
+        ``memory://x`` …).  Credentials and endpoint come from the usual fsspec/boto
+        configuration (``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID`` …).
 
     Returns
     -------
@@ -54,7 +58,11 @@ def store_root(store: str) -> tuple[fsspec.AbstractFileSystem, str]:
         The file system and the root path without a trailing slash (absolute for
         local paths).
     """
-    fs, root = fsspec.core.url_to_fs(str(store))
+    protocol, _ = fsspec.core.split_protocol(str(store))
+    # object stores: no cached listings.  Dask workers and other processes write the
+    # same store; a cached listing would hide their series (or show deleted ones).
+    opts = {} if protocol in _NO_LISTING_CACHE else {"use_listings_cache": False}
+    fs, root = fsspec.core.url_to_fs(str(store), **opts)
     if is_local(fs):
         root = os.path.abspath(root)
     return fs, root.rstrip("/") or "/"

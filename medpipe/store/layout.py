@@ -147,6 +147,11 @@ def catalog_part(name: str) -> str:
     return _join(CATALOG, name)
 
 
+def listing(run_id: str) -> str:
+    """``catalog/listing-<run_id>.parquet``: a run's archive listing, handed to ingest."""
+    return _join(CATALOG, f"listing-{run_id}.parquet")
+
+
 def report(run_id: str) -> str:
     """``reports/<run_id>``: the folder of one run's QA report."""
     return _join(REPORTS, run_id)

@@ -15,6 +15,15 @@ never expires.  Another process may take the lock over when
 A takeover is atomic: the taker first creates ``<name>.lock.claim-<token>`` exclusively
 for the stale holder's token (only one taker can), checks that the lock still names
 that holder, and then replaces the lock file with its own record in one ``os.replace``.
+
+On S3 (:mod:`medpipe.store.conditional`) the lease uses conditional writes instead: the
+lock is created with ``If-None-Match: *`` (one creator wins), a takeover and every
+heartbeat rewrite it with ``If-Match: <the ETag last read or written>`` (one taker wins;
+a holder whose lease was taken learns it at its next heartbeat, logs it and stops
+renewing), and the release deletes it with ``If-Match`` (never another holder's lock).
+On other object stores (no conditional writes) creation is check-then-write: two
+schedulers starting within one request's latency could both believe they hold the lock;
+run one scheduler per store there, or a Prefect concurrency limit.
 """
 
 from __future__ import annotations
@@ -36,7 +45,7 @@ from typing import Any
 import fsspec
 
 from medpipe.errors import StoreLockedError
-from medpipe.store import layout
+from medpipe.store import conditional, layout
 from medpipe.store.fs import is_local, join, store_root
 
 __all__ = ["WRITE_LOCK", "DEFAULT_TTL_S", "lease_expired", "read_lease", "store_lock"]
@@ -65,6 +74,7 @@ class _Lease:
     stop: threading.Event = field(default_factory=threading.Event)
     thread: threading.Thread | None = None
     lost: bool = False
+    etag: str = ""
 
 
 _held: dict[str, _Lease] = {}
@@ -96,8 +106,10 @@ def read_lease(fs: fsspec.AbstractFileSystem, path: str) -> dict[str, Any] | Non
         ``None`` when there is no lock file.
     """
     try:
-        raw = fs.cat_file(path)
+        # metadata first: on S3 its ETag is then never newer than the bytes read, so a
+        # conditional write based on it fails rather than overwrite a newer record
         info = fs.info(path)
+        raw = fs.cat_file(path)
     except FileNotFoundError:
         return None
     try:
@@ -109,6 +121,8 @@ def read_lease(fs: fsspec.AbstractFileSystem, path: str) -> dict[str, Any] | Non
     beats = [_epoch(v) for v in (record.get("heartbeat"), *_file_times(info))]
     beats = [b for b in beats if b is not None]
     record["heartbeat"] = max(beats) if beats else 0.0
+    if conditional.supported(fs) and info.get("ETag"):
+        record["etag"] = str(info["ETag"])
     return record
 
 
@@ -171,17 +185,23 @@ def lease_expired(
     return now - float(record.get("heartbeat", 0.0)) > ttl
 
 
-def _create_exclusive(fs: fsspec.AbstractFileSystem, path: str, payload: bytes) -> None:
-    """Create ``path`` holding ``payload``; ``FileExistsError`` when it exists."""
+def _create_exclusive(fs: fsspec.AbstractFileSystem, path: str, payload: bytes) -> str:
+    """Create ``path`` holding ``payload``; ``FileExistsError`` when it exists.
+
+    Returns the new object's ETag on S3, else ``""``.
+    """
     if is_local(fs):
         fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         with os.fdopen(fd, "wb") as fh:
             fh.write(payload)
-        return
-    # object stores have no exclusive create: best effort (see store_lock's notes)
+        return ""
+    if conditional.supported(fs):
+        return conditional.create(fs, path, payload)
+    # other object stores have no exclusive create: best effort (see the module notes)
     if fs.exists(path):
         raise FileExistsError(path)
     fs.pipe_file(path, payload)
+    return ""
 
 
 def _replace_file(fs: fsspec.AbstractFileSystem, path: str, payload: bytes) -> None:
@@ -203,8 +223,16 @@ def _remove(fs: fsspec.AbstractFileSystem, path: str) -> None:
 
 def _take_over(
     fs: fsspec.AbstractFileSystem, path: str, stale: dict[str, Any], payload: bytes
-) -> bool:
-    """Replace the stale lock ``stale`` by ``payload``; False when another taker won."""
+) -> str | None:
+    """Replace the stale lock ``stale`` by ``payload``; None when another taker won.
+
+    Returns the new ETag on S3 (``""`` elsewhere) when this taker won.
+    """
+    if conditional.supported(fs) and stale.get("etag"):
+        try:
+            return conditional.swap(fs, path, payload, stale["etag"])
+        except conditional.ConditionFailed:
+            return None  # renewed, released or taken meanwhile: look again
     claim = f"{path}{_CLAIM}{stale.get('token', 'none')}"
     try:
         _create_exclusive(fs, claim, payload)
@@ -216,13 +244,13 @@ def _take_over(
             stamps = [t for t in map(_epoch, _file_times(fs.info(claim))) if t is not None]
             if stamps and time.time() - max(stamps) > ttl:
                 _remove(fs, claim)
-        return False
+        return None
     try:
         now = read_lease(fs, path)
         if now is None or now.get("token") != stale.get("token"):
-            return False  # released or replaced before our claim: look again
+            return None  # released or replaced before our claim: look again
         _replace_file(fs, path, payload)
-        return True
+        return ""
     finally:
         _remove(fs, claim)
 
@@ -244,6 +272,17 @@ def _beat(lease: _Lease) -> None:
             now = time.time()
             if is_local(lease.fs):
                 os.utime(lease.path, (now, now))
+            elif lease.etag:
+                lease.record["heartbeat"] = now
+                try:
+                    lease.etag = conditional.swap(
+                        lease.fs, lease.path, json.dumps(lease.record).encode(), lease.etag
+                    )
+                except conditional.ConditionFailed:
+                    lease.lost = True
+                    log.error("store lock %s was taken over while held by run %s",
+                              lease.path, lease.record.get("owner"))
+                    return
             else:
                 lease.record["heartbeat"] = now
                 _replace_file(lease.fs, lease.path, json.dumps(lease.record).encode())
@@ -318,8 +357,9 @@ def store_lock(
 
     Notes
     -----
-    On object stores exclusive creation is not atomic; run one scheduler per store
-    there, or use a Prefect concurrency limit (see ``deploy/README.md``).
+    On S3 the lease uses conditional writes (see the module docstring).  On other
+    object stores exclusive creation is not atomic; run one scheduler per store there,
+    or use a Prefect concurrency limit (see ``deploy/README.md``).
     """
     beat = ttl_s / 6 if heartbeat_s is None else heartbeat_s
     if not (ttl_s > 0 and 0 < beat < ttl_s):
@@ -353,13 +393,15 @@ def store_lock(
     delay = min(0.05, beat)
     while True:
         try:
-            _create_exclusive(fs, path, payload)
+            etag = _create_exclusive(fs, path, payload)
             break
         except FileExistsError:
             held = read_lease(fs, path)
             if held is None:
                 continue  # released meanwhile: try again at once
-            if lease_expired(held, host=host) and _take_over(fs, path, held, payload):
+            taken = _take_over(fs, path, held, payload) if lease_expired(held, host=host) else None
+            if taken is not None:
+                etag = taken
                 log.warning(
                     "store %s: took the %s lock over from run %s on %s (holder gone or "
                     "lease expired)", store, name, held.get("owner"), held.get("host"))
@@ -369,7 +411,7 @@ def store_lock(
         time.sleep(delay)
         delay = min(delay * 2, beat, 1.0)
 
-    lease = _Lease(fs=fs, path=path, record=record, heartbeat_s=beat)
+    lease = _Lease(fs=fs, path=path, record=record, heartbeat_s=beat, etag=etag)
     lease.thread = threading.Thread(target=_beat, args=(lease,), daemon=True,
                                     name=f"medpipe-lease-{name}")
     lease.thread.start()
@@ -382,6 +424,9 @@ def store_lock(
         lease.thread.join(timeout=10)
         with _held_lock:
             _held.pop(key, None)
-        current = read_lease(fs, path)
-        if current is not None and current.get("token") == record["token"]:
-            _remove(fs, path)
+        if lease.etag:
+            conditional.delete(fs, path, lease.etag)  # not if another holder took it
+        else:
+            current = read_lease(fs, path)
+            if current is not None and current.get("token") == record["token"]:
+                _remove(fs, path)
