@@ -14,7 +14,8 @@ the first night.  Flow and cluster start-up (the night's wall time not spent ins
 stage) is printed separately as ``overhead``.  Bytes written per stage are the store
 files that are new or changed after the night (counted in full), by top-level group:
 ``catalog``/``images`` → ingest, ``preprocessed`` → preprocess, ``features`` →
-features, ``models``/``scores`` → model, the rest → other.
+features, ``models``/``scores``/``labels`` → model, ``reports`` → report (the QA
+report), the rest (locks, the root's metadata) → other.
 
 Usage: ``.venv/bin/python bench/scale.py [--sizes 1000 10000] [--large] [--quick]
 [--cluster local] [--keep DIR]``.  ``--large`` adds N = 100,000; ``--quick`` runs N = 50
@@ -62,6 +63,8 @@ STAGE_OF_GROUP = {
     "features": "features",
     "models": "model",
     "scores": "model",
+    "labels": "model",
+    "reports": "report",
 }
 
 
