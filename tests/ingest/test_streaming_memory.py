@@ -157,7 +157,7 @@ def bundled_big(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BigSeries]
     root = tmp_path_factory.mktemp("ct-small-big")
     src = [Path(get_testdata_file("CT_small.dcm"))]
     # 128x128 tiled 2x2: 128 kB planes (float32 after the rescale: 8 planes a chunk).
-    big = make_big_series(src, root / "archive", n=150, tile=(2, 2))
+    big = make_big_series(src, root / "archive", n=500, tile=(2, 2))
     assert big.nbytes > slabs.STREAM_MIN_BYTES
     yield big
     shutil.rmtree(root, ignore_errors=True)
