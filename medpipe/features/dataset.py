@@ -226,8 +226,9 @@ def update_features(
     (:func:`medpipe.store.append_samples`: the stored rows are not rewritten).  Samples
     of re-ingested or vanished series are dropped first (cleared in the table's live
     mask, :func:`medpipe.store.drop_samples`: bytes written grow with the rows dropped;
-    the table is compacted when over a fifth of its rows are dead).  A table with no sample to keep is
-    written afresh, atomically.  When nothing changed, nothing is computed or written.
+    the table is compacted when over a fifth of its rows are dead).  A table with no
+    sample to keep is written afresh, atomically.  When nothing changed, nothing is
+    computed or written.
 
     Parameters
     ----------
