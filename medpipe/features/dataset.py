@@ -224,9 +224,11 @@ def update_features(
     Samples of series whose image version is unchanged are kept as stored; the others
     are computed (on the current Dask scheduler) and appended to the table
     (:func:`medpipe.store.append_samples`: the stored rows are not rewritten).  Samples
-    of re-ingested or vanished series are dropped first (one atomic rewrite of the kept
-    rows, :func:`medpipe.store.drop_samples`).  A table with no sample to keep is
-    written afresh, atomically.  When nothing changed, nothing is computed or written.
+    of re-ingested or vanished series are dropped first (cleared in the table's live
+    mask, :func:`medpipe.store.drop_samples`: bytes written grow with the rows dropped;
+    the table is compacted when over a fifth of its rows are dead).  A table with no
+    sample to keep is written afresh, atomically.  When nothing changed, nothing is
+    computed or written.
 
     Parameters
     ----------

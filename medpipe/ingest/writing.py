@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import traceback
 from collections.abc import Sequence
 from typing import Any
+
+import dask
+import dask.array as da
 
 import medpipe
 from medpipe import store as _store
@@ -122,17 +126,12 @@ def ingest_group(
         # One series per group keeps the group's key; a many-image file (npz) keys
         # each image by its own identifier.
         key = pseudonym(s.uid, secret=secret, kind="series") if per_image else group.series
-        _store.write_image(
-            s.data,
-            store=store,
-            path=_store.layout.image(key),
-            axes=s.axes,
-            spacing=s.spacing,
-            origin=s.origin,
-            direction=s.direction,
-            labels=s.labels,
-            attrs=series_attrs(s, key=key, secret=secret, hashes=hashes, run_id=run_id),
-        )
+        try:
+            _write_series(
+                s, store, key, series_attrs(s, key=key, secret=secret, hashes=hashes, run_id=run_id)
+            )
+        except SourceError as err:  # a streamed series decodes its files while written
+            return _quarantine_group(group, err, clean=clean, secret=secret)
         keys.append(key)
     _outputs.record_images(store, IMAGES, keys, run_id=run_id)
 
@@ -148,6 +147,28 @@ def ingest_group(
         status, reason = outcome(m["path"])
         rows.append(_row(m, series=group.series, kind=group.kind, status=status, reason=reason))
     return rows
+
+
+def _write_series(s: Series, store: str, key: str, attrs: dict[str, Any]) -> None:
+    """Write one series; a lazily read (streamed) one is computed slab by slab right here.
+
+    A streamed series (:mod:`medpipe.io.dicom.slabs`) is a dask array whose blocks
+    read their files: the synchronous scheduler computes it inside this task, one
+    slab at a time, instead of sending its graph to the cluster.
+    """
+    lazy = isinstance(s.data, da.Array)
+    with dask.config.set(scheduler="synchronous") if lazy else contextlib.nullcontext():
+        _store.write_image(
+            s.data,
+            store=store,
+            path=_store.layout.image(key),
+            axes=s.axes,
+            spacing=s.spacing,
+            origin=s.origin,
+            direction=s.direction,
+            labels=s.labels,
+            attrs=attrs,
+        )
 
 
 def _quarantine_group(

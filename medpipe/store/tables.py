@@ -6,8 +6,16 @@ through here.
 * :func:`write_table` writes a whole table atomically (temporary sibling, then moved).
 * :func:`append_samples` adds rows with ``to_zarr(append_dim="sample")``: the chunks that
   hold only existing rows are never rewritten (the last, partial chunk is completed).
-* :func:`drop_samples` removes rows (rewriting the table atomically).
-* :func:`open_table` opens one lazily.
+* :func:`drop_samples` removes rows by clearing them in the table's live mask (bytes
+  written in proportion to the rows dropped); the table is compacted (rewritten
+  atomically with its live rows only) when :func:`needs_compaction` says so.
+* :func:`open_table` opens one lazily, with its live rows only.
+
+The live mask :data:`LIVE` is a boolean array along ``sample`` (1 = live), created by the
+first :func:`drop_samples`; a table without one has only live rows.  A re-ingested
+series' old rows are dropped this way and its new rows appended, so a night that
+changes 1 % of the rows writes about 1 % of the table (plus the mask's touched chunks
+and the completed last chunk), and a sample name may occur on a dead and a live row.
 
 An append is made crash-safe by a commit record: the table group's attribute
 :data:`COMMITTED` holds the number of rows that are complete.  The appended rows carry the
@@ -53,6 +61,10 @@ __all__ = [
     "drop_samples",
     "string_values",
     "COMMITTED",
+    "LIVE",
+    "MAX_DEAD_FRACTION",
+    "needs_compaction",
+    "compact_table",
 ]
 
 #: The row dimension of every table.
@@ -63,6 +75,33 @@ STRING_DTYPE = "string"
 DEFAULT_ROWS = 4096
 #: The group attribute holding a table's committed row count.
 COMMITTED = "medpipe_committed_rows"
+#: The live mask: a boolean array along ``sample`` (absent: every row is live).
+LIVE = "medpipe_live"
+#: A table is compacted when more than this fraction of its stored rows are dead.
+MAX_DEAD_FRACTION = 0.2
+
+
+def needs_compaction(dead: int, total: int, *, max_dead: float = MAX_DEAD_FRACTION) -> bool:
+    """Whether a table with ``dead`` of its ``total`` stored rows dropped is rewritten.
+
+    Parameters
+    ----------
+    dead
+        Rows cleared in the live mask.
+    total
+        Rows stored (live and dead).
+    max_dead
+        The dead fraction above which the table is compacted.
+
+    Returns
+    -------
+    bool
+        True when ``dead / total > max_dead`` (a table of dead rows only is always
+        compacted: it is rewritten empty).
+    """
+    if total <= 0 or dead <= 0:
+        return False
+    return dead == total or dead / total > max_dead
 
 
 def _committed_rows(store: str, path: str) -> int | None:
@@ -96,6 +135,18 @@ def open_table(store: str, path: str) -> xr.Dataset:
     """
     if not has_table(store, path):
         raise SeriesNotFoundError(f"no table {path!r} in store {store!r}")
+    table = _open_stored(store, path)
+    if LIVE not in table.variables:
+        return table
+    live = np.asarray(table[LIVE].values, dtype=bool)
+    table = table.drop_vars(LIVE)
+    if live.all():
+        return table
+    return table.isel({SAMPLE: np.flatnonzero(live)})
+
+
+def _open_stored(store: str, path: str) -> xr.Dataset:
+    """Every committed row, dead ones included, with the live mask as a variable."""
     fs, root = store_root(store)
     table = xr.open_zarr(fs.get_mapper(join(root, path)), consolidated=False)
     rows = table.attrs.pop(COMMITTED, None)
@@ -237,6 +288,8 @@ def append_samples(
     if committed is None:  # a table from before commit records: its sample coord decides
         committed = int(group[SAMPLE].shape[0])
     before = _cut_to(group, committed)
+    if LIVE in before:  # the new rows are live
+        table[LIVE] = (SAMPLE, np.ones(n, dtype=bool))
     table.attrs[COMMITTED] = committed  # the rows below are not committed until _commit
     try:
         table.to_zarr(zstore, mode="a", append_dim=SAMPLE, consolidated=False, zarr_format=3)
@@ -249,7 +302,13 @@ def append_samples(
 
 
 def drop_samples(store: str, path: str, samples: Iterable[str]) -> int:
-    """Remove the rows whose ``sample`` coord is in ``samples`` (rewrites the table atomically).
+    """Remove the live rows whose ``sample`` coord is in ``samples``.
+
+    The rows are cleared in the live mask :data:`LIVE` (created, all live, on the first
+    drop): only the mask's chunks that hold a dropped row are rewritten, so the bytes
+    written grow with the rows dropped, not with the table.  When the dead rows then
+    exceed :data:`MAX_DEAD_FRACTION` of the table (:func:`needs_compaction`) the live
+    rows are rewritten atomically instead (:func:`compact_table`).
 
     Parameters
     ----------
@@ -265,18 +324,81 @@ def drop_samples(store: str, path: str, samples: Iterable[str]) -> int:
     int
         The number of rows dropped (0: nothing was written).
     """
-    table = open_table(store, path)
-    names = string_values(table[SAMPLE])
-    drop = np.isin(names, np.array(list(samples), dtype=object))
+    stored = _open_stored(store, path)
+    names = string_values(stored[SAMPLE])
+    live = (
+        np.asarray(stored[LIVE].values, dtype=bool)
+        if LIVE in stored.variables
+        else np.ones(len(names), dtype=bool)
+    )
+    drop = np.isin(names, np.array(list(samples), dtype=object)) & live
     if not drop.any():
         return 0
+    live = live & ~drop
+    if needs_compaction(int((~live).sum()), len(live)):
+        _rewrite(stored, live, store=store, path=path)
+        return int(drop.sum())
+    fs, root = store_root(store)
+    group = zarr.open_group(zarr_store(fs, join(root, path)), mode="r+", zarr_format=3)
+    _cut_to(group, len(live))  # what a crashed append left beyond the committed rows
+    if LIVE not in group:
+        mask = group.create_array(
+            LIVE,
+            shape=(len(live),),
+            dtype=bool,
+            chunks=(_sample_chunk(stored),),
+            fill_value=True,
+            dimension_names=(SAMPLE,),
+        )
+    else:
+        mask = group[LIVE]
+    # Only the chunks holding a dropped row are written (all-live chunks stay absent:
+    # the fill value is live).
+    chunk = int(mask.chunks[0])
+    for c in np.unique(np.flatnonzero(drop) // chunk):
+        lo, hi = int(c) * chunk, min(len(live), (int(c) + 1) * chunk)
+        mask[lo:hi] = live[lo:hi]
+    return int(drop.sum())
+
+
+def _sample_chunk(table: xr.Dataset) -> int:
+    """The stored table's rows per chunk along ``sample``."""
     first = next(
         (v for v in table.variables.values() if SAMPLE in v.dims and "chunks" in v.encoding),
         None,
     )
-    rows = DEFAULT_ROWS
-    if first is not None:
-        rows = int(first.encoding["chunks"][first.dims.index(SAMPLE)])
-    kept = table.isel({SAMPLE: np.flatnonzero(~drop)}).load()
+    if first is None:
+        return DEFAULT_ROWS
+    return int(first.encoding["chunks"][first.dims.index(SAMPLE)])
+
+
+def _rewrite(stored: xr.Dataset, live: np.ndarray, *, store: str, path: str) -> None:
+    """Write the live rows of ``stored`` (the rewrite path) atomically, without a mask."""
+    rows = _sample_chunk(stored)
+    kept = stored.drop_vars(LIVE, errors="ignore").isel({SAMPLE: np.flatnonzero(live)}).load()
     write_table(kept, store=store, path=path, rows=rows)
-    return int(drop.sum())
+
+
+def compact_table(store: str, path: str) -> int:
+    """Rewrite a table with its live rows only (atomically); returns the dead rows removed.
+
+    Parameters
+    ----------
+    store
+        Store URL or path.
+    path
+        Group path of the table.
+
+    Returns
+    -------
+    int
+        Dead rows removed (0: the table had none and was not written).
+    """
+    stored = _open_stored(store, path)
+    if LIVE not in stored.variables:
+        return 0
+    live = np.asarray(stored[LIVE].values, dtype=bool)
+    if live.all():
+        return 0
+    _rewrite(stored, live, store=store, path=path)
+    return int((~live).sum())

@@ -26,6 +26,13 @@ from medpipe.io.coding import ModalityRescale
 from medpipe.io.dicom.frames import _decode_first_good, _Frame, _frames_of, stored_range
 from medpipe.io.dicom.geometry import stack_geometry
 from medpipe.io.dicom.part10 import _PIXEL_TAGS, DEFAULT_MAX_BYTES, _dcmread, _open_part10, _quiet
+from medpipe.io.dicom.slabs import (
+    STREAM_MIN_BYTES,
+    files_bytes,
+    lazy_planes,
+    load_headers,
+    stored_dtype,
+)
 from medpipe.io.dicom.suv import SUV_COMPUTED, suv_bw
 from medpipe.io.dicom.values import _check_size, _declared_bytes, _get, _image_size
 
@@ -237,6 +244,10 @@ def _to_axes(
 def _read_series(root: Path, rels: list[str], *, tolerance: float, max_bytes: int) -> Series:
     if not rels:
         raise InvalidSourceError("empty series (no files)")
+    if files_bytes(root, rels) > STREAM_MIN_BYTES:
+        headers = load_headers(root, rels, max_bytes)
+        if headers is not None:
+            return _stream_series(root, headers, tolerance=tolerance)
     loaded = _load(root, rels, max_bytes)
     rels = loaded.rels
     ds0 = loaded.datasets[0]
@@ -260,13 +271,44 @@ def _read_series(root: Path, rels: list[str], *, tolerance: float, max_bytes: in
     data = coder.decode(data)
     data, axes, spacing = _to_axes(data, sz, pixel_spacing)
 
+    return _series(
+        get0,
+        rels,
+        [rels[frames[k].file] for k in order if frames[k].index == 0],
+        data=data,
+        axes=axes,
+        spacing=spacing,
+        origin=origin,
+        direction=direction,
+        coder=coder,
+        header=header,
+        dropped=dropped,
+        rejected=rejected,
+    )
+
+
+def _series(
+    get0: Any,
+    rels: list[str],
+    sources: list[str],
+    *,
+    data: Any,
+    axes: tuple[str, ...],
+    spacing: tuple[float, ...],
+    origin: Any,
+    direction: Any,
+    coder: ModalityRescale,
+    header: dict[str, Any],
+    dropped: dict[str, str],
+    rejected: dict[str, str],
+) -> Series:
     uid = get0("SeriesInstanceUID")
     study = get0("StudyInstanceUID")
     pid = get0("PatientID")
     for_uid = get0("FrameOfReferenceUID")
     return Series(
         uid=str(uid) if uid else rels[0],
-        sources=[rels[frames[k].file] for k in order if frames[k].index == 0],
+        sources=sources,
         dropped=dropped,
         rejected=rejected,
         data=data,
@@ -280,4 +322,45 @@ def _read_series(root: Path, rels: list[str], *, tolerance: float, max_bytes: in
         rescale=coder.attrs,
         header=header,
         frame_of_reference_uid=str(for_uid) if for_uid else None,
+    )
+
+
+def _stream_series(root: Path, headers: Any, *, tolerance: float) -> Series:
+    """A large series of single-frame grey files, its voxels read lazily slab by slab.
+
+    The same geometry, rescale and header as the in-memory path; ``data`` is a dask
+    array of one block per store z-chunk (:func:`~medpipe.io.dicom.slabs.lazy_planes`).
+    """
+    rels, frames, ds0 = headers.rels, headers.frames, headers.first
+
+    def get0(keyword: str, default: Any = None) -> Any:
+        with _quiet():
+            return _get(ds0, keyword, rels[0], default)
+
+    header: dict[str, Any] = basic_profile_filter(ds0)
+    order, sz, pixel_spacing, origin, direction = stack_geometry(
+        frames, rels, len(rels), tolerance, get0("SpacingBetweenSlices"), header
+    )
+    # The stored dtype, from the first plane (the in-memory path learns it by decoding).
+    dtype = stored_dtype(root, rels[frames[order[0]].file])
+    coder = _rescale(
+        frames, order, np.empty((1, 1, 1, 1), dtype=dtype), get0, header, headers.datasets
+    )
+    if headers.monochrome1:
+        _note_monochrome1(header, ds0, dtype, coder)
+    data = lazy_planes(root, headers, order, coder)
+    spacing = (float(sz), float(pixel_spacing[0]), float(pixel_spacing[1]))
+    return _series(
+        get0,
+        rels,
+        [rels[frames[k].file] for k in order],
+        data=data,
+        axes=("z", "y", "x"),
+        spacing=spacing,
+        origin=origin,
+        direction=direction,
+        coder=coder,
+        header=header,
+        dropped={},
+        rejected={},
     )
