@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,23 @@ def shared_data() -> Path:
     if not (root / "README.md").is_file():
         pytest.skip(f"shared real data not found at {root} (set MEDPIPE_SHARED_DATA)")
     return root
+
+
+@pytest.fixture(scope="session")
+def prefect_test_api() -> Iterator[str]:
+    """One temporary Prefect API (SQLite) for the whole session; yields its URL.
+
+    Starting Prefect's test server costs several seconds of CPU each time (tens of seconds
+    on 2 busy cores), so every module that runs flows in-process, or hands the URL to the
+    commands it starts, shares this one instead of starting its own.  Once started it
+    stays the current API for the rest of the session, as the flow tests' one always did.
+    """
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    from prefect.settings import PREFECT_API_URL
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield str(PREFECT_API_URL.value())
 
 
 @pytest.fixture(autouse=True)

@@ -33,19 +33,14 @@ TIMEOUT_S = 300
 
 
 @pytest.fixture(scope="module", autouse=True)
-def api_url() -> Iterator[str]:
-    """One temporary Prefect API for the module's commands (each would start its own)."""
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    from prefect.settings import PREFECT_API_URL
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=120):
-        url = PREFECT_API_URL.value()
-        os.environ["PREFECT_API_URL"] = url
-        try:
-            yield url
-        finally:
-            del os.environ["PREFECT_API_URL"]
+def api_url(prefect_test_api: str) -> Iterator[str]:
+    """The session's temporary Prefect API for the module's commands (each would start its
+    own)."""
+    os.environ["PREFECT_API_URL"] = prefect_test_api
+    try:
+        yield prefect_test_api
+    finally:
+        del os.environ["PREFECT_API_URL"]
 
 
 @pytest.fixture(scope="module")

@@ -144,13 +144,9 @@ def test_toy_family_in_the_lazy_table(toy_family: Family) -> None:
 
 
 @pytest.fixture(scope="module")
-def prefect_api() -> Iterator[None]:
-    """A temporary Prefect API (SQLite) for the flow test of this module."""
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
+def prefect_api(prefect_test_api: str) -> Iterator[None]:
+    """The session's temporary Prefect API (SQLite) for the flow test of this module."""
+    yield
 
 
 @pytest.fixture(scope="module")

@@ -38,9 +38,9 @@ def _artifact_keys() -> set[str]:
         return {a.key for a in client.read_artifacts()}
 
 
-def test_nightly_runs_twice_incrementally(tmp_path: Path) -> None:
+def test_nightly_runs_twice_incrementally(tmp_path: Path, flow_cluster: str) -> None:
     archive, out = _archive(tmp_path), str(tmp_path / "store.zarr")
-    first = nightly_flow(NightlyParams(archive=str(archive), store=out, cluster="local:2"))
+    first = nightly_flow(NightlyParams(archive=str(archive), store=out, cluster=flow_cluster))
     assert first.ingest.series_ingested == 4 and first.ingest.quarantined == 1
     assert first.preprocess.done == 4 and first.features.computed >= 4
     assert first.preprocess.skipped is first.features.skipped is None

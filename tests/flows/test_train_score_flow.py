@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
 
@@ -29,11 +31,14 @@ def labelled_store(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 
 @pytest.mark.timeout(600)
-def test_train_then_score_flow(labelled_store: dict) -> None:
+def test_train_then_score_flow(labelled_store: dict, flow_cluster: str) -> None:
     store = labelled_store["store"]
+    # the smallest nested CV (2 outer folds, 2 selection folds): outer_folds reaches
+    # train_model, as the artifact's title shows
     params = TrainParams(
         store=store, model="flowmodel", labels=str(labelled_store["archive"] / "labels.csv"),
-        feature_config=labelled_store["config"], estimator="rf", n_splits=3, cluster="local:2",
+        feature_config=labelled_store["config"], estimator="rf", n_splits=2, outer_folds=2,
+        cluster=flow_cluster,
     )
     out = train_flow(params=params)
     assert out.estimator == "rf"
@@ -48,14 +53,16 @@ def test_train_then_score_flow(labelled_store: dict) -> None:
         arts = {a.key: a for a in client.read_artifacts()}
     assert {"flowmodel-cv-metrics", "flowmodel-cv-roc", "flowmodel-val-metrics",
             "flowmodel-val-roc"} <= set(arts)
+    assert "(2 outer folds)" in arts["flowmodel-cv-metrics"].description
     val_roc = arts["flowmodel-val-roc"].data
     assert "data:image/png;base64,iVBOR" in val_roc and "reports/roc_val.png" in val_roc
 
-    res = score_flow(params=ScoreParams(store=store, model="flowmodel", cluster="local:2"))
+    res = score_flow(params=ScoreParams(store=store, model="flowmodel", cluster=flow_cluster))
     assert res.scored == res.total == 48
     scores = open_scores(store, res.group).load()
     assert np.isfinite(scores["probability"].values).all()
-    again = score_flow(params=ScoreParams(store=store, model="flowmodel:v1", cluster="local:1"))
+    again = score_flow(
+        params=ScoreParams(store=store, model="flowmodel:v1", cluster=flow_cluster))
     assert again.scored == 0
 
 
@@ -82,9 +89,10 @@ def test_params_are_a_form() -> None:
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_nightly_model_stage_trains_promotes_and_scores(
-    labelled_store: dict, monkeypatch: pytest.MonkeyPatch
+    labelled_store: dict, flow_cluster: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Labels read and recorded once per retrain; the new model becomes current, scores."""
+    import flows.nightly
     from flows.nightly import NightlyParams, nightly_flow
     from medpipe.models import labels as lab
     from medpipe.models import lifecycle
@@ -93,14 +101,19 @@ def test_nightly_model_stage_trains_promotes_and_scores(
     reads: list[str] = []
     real = lab.read_labels
     monkeypatch.setattr(lab, "read_labels", lambda p, **kw: reads.append(str(p)) or real(p, **kw))
+    # what is tested is the model stage's lifecycle, not the selection (the train tests
+    # cover that): one estimator, 2 folds, no nested CV instead of all, 5 and 3
+    monkeypatch.setattr(flows.nightly, "TrainParams", functools.partial(
+        TrainParams, estimator="logreg", n_splits=2, outer_folds=0))
     params = NightlyParams(
         archive=str(archive), store=store, labels=str(archive / "labels.csv"),
-        model="nightlymodel", features=labelled_store["config"], cluster="local:2",
+        model="nightlymodel", features=labelled_store["config"], cluster=flow_cluster,
     )
     first = nightly_flow(params)
     assert reads == [str(archive / "labels.csv")]  # pseudonymised once for the retrain
     m = first.model
     assert m.trained is not None and m.decision["promoted"]
+    assert m.trained.estimator == "logreg"  # the nightly trained through TrainParams
     assert m.version == m.trained.version == lifecycle.current_version(store, "nightlymodel")
     assert m.trained.evaluation is not None and m.trained.evaluation.split == "val"
     assert m.scored == 48 and m.metrics and m.roc_uri.startswith("data:image/png;base64,")
