@@ -32,6 +32,7 @@ __all__ = [
     "DemoSecretOpt",
     "ConfigOpt",
     "StoreArg",
+    "absolute_local",
     "ModelOpt",
 ]
 
@@ -54,7 +55,22 @@ ConfigOpt = Annotated[
     Path | None,
     typer.Option("--config", exists=True, dir_okay=False, help="YAML config (default built in)."),
 ]
-StoreArg = Annotated[str, typer.Argument(help="Store path or fsspec URL.")]
+
+
+def absolute_local(value: str) -> str:
+    """A local path made absolute; a URL (``s3://``, ``dicomweb+http://`` …) unchanged.
+
+    Paths go to the cluster's workers as they are: a relative one would be resolved
+    against each worker's own working directory (``--cluster tcp://…``, SLURM).
+    """
+    if "://" in value:
+        return value
+    return os.path.abspath(value)
+
+
+StoreArg = Annotated[
+    str, typer.Argument(callback=absolute_local, help="Store path or fsspec URL.")
+]
 ModelOpt = Annotated[str, typer.Option("--model", help="NAME or NAME:VERSION (default latest).")]
 
 #: The ingest summary's rows, in print order.

@@ -11,7 +11,9 @@ from medpipe.cli.common import (
     ClusterOpt,
     DemoSecretOpt,
     JsonOpt,
+    StoreArg,
     TsvOpt,
+    absolute_local,
     check_secret,
     console,
     print_listing,
@@ -28,7 +30,7 @@ def _archive(value: str) -> str:
 
     if not is_url(value) and not Path(value).is_dir():
         raise typer.BadParameter(f"{value} is not a folder (nor an archive URL)")
-    return value
+    return absolute_local(value)
 
 
 #: The ``ARCHIVE`` argument: a folder, an fsspec URL or ``dicomweb+http(s)://…``.
@@ -49,7 +51,7 @@ ConcurrencyOpt = Annotated[
 
 def ingest(
     archive: ArchiveArg,
-    store: Annotated[str, typer.Argument(help="Store path or fsspec URL.")],
+    store: StoreArg,
     limit: Annotated[int | None, typer.Option(help="Only the first N files (dev run).")] = None,
     cluster: ClusterOpt = "local",
     demo_secret: DemoSecretOpt = False,
@@ -68,7 +70,7 @@ def ingest(
 
 
 def info(
-    store: Annotated[str, typer.Argument(help="Store path or URL.")],
+    store: StoreArg,
     as_json: JsonOpt = False,
     as_tsv: TsvOpt = False,
 ) -> None:
@@ -108,7 +110,7 @@ def info(
 
 
 def quarantine(
-    store: Annotated[str, typer.Argument(help="Store path or URL.")],
+    store: StoreArg,
     as_json: JsonOpt = False,
     as_tsv: TsvOpt = False,
 ) -> None:

@@ -10,6 +10,8 @@ import typer
 from medpipe.cli.common import (
     ClusterOpt,
     DemoSecretOpt,
+    StoreArg,
+    absolute_local,
     check_secret,
     console,
     fail,
@@ -23,7 +25,7 @@ __all__ = ["nightly", "serve", "demo"]
 
 def nightly(
     archive: ArchiveArg,
-    store: Annotated[str, typer.Argument(help="Store path or URL.")],
+    store: StoreArg,
     labels: Annotated[str | None, typer.Option(help="Labels CSV/Parquet.")] = None,
     retrain: Annotated[bool, typer.Option("--retrain", help="Retrain the model.")] = False,
     cluster: ClusterOpt = "local",
@@ -76,6 +78,7 @@ def serve(
     for value, option, var in ((archive, "--archive", ARCHIVE_ENV), (store, "--store", STORE_ENV)):
         if not value:
             raise fail(ConfigError(f"missing {option}: pass it or set {var}"))
+    archive, store = absolute_local(str(archive)), absolute_local(str(store))
     from flows.serve import serve_all
 
     serve_all(
@@ -96,10 +99,10 @@ def demo(
     from flows.nightly import NightlyParams, nightly_flow
     from medpipe.sample import build_bundled_archive
 
-    archive = out / "archive"
+    archive = out.resolve() / "archive"  # absolute: the workers may run elsewhere
     build_bundled_archive(archive / "bundled")
     labels = _demo_medmnist(archive / "medmnist", name)
-    store = str(out / "store.zarr")
+    store = str(archive.parent / "store.zarr")
     console.print(f"sample archive: {archive}")
     params = NightlyParams(
         archive=str(archive),

@@ -6,13 +6,20 @@ from typing import Annotated
 
 import typer
 
-from medpipe.cli.common import ClusterOpt, ConfigOpt, console, load_stage_config, run_flow
+from medpipe.cli.common import (
+    ClusterOpt,
+    ConfigOpt,
+    StoreArg,
+    console,
+    load_stage_config,
+    run_flow,
+)
 
 __all__ = ["preprocess", "features"]
 
 
 def preprocess(
-    store: Annotated[str, typer.Argument(help="Store path or URL.")],
+    store: StoreArg,
     config: ConfigOpt = None,
     cluster: ClusterOpt = "local",
     limit: Annotated[int | None, typer.Option(help="Only the first N series (dev run).")] = None,
@@ -31,7 +38,7 @@ def preprocess(
 
 
 def features(
-    store: Annotated[str, typer.Argument(help="Store path or URL.")],
+    store: StoreArg,
     config: ConfigOpt = None,
     source: Annotated[str, typer.Option(help="images or preprocessed/<hash>")] = "images",
     cluster: ClusterOpt = "local",
