@@ -155,6 +155,26 @@ class SoftVote(ClassifierMixin, BaseEstimator):
         self.classes_ = codes if codes.size > 2 else np.array([0, 1])
         return self
 
+    @classmethod
+    def from_fitted(cls, estimators: list[tuple[str, Any]], fitted: list[Any],
+                    y: Any) -> SoftVote:
+        """The vote of pipelines already fitted on ``y``'s rows (as :meth:`fit` leaves it).
+
+        Parameters
+        ----------
+        estimators
+            The ``(name, unfitted pipeline)`` pairs (what :meth:`fit` would clone).
+        fitted
+            Each of them fitted on the same rows.
+        y
+            Those rows' class codes.
+        """
+        vote = cls(list(estimators))
+        vote.estimators_ = list(fitted)
+        codes = np.unique(np.asarray(y).astype(int))
+        vote.classes_ = codes if codes.size > 2 else np.array([0, 1])
+        return vote
+
     def predict_proba(self, X: Any) -> np.ndarray:  # noqa: N803 - sklearn API
         p1 = np.mean([proba_block(e, X) for e in self.estimators_], axis=0)
         return p1 if p1.ndim == 2 else np.column_stack([1 - p1, p1])
@@ -336,15 +356,26 @@ def _logreg(*, large: bool, random_state: int) -> Any:
     return LogisticRegression(C=1.0, solver="lbfgs", max_iter=300)
 
 
+#: Trees of the random forest.  On the demo's BreastMNIST features (546 training images,
+#: 1,235 columns, the 5 selection folds) the best forest's mean fold AUC was 0.834 with
+#: 100 trees and 0.830 with 300, its soft vote's 0.840 and 0.840: a third of the fits'
+#: time for the same score (issue 15).
+RF_TREES = 100
+
+
 def _rf(*, large: bool, random_state: int) -> Any:
     return RandomForestClassifier(
-        n_estimators=300, n_jobs=1, random_state=random_state, class_weight=None
+        n_estimators=RF_TREES, n_jobs=1, random_state=random_state, class_weight=None
     )
 
 
+# The grids (issue 15, the demo's BreastMNIST features, mean AUC over the 5 selection
+# folds): the SVM's C = 0.1 scored lowest of its four (0.784 against 0.797-0.819) and
+# took two thirds of its fits' time; the forest's min_samples_leaf = 3 scored below
+# leaf 1 at both max_features (0.807 < 0.825, 0.815 < 0.830) and took 40 % of its time.
 register_estimator(Estimator(
     "svm", _svm,
-    lambda *, large: {} if large else {"clf__estimator__C": [1e-4, 1e-3, 1e-2, 1e-1]},
+    lambda *, large: {} if large else {"clf__estimator__C": [1e-4, 1e-3, 1e-2]},
     incremental=True,
 ))
 register_estimator(Estimator(
@@ -352,7 +383,7 @@ register_estimator(Estimator(
 ))
 register_estimator(Estimator(
     "rf", _rf,
-    lambda *, large: {"clf__max_features": ["sqrt", 0.1], "clf__min_samples_leaf": [1, 3]},
+    lambda *, large: {"clf__max_features": ["sqrt", 0.1], "clf__min_samples_leaf": [1]},
 ))
 # the residual CNN on the pixels family (Keras 3 / JAX, imported on first fit)
 register_estimator(Estimator(_cnn.NAME, _cnn.classifier, _cnn.grid, vote=False))

@@ -10,22 +10,20 @@ each outer fold, :func:`select` runs on the outer-train rows only (its inner fol
 split those rows), the winner is refitted on the outer-train rows and scored on the
 outer-test rows, which selection never saw.  The mean outer AUC is the honest
 estimate of what the selection procedure delivers.  The grid searches and the outer
-refits run on the current Dask scheduler (the cluster, in the train flow); the outer
-folds run one after the other, each using the whole cluster.
+refits run on the current Dask scheduler (the cluster, in the train flow) as the two
+batches of :mod:`medpipe.models.batch`: every fit of every outer fold's selection in one,
+the outer refits in the other (``train`` adds its own selection and refit to them).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
 from medpipe.models import search as srch
-from medpipe.models.estimators import ENSEMBLE, LARGE_SAMPLES
-from medpipe.models.metrics import auc_score
+from medpipe.models.batch import NestedResult, OuterFold, run_selection
 
 __all__ = ["OuterFold", "NestedResult", "select", "nested_cv"]
 
@@ -62,80 +60,18 @@ def select(
         Also score the soft vote of the tuned estimators (when two or more have
         probabilities).
     on_step
-        Called with the kind after each search (and with ``vote`` after the vote):
+        Called with the kind after each search (and with ``ensemble`` after the vote):
         progress reporting.
 
     Returns
     -------
     (best, results)
-        The winner and every kind's :class:`~medpipe.models.search.SearchResult`.
+        The winner and every kind's :class:`~medpipe.models.search.SearchResult` (each
+        with its best candidate's out-of-fold probabilities, ``oof``).
     """
-    results = []
-    for k in kinds:
-        log.info("grid search %s on %d samples x %d features", k, *x.shape)
-        results.append(srch.search(k, x, y, groups, folds=folds, random_state=random_state,
-                                   large=large))
-        if on_step is not None:
-            on_step(k)
-    if vote and sum(not r.large and r.kind != ENSEMBLE for r in results) >= 2:
-        log.info("soft vote of %s on the same folds", ", ".join(r.kind for r in results))
-        results.append(srch.ensemble_result(results, x, y, folds=folds,
-                                            random_state=random_state))
-        if on_step is not None:
-            on_step(ENSEMBLE)
-    best = max(results, key=lambda r: r.best_score)
-    return best, results
-
-
-@dataclass
-class OuterFold:
-    """One outer fold of :func:`nested_cv` (indices into the rows given to it)."""
-
-    train: np.ndarray
-    test: np.ndarray
-    #: the inner folds selection ran on, as indices into the same rows (all in ``train``)
-    inner: list[tuple[np.ndarray, np.ndarray]]
-    estimator: str
-    best_params: dict[str, Any]
-    #: the winner's mean inner-fold AUC (optimistic, as any selection score)
-    selection_auc: float
-    #: the winner, refitted on ``train``, scored on ``test``
-    auc: float
-
-    def summary(self) -> dict[str, Any]:
-        """JSON-able summary (no indices)."""
-        return {"estimator": self.estimator, "best_params": self.best_params,
-                "selection_auc": self.selection_auc, "auc": self.auc,
-                "n_train": int(self.train.size), "n_test": int(self.test.size),
-                "inner_folds": len(self.inner)}
-
-
-@dataclass
-class NestedResult:
-    """Outcome of :func:`nested_cv`."""
-
-    folds: list[OuterFold]
-    #: P(class 1) of every row from the outer fold that held it out (for k > 2 classes
-    #: the ``(n, k)`` class matrix)
-    oof: np.ndarray
-    inner_folds: int
-    seed: int
-    kinds: list[str] = field(default_factory=list)
-
-    @property
-    def outer_folds(self) -> int:
-        """Number of outer folds."""
-        return len(self.folds)
-
-    @property
-    def scores(self) -> list[float]:
-        """Outer-test AUC per outer fold."""
-        return [f.auc for f in self.folds]
-
-    @property
-    def mean_auc(self) -> float:
-        """Mean outer-test AUC: the nested-CV estimate."""
-        return float(np.nanmean(self.scores))
+    out = run_selection(kinds, x, y, groups, folds=folds, seed=random_state, large=large,
+                        vote=vote, refit=False, on_step=on_step)
+    return out.best, out.results
 
 
 def nested_cv(
@@ -160,7 +96,7 @@ def nested_cv(
     x, y, groups
         The training rows (features, class codes, patient keys).
     outer_folds
-        Outer patient-grouped stratified folds.
+        Outer patient-grouped stratified folds (at least 2).
     inner_folds
         Folds of the selection inside each outer-train part.
     seed
@@ -175,29 +111,8 @@ def nested_cv(
         Per outer fold: its rows, the inner folds selection ran on, the winner, its
         selection score and its outer-test AUC; the outer out-of-fold probabilities.
     """
-    y = np.asarray(y).astype(int)
-    groups = np.asarray(groups)
-    large = len(y) >= LARGE_SAMPLES if large is None else large
-    outer = srch.grouped_folds(y, groups, n_splits=outer_folds, seed=seed)
-    k = int(y.max()) + 1 if y.size else 2
-    oof = np.full((len(y), k) if k > 2 else len(y), np.nan)  # (n, k) for k classes
-    done: list[OuterFold] = []
-    m = inner_folds
-    for i, (tr, te) in enumerate(outer, 1):
-        log.info("nested CV: outer fold %d/%d (%d train, %d test rows)", i, len(outer),
-                 tr.size, te.size)
-        inner_local = srch.grouped_folds(y[tr], groups[tr], n_splits=inner_folds, seed=seed)
-        m = len(inner_local)
-        best, _ = select(kinds, x[tr], y[tr], groups[tr], folds=inner_local,
-                         random_state=seed, large=large, vote=vote, on_step=on_step)
-        # refit on the outer-train rows and predict the outer-test rows: one task
-        prob = srch.out_of_fold(best.pipeline(random_state=seed), x, y, folds=[(tr, te)])[te]
-        if on_step is not None:
-            on_step("outer refit")
-        oof[te] = prob
-        auc = auc_score(y[te], prob)  # k classes: macro one-vs-rest (NaN: a class absent)
-        done.append(OuterFold(tr, te, [(tr[a], tr[b]) for a, b in inner_local], best.kind,
-                              best.best_params, float(best.best_score), auc))
-        log.info("nested CV: outer fold %d winner %s, selection AUC %.3f, outer AUC %.3f",
-                 i, best.kind, best.best_score, auc)
-    return NestedResult(done, oof, m, seed, list(kinds))
+    out = run_selection(kinds, x, y, groups, folds=None, outer_folds=max(outer_folds, 2),
+                        inner_folds=inner_folds, seed=seed, large=large, vote=vote,
+                        refit=False, on_step=on_step)
+    assert out.nested is not None
+    return out.nested

@@ -33,7 +33,7 @@ import pandas as pd
 import xarray as xr
 
 from medpipe.errors import ConfigError, ModelError
-from medpipe.models import cnn, nested
+from medpipe.models import batch, cnn
 from medpipe.models import estimators as est
 from medpipe.models import labels as lab
 from medpipe.models import metrics as met
@@ -53,6 +53,7 @@ __all__ = [
     "SCORES",
     "train_model",
     "train_steps",
+    "training_matrix",
     "evaluate_model",
     "score_model",
     "check_compatible",
@@ -81,6 +82,48 @@ def _check_classes(classes: list, y: np.ndarray) -> None:
     if missing:
         raise ModelError(f"no training sample of class(es) {missing}; every one of the "
                          f"{len(classes)} classes {classes} needs training rows")
+
+
+def _training_rows(table: xr.Dataset) -> tuple[np.ndarray, bool]:
+    """Indices of the labelled 'train' rows (every labelled row without a split column)."""
+    y_all = table["label"].values
+    split = _strings(table["split"])
+    known = np.isfinite(y_all)
+    has_split = bool((split[known] != "").any())
+    rows = known & (split == "train") if has_split else known
+    if rows.sum() == 0:
+        raise ModelError(
+            f"no labelled training samples: {int(known.sum())} samples matched the labels"
+            + (" but none is in split 'train'" if has_split else "")
+        )
+    return np.flatnonzero(rows), has_split
+
+
+def training_matrix(store: str, features: str, labels: pd.DataFrame
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+    """The matrix :func:`train_model` selects on: its training rows, finite columns.
+
+    Parameters
+    ----------
+    store
+        Store URL or path.
+    features
+        Feature-table group.
+    labels
+        A pseudonymised label table (:func:`medpipe.models.labels.read_stored_labels`).
+
+    Returns
+    -------
+    (x, y, groups, feature_names)
+        Features, class codes, patient keys and the kept columns' names.
+    """
+    table = lab.join_labels(_table(store, features), labels)
+    idx, _ = _training_rows(table)
+    x = np.asarray(table["features"].isel(sample=idx).values, dtype=np.float64)
+    finite = np.isfinite(x).all(axis=0)
+    names = [str(f) for f, keep in zip(table["feature"].values, finite, strict=True) if keep]
+    return (x[:, finite], table["label"].values[idx].astype(int), _groups(table)[idx],
+            names)
 
 
 def train_steps(
@@ -181,16 +224,7 @@ def train_model(
     labels_path = lab.write_labels(store, table_labels)
     table = lab.join_labels(_table(store, features), table_labels)
     y_all = table["label"].values
-    split = _strings(table["split"])
-    known = np.isfinite(y_all)
-    has_split = bool((split[known] != "").any())
-    rows = known & (split == "train") if has_split else known
-    if rows.sum() == 0:
-        raise ModelError(
-            f"no labelled training samples: {int(known.sum())} samples matched the labels"
-            + (" but none is in split 'train'" if has_split else "")
-        )
-    idx = np.flatnonzero(rows)
+    idx, has_split = _training_rows(table)
     # the training rows only ever enter memory here (small: samples x features)
     x = np.asarray(table["features"].isel(sample=idx).values, dtype=np.float64)
     y = y_all[idx].astype(int)
@@ -214,13 +248,13 @@ def train_model(
         vote = estimator == "all"
         step = steps(progress, "train", train_steps(kinds, y, groups, vote=vote, large=large,
                                                     outer_folds=outer_folds, seed=seed))
-        best, results = nested.select(kinds, x, y, groups, folds=folds, random_state=seed,
-                                      large=large, vote=vote, on_step=step)
-        model = est.fit_final(best, x, y, random_state=seed)
+        # the selection, its refit and the nested CV's selections and refits: two batches
+        # of fold fits on the cluster (medpipe.models.batch)
+        out = batch.run_selection(kinds, x, y, groups, folds=folds, outer_folds=outer_folds,
+                                  inner_folds=n_splits, seed=seed, large=large, vote=vote,
+                                  on_step=step)
+        best, results, model, nres = out.best, out.results, out.model, out.nested
         oof = best.oof
-        if oof is None:
-            oof = est.out_of_fold(best.pipeline(random_state=seed), x, y, folds=folds)
-        step("refit")
         # the decision threshold is chosen on the training rows' out-of-fold probabilities
         # (Youden's J = max balanced accuracy), never on a held-out split; k > 2 classes:
         # none, the most probable class
@@ -229,10 +263,7 @@ def train_model(
             y, oof, classes=classes, threshold=threshold, n_boot=n_boot, seed=seed,
             groups=groups)
         cv_info: dict[str, Any] = {"grouped_by": "patient", "stratified": True, "seed": seed}
-        if outer_folds >= 2:
-            nres = nested.nested_cv(kinds, x, y, groups, outer_folds=outer_folds,
-                                    inner_folds=n_splits, seed=seed, large=large, vote=vote,
-                                    on_step=step)
+        if nres is not None:
             eval_prob = nres.oof
             cv_metrics = met.classification_metrics(
                 y, eval_prob, classes=classes, threshold=threshold, n_boot=n_boot, seed=seed,

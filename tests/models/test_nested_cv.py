@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 from sklearn.base import clone
 from sklearn.metrics import roc_auc_score
+from sklearn.model_selection import ParameterGrid
 
-from medpipe.models import nested
+from medpipe.models import batch, nested
+from medpipe.models import estimators as est
 from medpipe.models import registry as reg
 from medpipe.models import search as srch
 from medpipe.models.train import train_model
@@ -31,34 +33,40 @@ def _problem(n_patients: int = 24, per: int = 3, seed: int = 0):
 
 def test_selection_never_sees_outer_test_rows(monkeypatch: pytest.MonkeyPatch) -> None:
     x, y, groups = _problem()
-    seen: list[dict] = []
-    real_search, real_vote = srch.search, srch.ensemble_result
+    seen: list[tuple[set, set]] = []
+    real_fit = batch.fit_predict
 
-    def spy_search(kind, xx, yy, gg, *, folds, **kw):
-        seen.append({"kind": kind, "rows": xx[:, 0].astype(int), "folds": list(folds)})
-        return real_search(kind, xx, yy, gg, folds=folds, **kw)
+    def spy_fit(pipe, xx, yy, train, test):
+        # column 0 is the row number: what this fit was trained on and predicted
+        seen.append((set(xx[train, 0].astype(int)),
+                     set(xx[test, 0].astype(int)) if test is not None else None))
+        return real_fit(pipe, xx, yy, train, test)
 
-    def spy_vote(results, xx, yy, *, folds, **kw):
-        seen.append({"kind": "vote", "rows": xx[:, 0].astype(int), "folds": list(folds)})
-        return real_vote(results, xx, yy, folds=folds, **kw)
-
-    monkeypatch.setattr(srch, "search", spy_search)
-    monkeypatch.setattr(srch, "ensemble_result", spy_vote)
+    monkeypatch.setattr(batch, "fit_predict", spy_fit)
     res = nested.nested_cv(["logreg", "rf"], x, y, groups, outer_folds=3, inner_folds=3,
                            seed=0)
     assert res.outer_folds == 3 and res.inner_folds == 3
-    # 3 outer folds x (2 grid searches + the soft vote)
-    assert len(seen) == 9 and [s["kind"] for s in seen[:3]] == ["logreg", "rf", "vote"]
+    n_cands = sum(len(ParameterGrid(est.param_grid(k))) for k in ("logreg", "rf"))
+    refits = {(frozenset(f.train), frozenset(f.test)) for f in res.folds}
+    # 3 outer folds x every candidate x 3 inner folds, then each outer fold's refit (the
+    # vote refits its members; its fold scores reuse the members' fits)
+    n_refit = sum(2 if f.estimator == "ensemble" else 1 for f in res.folds)
+    assert len(seen) == 3 * n_cands * 3 + n_refit
     tests = np.concatenate([f.test for f in res.folds])
     assert sorted(tests) == list(range(y.size))  # every row held out exactly once
-    for i, fold in enumerate(res.folds):
+    inner = {(frozenset(a), frozenset(b)): i for i, f in enumerate(res.folds)
+             for a, b in f.inner}
+    per_fold = [0, 0, 0]
+    for train, test in seen:
+        if (frozenset(train), frozenset(test)) in refits:
+            continue  # an outer refit: trained on outer-train, predicts outer-test
+        # every other fit is one of an outer fold's inner folds: inside its outer-train
+        i = inner[frozenset(train), frozenset(test)]
+        per_fold[i] += 1
+        assert not (train | test) & set(res.folds[i].test)
+    assert per_fold == [n_cands * 3] * 3
+    for fold in res.folds:
         assert not set(groups[fold.train]) & set(groups[fold.test])  # patient-grouped
-        for call in seen[3 * i:3 * i + 3]:
-            # what selection was given is exactly the outer-train part, nothing of the test
-            assert sorted(call["rows"]) == sorted(fold.train)
-            assert not set(call["rows"]) & set(fold.test)
-            for (itr, ite), (ftr, fte) in zip(call["folds"], fold.inner, strict=True):
-                assert set(call["rows"][itr]) == set(ftr) and set(call["rows"][ite]) == set(fte)
         for itr, ite in fold.inner:
             assert set(itr) | set(ite) == set(fold.train)
             assert not set(groups[itr]) & set(groups[ite])
