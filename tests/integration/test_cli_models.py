@@ -103,6 +103,6 @@ def test_sample_train_evaluate_val_then_a_test_archive(
     assert _auc(test) > 0.8
 
     scored = medpipe("score", "S", "--model", "m", "--cluster", scheduler)
-    assert "scored 92 new samples; 92 in S/scores/m/v1" in scored
+    assert f"scored 92 new samples; 92 in {tmp_path / 'S'}/scores/m/v1" in scored  # absolute
     listing = medpipe("models", "list", "S")
     assert "m:v1" in listing and "logreg" in listing
