@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -294,3 +295,39 @@ def served(
         yield Served(prefect_server, service, archive, store, deps)
     finally:
         service.stop()
+
+
+@contextmanager
+def moto_server(state: Path, **extra_env: str) -> Iterator[int]:
+    """``make s3`` (moto's S3 server) on a free port, boto pointed at it; stopped after.
+
+    Yields the port.  The environment (``AWS_ENDPOINT_URL``, test keys, ``extra_env``) is
+    set for this process and the processes it starts; a server that cannot start fails
+    the test with the target's output.
+    """
+    import s3fs
+
+    from tests.conftest import REPO
+
+    port = free_port()
+    args = [f"S3_PORT={port}", f"S3_DIR={state}"]
+    out = subprocess.run(
+        ["make", "-s", "s3", *args], cwd=REPO, capture_output=True, text=True, timeout=900
+    )
+    env = pytest.MonkeyPatch()
+    try:
+        if out.returncode != 0:
+            pytest.fail(f"make s3 failed ({out.returncode}):\n{out.stdout}\n{out.stderr}")
+        env.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{port}")
+        env.setenv("AWS_ACCESS_KEY_ID", "testing")
+        env.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+        env.setenv("AWS_DEFAULT_REGION", "us-east-1")
+        for k, v in extra_env.items():
+            env.setenv(k, v)
+        s3fs.S3FileSystem.clear_instance_cache()
+        yield port
+    finally:
+        env.undo()
+        s3fs.S3FileSystem.clear_instance_cache()
+        subprocess.run(["make", "-s", "s3-stop", *args], cwd=REPO, timeout=60)
+        assert not (state / "moto.pid").exists()

@@ -8,7 +8,6 @@ the target's output.  fsspec/s3fs find it through the usual boto configuration
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,8 +17,7 @@ from pydicom.data import get_testdata_file
 
 from medpipe import catalog
 from medpipe.ingest import ingest_archive
-from tests.conftest import REPO
-from tests.integration.conftest import free_port
+from tests.integration.conftest import moto_server
 from tests.integration.test_orthanc import assert_same_series, folder_of
 
 SECRET = b"s3-test-secret"
@@ -31,29 +29,10 @@ PREFIX = f"{BUCKET}/site-a"
 @pytest.fixture(scope="module")
 def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[s3fs.S3FileSystem]:
     """``make s3`` on a free port, the environment pointing boto at it; stopped after."""
-    port = free_port()
-    state = tmp_path_factory.mktemp("s3")
-    args = [f"S3_PORT={port}", f"S3_DIR={state}"]
-    out = subprocess.run(
-        ["make", "-s", "s3", *args], cwd=REPO, capture_output=True, text=True, timeout=900
-    )
-    env = pytest.MonkeyPatch()
-    try:
-        if out.returncode != 0:
-            pytest.fail(f"make s3 failed ({out.returncode}):\n{out.stdout}\n{out.stderr}")
-        env.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{port}")
-        env.setenv("AWS_ACCESS_KEY_ID", "testing")
-        env.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-        env.setenv("AWS_DEFAULT_REGION", "us-east-1")
-        s3fs.S3FileSystem.clear_instance_cache()
+    with moto_server(tmp_path_factory.mktemp("s3")):
         fs = s3fs.S3FileSystem()
         fs.mkdir(BUCKET)
         yield fs
-    finally:
-        env.undo()
-        s3fs.S3FileSystem.clear_instance_cache()
-        subprocess.run(["make", "-s", "s3-stop", *args], cwd=REPO, timeout=60)
-        assert not (state / "moto.pid").exists()
 
 
 @pytest.fixture

@@ -31,7 +31,7 @@ from medpipe.features import FeatureConfig
 from medpipe.preprocess import PreprocessConfig
 from medpipe.preprocess.apply import pending_series, preprocessed_group
 from tests.conftest import REPO
-from tests.integration.conftest import free_port
+from tests.integration.conftest import moto_server
 from tests.integration.test_orthanc import assert_same_series
 
 BUCKET = "medpipe-s3-store"
@@ -69,30 +69,11 @@ class Moto:
 @pytest.fixture(scope="module")
 def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Moto]:
     """``make s3`` on a free port, boto pointed at it; a Prefect test API; stopped after."""
-    port = free_port()
     state = tmp_path_factory.mktemp("s3-store")
-    args = [f"S3_PORT={port}", f"S3_DIR={state}"]
-    out = subprocess.run(
-        ["make", "-s", "s3", *args], cwd=REPO, capture_output=True, text=True, timeout=900
-    )
-    env = pytest.MonkeyPatch()
-    try:
-        if out.returncode != 0:
-            pytest.fail(f"make s3 failed ({out.returncode}):\n{out.stdout}\n{out.stderr}")
-        env.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{port}")
-        env.setenv("AWS_ACCESS_KEY_ID", "testing")
-        env.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-        env.setenv("AWS_DEFAULT_REGION", "us-east-1")
-        env.setenv("MEDPIPE_SECRET", SECRET)
-        env.setenv("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-        s3fs.S3FileSystem.clear_instance_cache()
+    extra = {"MEDPIPE_SECRET": SECRET, "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    with moto_server(state, **extra) as port:
         s3fs.S3FileSystem().mkdir(BUCKET)
         yield Moto(f"http://127.0.0.1:{port}", state / "moto.log")
-    finally:
-        env.undo()
-        s3fs.S3FileSystem.clear_instance_cache()
-        subprocess.run(["make", "-s", "s3-stop", *args], cwd=REPO, timeout=60)
-        assert not (state / "moto.pid").exists()
 
 
 def _upload(folder: Path, prefix: str) -> str:
