@@ -58,6 +58,7 @@ import numpy as np
 import xarray as xr
 
 from medpipe.errors import ConfigError, ModelError
+from medpipe.features import cnn_folds as folds_
 from medpipe.features.registry import Family, register_family
 
 if TYPE_CHECKING:
@@ -232,54 +233,6 @@ def _fit_fold(x: np.ndarray, y: np.ndarray, groups: np.ndarray, params: dict[str
     return keras_bytes(clf.model_)
 
 
-# ------------------------------------------------------------------ fold networks
-def _plan_id(source: str, folds: int, seed: int, samples: np.ndarray, which: np.ndarray
-             ) -> str:
-    """16 hex digits naming a fold plan: table, folds, seed and every row's embedder."""
-    h = hashlib.sha256(json.dumps([source, folds, seed]).encode())
-    for s_, k in zip(samples.tolist(), which.tolist(), strict=True):
-        h.update(f"{s_}\t{k}\n".encode())
-    return h.hexdigest()[:16]
-
-
-def _fold_path(plan: str, name: str) -> str:
-    return f"oof/{plan}/{name}"
-
-
-def _stored_folds(store: str, name: str, version: str, plan: str) -> list[bytes] | None:
-    """The fold networks of ``plan`` saved beside the model, SHA-256 checked (or None)."""
-    from medpipe.models import registry as reg
-
-    try:
-        info = json.loads(reg.read_model_file(store, name, version,
-                                              _fold_path(plan, "folds.json")))
-    except FileNotFoundError:
-        return None
-    out = []
-    for k, sha in enumerate(info["sha256"]):
-        where = _fold_path(plan, f"fold-{k}.keras")
-        data = reg.read_model_file(store, name, version, where)
-        if hashlib.sha256(data).hexdigest() != sha:
-            raise ModelError(f"{reg.model_path(name, version)}/{where} does not match the "
-                             "SHA-256 its folds.json records; refusing to load it")
-        out.append(data)
-    return out
-
-
-def _store_folds(store: str, name: str, version: str, plan: str, models: list[bytes], *,
-                 source: str, folds: int, seed: int, samples: list[list[str]]) -> None:
-    """Save the fold networks and what each trained on (sample keys) beside the model."""
-    from medpipe.models import registry as reg
-
-    for k, data in enumerate(models):
-        reg.write_model_file(store, name, version, _fold_path(plan, f"fold-{k}.keras"), data)
-    info = {"source_group": source, "folds": folds, "seed": seed,
-            "sha256": [hashlib.sha256(b).hexdigest() for b in models],
-            "trained_on": samples}
-    reg.write_model_file(store, name, version, _fold_path(plan, "folds.json"),
-                         json.dumps(info, indent=1).encode())
-
-
 # ------------------------------------------------------------------ the stage
 def cnn_group(source: str, model: str, version: str) -> str:
     """Group of the table :func:`cnn_features` writes: ``features/<source>+cnn-<m>-<v>``."""
@@ -369,8 +322,8 @@ def cnn_features(
     params = {k: v for k, v in clf.get_params().items() if k != "row_groups"}
     params["columns"] = None
     samples = np.array([str(v) for v in table["sample"].values], dtype=object)
-    plan = _plan_id(source, folds, seed, samples, which)
-    fold_models = _stored_folds(store, name, version, plan)
+    plan = folds_.plan_id(source, folds, seed, samples, which)
+    fold_models = folds_.stored_folds(store, name, version, plan)
     if fold_models is None and fold_rows:
         x_seen = np.asarray(pix.isel(sample=np.flatnonzero(seen)).values, dtype=np.float64)
         pos = {r: i for i, r in enumerate(np.flatnonzero(seen))}
@@ -383,7 +336,7 @@ def cnn_features(
         log.info("cnn features: training %d out-of-fold networks for %d training rows",
                  len(fits), int(seen.sum()))
         fold_models = list(dask.compute(*fits))
-        _store_folds(store, name, version, plan, fold_models, source=source, folds=folds,
+        folds_.store_folds(store, name, version, plan, fold_models, source=source, folds=folds,
                      seed=seed, samples=[samples[r].tolist() for r in fold_rows])
     fold_models = fold_models or []
     final = keras_bytes(clf.model_)
@@ -408,7 +361,7 @@ def cnn_features(
         "dims": dim, "source_group": source, "folds": len(fold_models), "seed": seed,
         "fold_sha256": [hashlib.sha256(b).hexdigest() for b in fold_models],
         "n_out_of_fold": int(seen.sum()), "plan": plan,
-        "fold_files": f"{reg.model_path(name, version)}/{_fold_path(plan, '')}",
+        "fold_files": f"{reg.model_path(name, version)}/{folds_.fold_path(plan, '')}",
         "rule": "rows the CNN was trained on: embedded by the fold network that did not "
                 "see them; other rows: by the registered model",
     }
