@@ -13,6 +13,7 @@ from medpipe import ingest
 from medpipe.features import FeatureConfig
 from medpipe.features.dataset import feature_table, features_group, write_features
 from medpipe.models import registry as reg
+from medpipe.models.estimators import RF_TREES
 from medpipe.models.train import open_scores
 from medpipe.sample import build_medmnist_archive
 from tests.models.conftest import SECRET, write_npz
@@ -45,7 +46,7 @@ def test_train_then_score_flow(labelled_store: dict, flow_cluster: str) -> None:
     assert out.evaluation.split == "val" and out.evaluation.n == 12
     assert reg.list_versions(store, "flowmodel") == [out.version]
     model, _ = reg.load_model(store, "flowmodel")  # RF refitted under joblib's Dask backend
-    assert len(model.estimator[-1].estimators_) == 300
+    assert len(model.estimator[-1].estimators_) == RF_TREES
 
     from prefect.client.orchestration import get_client
 
