@@ -165,7 +165,12 @@ class PrefectServer:
         return r.json()
 
     def post(self, path: str, body: dict | None = None) -> Any:
-        r = self.client.post(f"{self.api}{path}", json=body or {})
+        """POST; a 503 (Prefect's retryable answer: SQLite busy) is retried, as its client does."""
+        for _attempt in range(3):
+            r = self.client.post(f"{self.api}{path}", json=body or {})
+            if r.status_code != 503:
+                break
+            time.sleep(2)
         r.raise_for_status()
         return r.json()
 
