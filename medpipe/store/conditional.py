@@ -16,10 +16,12 @@ from typing import Any
 
 import fsspec
 
+from medpipe.errors import StoreError
+
 __all__ = ["ConditionFailed", "supported", "etag_of", "create", "swap", "delete"]
 
 
-class ConditionFailed(Exception):
+class ConditionFailed(StoreError):
     """The object changed (or exists) since it was read: the conditional write lost."""
 
 
