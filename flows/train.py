@@ -79,9 +79,8 @@ def train_task(
 ) -> TrainResult:
     """Grouped-CV search, refit and registration, as a client of the cluster at ``scheduler``.
 
-    Runs in the flow's process (not on a worker): the random forest's refit uses the
-    joblib Dask backend, which needs a client of its own rather than a seceded worker.
-    Its steps (see :func:`medpipe.models.train.train_model`) are reported to
+    Runs in the flow's process (not on a worker), with a client of its own: the
+    selection submits its batches of fold fits to the cluster from here.  Its steps (see :func:`medpipe.models.train.train_model`) are reported to
     ``progress_topic``'s relay.
     """
     from distributed import Client

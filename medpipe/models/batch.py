@@ -48,7 +48,10 @@ from medpipe.models.estimators import (
 from medpipe.models.metrics import auc_score
 from medpipe.models.probability import fit_pipeline, proba_block
 
-__all__ = ["OuterFold", "NestedResult", "Outcome", "fit_predict", "run_selection"]
+__all__ = [
+    "OuterFold", "NestedResult", "Outcome", "fit_predict", "fold_probabilities", "refit",
+    "run_selection", "vote_result",
+]
 
 log = logging.getLogger(__name__)
 
@@ -163,6 +166,38 @@ def _run(calls: list[tuple], x: np.ndarray, y: np.ndarray,
         client.cancel([*futures, xf, yf])
 
 
+def fold_probabilities(pipe: Any, x: np.ndarray, y: np.ndarray, folds: Folds) -> np.ndarray:
+    """Out-of-fold probabilities of ``pipe``: each fold predicted by a clone fitted on the
+    other folds, the fold fits run as one batch (P(class 1), or the ``(n, k)`` matrix)."""
+    parts = _run([(pipe, tr, te) for tr, te in folds], x, y, lambda _i: None)
+    return _assemble(parts, folds, len(y))
+
+
+def refit(best: srch.SearchResult, x: np.ndarray, y: np.ndarray, *,
+          seed: int = 0) -> ParallelPostFit:
+    """``best`` refitted on all the rows (a vote: its members, one task each)."""
+    rows = np.arange(len(y))
+    fitted = _run([(p, rows, None) for p in _members(best, seed)], x, y, lambda _i: None)
+    return _final_model(best, fitted, y, seed)
+
+
+def _assemble(parts: Sequence[np.ndarray], folds: Folds, n: int) -> np.ndarray:
+    """The fold predictions ``parts`` placed at their folds' test rows (NaN elsewhere)."""
+    oof = np.full((n, *np.shape(parts[0])[1:]), np.nan)  # (n, k) for k classes
+    for (_, te), p in zip(folds, parts, strict=True):
+        oof[te] = p
+    return oof
+
+
+def _final_model(best: srch.SearchResult, fitted: list[Any], y: np.ndarray,
+                 seed: int) -> ParallelPostFit:
+    """The refitted winner (its members' fits, for a vote) wrapped for block-wise scoring."""
+    est = fitted[0]
+    if best.kind == ENSEMBLE:
+        est = SoftVote.from_fitted(best.pipeline(random_state=seed).estimators, fitted, y)
+    return ParallelPostFit(estimator=est)
+
+
 def _candidates(kind: str, large: bool, random_state: int) -> list[tuple[dict, Any]]:
     """``(params, pipeline)`` of every grid point of ``kind`` (one, ``{}``, without a grid)."""
     grid = param_grid(kind, large=large)
@@ -176,26 +211,34 @@ def _result(kind: str, points: list[dict], probs: list[list[np.ndarray]], y: np.
     """A kind's search result from its candidates' fold probabilities."""
     cands, oofs = [], []
     for params, parts in zip(points, probs, strict=True):
-        scores = [srch._fold_auc(y[te], p) for (_, te), p in zip(folds, parts, strict=True)]
-        cands.append({"params": srch._plain(params), "mean_auc": float(np.mean(scores)),
+        scores = [srch.fold_auc(y[te], p) for (_, te), p in zip(folds, parts, strict=True)]
+        cands.append({"params": srch.plain_params(params), "mean_auc": float(np.mean(scores)),
                       "std_auc": float(np.std(scores))})
-        oof = np.full((len(y), *np.shape(parts[0])[1:]), np.nan)
-        for (_, te), p in zip(folds, parts, strict=True):
-            oof[te] = p
-        oofs.append(oof)
+        oofs.append(_assemble(parts, folds, len(y)))
     best = int(np.nanargmax([c["mean_auc"] for c in cands]))
     return srch.SearchResult(kind, cands[best]["params"], cands[best]["mean_auc"], cands,
                              large, oof=oofs[best])
 
 
-def _vote(results: list[srch.SearchResult], y: np.ndarray, folds: Folds) -> srch.SearchResult:
-    """The soft vote of the tuned kinds: the mean of their out-of-fold probabilities."""
+def vote_result(results: Sequence[srch.SearchResult], y: np.ndarray,
+                folds: Folds) -> srch.SearchResult:
+    """The soft vote of the tuned kinds: the mean of their out-of-fold probabilities.
+
+    The members are the results without the incremental SVM (no probabilities) and
+    without kinds registered with ``vote=False`` (the CNN); each must carry its ``oof``
+    on ``folds``.  Its score is the mean fold AUC, as each member's.
+
+    Raises
+    ------
+    ModelError
+        Fewer than two members.
+    """
     members = [r for r in results if not r.large and r.kind != ENSEMBLE
                and get_estimator(r.kind).vote]
     if len(members) < 2:
         raise ModelError("a soft vote needs at least two tuned estimators with probabilities")
     oof = np.mean([m.oof for m in members], axis=0)
-    scores = [srch._fold_auc(y[te], oof[te]) for _, te in folds]
+    scores = [srch.fold_auc(y[te], oof[te]) for _, te in folds]
     params = {m.kind: m.best_params for m in members}
     score = float(np.mean(scores))
     return srch.SearchResult(
@@ -296,7 +339,7 @@ def run_selection(
         results = [_result(k, [p for p, _ in cands[k]], parts[k, s], y, sfolds, large)
                    for k in kinds]
         if vote and sum(not r.large for r in results) >= 2:
-            results.append(_vote(results, y, sfolds))
+            results.append(vote_result(results, y, sfolds))
             step(ENSEMBLE)
         picked.append((max(results, key=lambda r: r.best_score), results))
     # batch 2: the final refit on all the rows, each outer fold's on its outer-train rows
@@ -322,14 +365,7 @@ def run_selection(
     by_sel: dict[int, list[Any]] = {}
     for s, r in zip(slot, out, strict=True):
         by_sel.setdefault(s, []).append(r)
-    model = None
-    if final and refit:
-        best = picked[0][0]
-        est = by_sel[0][0]
-        if best.kind == ENSEMBLE:
-            est = SoftVote.from_fitted(best.pipeline(random_state=seed).estimators,
-                                       by_sel[0], y)
-        model = ParallelPostFit(estimator=est)
+    model = _final_model(picked[0][0], by_sel[0], y, seed) if final and refit else None
     nres = None
     if outer:
         k = int(y.max()) + 1 if y.size else 2

@@ -9,8 +9,7 @@ the first step, so that its data stay Dask arrays):
   larger data ``dask_ml.wrappers.Incremental(SGDClassifier(loss="hinge"))`` trained
   block by block;
 * ``logreg``: :class:`dask_ml.linear_model.LogisticRegression`;
-* ``rf``: scikit-learn's :class:`~sklearn.ensemble.RandomForestClassifier`, refitted
-  under the joblib Dask backend;
+* ``rf``: scikit-learn's :class:`~sklearn.ensemble.RandomForestClassifier`;
 * ``ensemble`` (only with ``--estimator all``): :class:`SoftVote`, the mean probability of
   the three tuned pipelines, kept when its cross-validated AUC beats each of them.
 

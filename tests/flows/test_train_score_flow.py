@@ -45,7 +45,7 @@ def test_train_then_score_flow(labelled_store: dict, flow_cluster: str) -> None:
     assert out.estimator == "rf"
     assert out.evaluation.split == "val" and out.evaluation.n == 12
     assert reg.list_versions(store, "flowmodel") == [out.version]
-    model, _ = reg.load_model(store, "flowmodel")  # RF refitted under joblib's Dask backend
+    model, _ = reg.load_model(store, "flowmodel")  # the RF refitted by one cluster task
     assert len(model.estimator[-1].estimators_) == RF_TREES
 
     from prefect.client.orchestration import get_client
