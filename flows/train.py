@@ -80,8 +80,8 @@ def train_task(
     """Grouped-CV search, refit and registration, as a client of the cluster at ``scheduler``.
 
     Runs in the flow's process (not on a worker), with a client of its own: the
-    selection submits its batches of fold fits to the cluster from here.  Its steps (see :func:`medpipe.models.train.train_model`) are reported to
-    ``progress_topic``'s relay.
+    selection submits its batches of fold fits to the cluster from here.  Its steps (see
+    :func:`medpipe.models.train.train_model`) are reported to ``progress_topic``'s relay.
     """
     from distributed import Client
 
