@@ -119,8 +119,17 @@ def training_matrix(store: str, features: str, labels: pd.DataFrame
     """
     table = lab.join_labels(_table(store, features), labels)
     idx, _ = _training_rows(table)
+    return _matrix(table, idx)
+
+
+def _matrix(table: xr.Dataset, idx: np.ndarray
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+    """Rows ``idx`` of a labelled table: features (finite columns only), codes, patients."""
+    # the training rows only ever enter memory here (small: samples x features)
     x = np.asarray(table["features"].isel(sample=idx).values, dtype=np.float64)
     finite = np.isfinite(x).all(axis=0)
+    if not finite.any():
+        raise ModelError("every feature has missing values on the training samples")
     names = [str(f) for f, keep in zip(table["feature"].values, finite, strict=True) if keep]
     return (x[:, finite], table["label"].values[idx].astype(int), _groups(table)[idx],
             names)
@@ -223,20 +232,10 @@ def train_model(
         source_name = label_source or Path(labels).name
     labels_path = lab.write_labels(store, table_labels)
     table = lab.join_labels(_table(store, features), table_labels)
-    y_all = table["label"].values
     idx, has_split = _training_rows(table)
-    # the training rows only ever enter memory here (small: samples x features)
-    x = np.asarray(table["features"].isel(sample=idx).values, dtype=np.float64)
-    y = y_all[idx].astype(int)
-    groups = _groups(table)[idx]
+    x, y, groups, feature_names = _matrix(table, idx)
     classes = lab.label_classes(table_labels)
     _check_classes(classes, y)
-    names_all = [str(f) for f in table["feature"].values]
-    finite = np.isfinite(x).all(axis=0)
-    if not finite.any():
-        raise ModelError("every feature has missing values on the training samples")
-    x = x[:, finite]
-    feature_names = [n for n, keep in zip(names_all, finite, strict=True) if keep]
     # the CNN reads the pixels family's columns; without one, 'all' leaves it out
     kinds = cnn.usable_kinds(kinds, feature_names, explicit=estimator != "all",
                              n_samples=len(y))
