@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -50,3 +51,15 @@ def prefect_test_api() -> Iterator[str]:
 def _medpipe_secret(monkeypatch: pytest.MonkeyPatch) -> None:
     """Tests use a fixed, non-demo secret so keys are stable and no warning fires."""
     monkeypatch.setenv("MEDPIPE_SECRET", "test-secret")
+
+
+@pytest.fixture(scope="module")
+def jax_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One XLA compilation cache for this process and the workers (JAX's own setting):
+    the CNN fits of a module share batch shapes, so the network compiles about once."""
+    path = str(tmp_path_factory.getbasetemp() / "jax-cache")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("JAX_COMPILATION_CACHE_DIR", path)
+        if "jax" in sys.modules:  # imported already: the variable is read at import
+            sys.modules["jax"].config.update("jax_compilation_cache_dir", path)
+        yield path

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import pickle
-import sys
 import threading
 from importlib.resources import files
 from pathlib import Path
@@ -40,16 +39,7 @@ from tests.models.conftest import SECRET
 FAST = {"epochs": 12, "width": 8, "depth": 2, "augment": "light"}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def jax_cache(tmp_path_factory: pytest.TempPathFactory):
-    """One XLA compilation cache for this process and the workers (JAX's own setting):
-    every fit here has the same batch shapes, so the network compiles about once."""
-    path = str(tmp_path_factory.getbasetemp() / "jax-cache")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("JAX_COMPILATION_CACHE_DIR", path)
-        if "jax" in sys.modules:  # imported already: the variable is read at import
-            sys.modules["jax"].config.update("jax_compilation_cache_dir", path)
-        yield path
+pytestmark = pytest.mark.usefixtures("jax_cache")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")
