@@ -131,9 +131,9 @@ def read_group(
     images = sorted(p for p, role in members if role == "image")
     masks = sorted(p for p, role in members if role == "mask")
     if not images:
+        # No path: every mask of the group gets this reason itself (none is at fault).
         raise InvalidSourceError(
-            "mask without its image (referenced series not found in the archive)",
-            path=masks[0] if masks else None,
+            "mask without its image (referenced series not found in the archive)"
         )
     try:
         reader = reader or get_reader(kind)

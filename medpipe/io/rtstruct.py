@@ -12,6 +12,7 @@ import io
 import math
 import re
 import warnings
+from collections.abc import Collection
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,7 @@ from pydicom.errors import InvalidDicomError
 from medpipe.errors import InvalidSourceError, SeriesGeometryError
 from medpipe.io.base import Series
 
-__all__ = ["rasterize_rtstruct", "sanitize_roi_name"]
+__all__ = ["rasterize_rtstruct", "sanitize_roi_name", "unique_name"]
 
 _RTSTRUCT_SOP = "1.2.840.10008.5.1.4.1.1.481.3"
 #: How far (in slices) a contour plane may sit from the nearest image plane.
@@ -44,6 +45,27 @@ def sanitize_roi_name(name: str) -> str:
     clean = re.sub(r"[^A-Za-z0-9_.-]", "_", name.strip())
     clean = clean.strip(".") or "roi"
     return clean
+
+
+def unique_name(name: str, taken: Collection[str]) -> str:
+    """``name``, or ``name_2``, ``name_3``… : the first one not in ``taken``.
+
+    Parameters
+    ----------
+    name
+        The wanted label name.
+    taken
+        Names already given.
+
+    Returns
+    -------
+    str
+        A name not in ``taken`` (two masks of one name are both kept).
+    """
+    key, n = name, 2
+    while key in taken:
+        key, n = f"{name}_{n}", n + 1
+    return key
 
 
 def _world_to_index(image: Series) -> tuple[np.ndarray, np.ndarray]:
@@ -243,10 +265,7 @@ def rasterize_rtstruct(root: Path, rel: str, image: Series) -> dict[str, np.ndar
             n_closed += 1
         if n_closed == 0:
             continue
-        key = sanitize_roi_name(name)
-        base, n = key, 2
-        while key in out:
-            key, n = f"{base}_{n}", n + 1
+        key = unique_name(sanitize_roi_name(name), out)
         if len(image.spatial_shape) == 2:
             mask = mask[0]
         out[key] = mask

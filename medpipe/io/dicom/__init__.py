@@ -26,10 +26,12 @@ from pathlib import Path
 
 from medpipe.io.base import Probe, Series
 from medpipe.io.dicom.dicomdir import read_dicomdir
-from medpipe.io.dicom.part10 import DEFAULT_MAX_BYTES
+from medpipe.io.dicom.part10 import DEFAULT_MAX_BYTES, is_seg
 from medpipe.io.dicom.probe import probe_dicom
 from medpipe.io.dicom.series import read_dicom_series
 from medpipe.io.registry import register_reader
+from medpipe.io.rtstruct import rasterize_rtstruct, unique_name
+from medpipe.io.seg import rasterize_seg
 
 # pydicom logs every non-conformant value it reads (e.g. an over-long SH) as a warning
 # *and* emits a Python warning.  Archives are full of them and they are not actionable
@@ -40,7 +42,7 @@ __all__ = ["probe_dicom", "read_dicom_series", "read_dicomdir", "DEFAULT_MAX_BYT
 
 
 class DicomReader:
-    """DICOM files (Part 10; any name, it is the registry's fall-back), with RTSTRUCT masks."""
+    """DICOM files (Part 10; any name: the registry's fall-back), with RTSTRUCT and SEG masks."""
 
     name = "dicom"
     suffixes: tuple[str, ...] = (".dcm", ".dicom")
@@ -51,13 +53,16 @@ class DicomReader:
         return probe_dicom(root, rel)
 
     def read(self, root: Path, images: Sequence[str], masks: Sequence[str]) -> list[Series]:
-        """One series from its image files; each RTSTRUCT's ROIs become its labels."""
-        from medpipe.io.rtstruct import rasterize_rtstruct
+        """One series from its image files; RTSTRUCT ROIs and SEG segments become its labels.
 
+        A name that an earlier mask file of the series already gave a label gets a
+        ``_2``, ``_3``… suffix, so no mask is lost.
+        """
         series = read_dicom_series(root, images)
         for rel in masks:
-            for roi, mask in rasterize_rtstruct(root, rel, series).items():
-                series.labels[roi] = mask
+            rasterize = rasterize_seg if is_seg(root, rel) else rasterize_rtstruct
+            for roi, mask in rasterize(root, rel, series).items():
+                series.labels[unique_name(roi, series.labels)] = mask
             series.sources.append(rel)
         return [series]
 

@@ -123,6 +123,32 @@ def _open_part10(path: Path, rel: str) -> BinaryIO:
     return buf
 
 
+def is_seg(root: Path, rel: str) -> bool:
+    """Whether a (probed) DICOM file is a Segmentation Storage object.
+
+    Parameters
+    ----------
+    root
+        Archive root.
+    rel
+        Relative path of the file.
+
+    Returns
+    -------
+    bool
+        ``True`` where its SOP Class UID is Segmentation Storage (DICOM SEG).
+
+    Raises
+    ------
+    InvalidSourceError
+        The file cannot be opened or is not Part 10.
+    """
+    with _quiet(), _open_part10(Path(root) / rel, rel) as fp:
+        ds = _dcmread(fp, rel, stop_before_pixels=True)
+    sop = ds.get("SOPClassUID") or (ds.file_meta.get("MediaStorageSOPClassUID") or "")
+    return str(sop) == _SEG_SOP
+
+
 def _check_part10(head: bytes, rel: str) -> None:
     """Raise unless ``head`` (a file's first 132 bytes) is a preamble and ``DICM``."""
     if head[:2] == b"\x1f\x8b":

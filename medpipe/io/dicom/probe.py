@@ -31,6 +31,7 @@ from medpipe.io.dicom.values import (
     _image_size,
     _validate_values,
 )
+from medpipe.io.seg import seg_referenced_series
 
 
 def _referenced_series(ds: Dataset) -> str | None:
@@ -59,8 +60,8 @@ def probe_dicom(root: Path, rel: str, *, max_bytes: int = DEFAULT_MAX_BYTES) -> 
     Returns
     -------
     Probe
-        ``role="image"`` grouped by SeriesInstanceUID; ``role="mask"`` for an RTSTRUCT,
-        grouped by the referenced image series; ``role="index"`` for a DICOMDIR.
+        ``role="image"`` grouped by SeriesInstanceUID; ``role="mask"`` for an RTSTRUCT
+        or a DICOM SEG, grouped by the referenced image series; ``role="index"`` for a DICOMDIR.
 
     Raises
     ------
@@ -68,7 +69,7 @@ def probe_dicom(root: Path, rel: str, *, max_bytes: int = DEFAULT_MAX_BYTES) -> 
         Not DICOM, no file meta / transfer syntax, bad values, truncated, an empty
         DICOMDIR, or an image missing required pixel attributes.
     UnsupportedSourceError
-        A valid DICOM object without an image (SR, RT Plan, waveform, SEG…).
+        A valid DICOM object without an image (SR, RT Plan, waveform…).
     SourceTooLargeError
         The declared pixel data exceeds ``max_bytes``.
     """
@@ -138,7 +139,19 @@ def _probe(root: Path, rel: str, *, max_bytes: int) -> Probe:
                 f"{what} object without pixel data (not an image)", path=rel
             )
         if sop == _SEG_SOP:
-            raise UnsupportedSourceError("DICOM SEG objects are not ingested as images", path=rel)
+            _check_size(_image_size(ds, rel), rel, max_bytes)
+            ref = seg_referenced_series(ds)
+            if ref is None:
+                raise InvalidSourceError(
+                    "SEG references no image series (no Referenced Series Sequence)", path=rel
+                )
+            return Probe(
+                path=rel,
+                kind="dicom",
+                group=ref,
+                role="mask",
+                detail={"modality": "SEG", "sop_class_uid": sop, "transfer_syntax": str(ts)},
+            )
 
         size = _image_size(ds, rel)
         _check_size(size, rel, max_bytes)

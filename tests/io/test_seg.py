@@ -1,0 +1,199 @@
+"""DICOM SEG objects: highdicom-written SEGs against the masks they were made from.
+
+The image series is pydicom's real ``CT_small.dcm`` moved along z; the SEG objects are
+written by highdicom (the reference implementation) from known masks, so the masks that
+ingest stores must equal them voxel for voxel.  The real SEG files that pydicom and
+pydicom-data ship reference series that are not in their archives: they must be found
+as masks and set aside with that reason.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import highdicom as hd
+import numpy as np
+import pydicom
+import pytest
+from pydicom.data import get_testdata_file
+from pydicom.sr.codedict import codes
+
+from medpipe import catalog, ingest, store
+from medpipe.errors import SeriesGeometryError
+from medpipe.io.dicom import probe_dicom, read_dicom_series
+from medpipe.io.rtstruct import rasterize_rtstruct
+from medpipe.io.seg import rasterize_seg
+
+SECRET = b"test-secret"
+NO_IMAGE = "mask without its image (referenced series not found in the archive)"
+
+
+def ct_series(folder: Path, *, n: int = 3, z0: float = -75.7) -> list[pydicom.Dataset]:
+    """``n`` slices of CT_small 5 mm apart, one series; written to ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    uid, slices = pydicom.uid.generate_uid(), []
+    for k in range(n):
+        ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+        ds.SeriesInstanceUID, ds.SOPInstanceUID = uid, pydicom.uid.generate_uid()
+        ds.ImagePositionPatient = [-158.1, -179.0, z0 + 5.0 * k]
+        ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+        ds.save_as(folder / f"{k}.dcm")
+        slices.append(ds)
+    return slices
+
+
+def _segment(number: int, label: str) -> hd.seg.SegmentDescription:
+    return hd.seg.SegmentDescription(
+        segment_number=number,
+        segment_label=label,
+        segmented_property_category=codes.SCT.MorphologicallyAbnormalStructure,
+        segmented_property_type=codes.SCT.Neoplasm,
+        algorithm_type=hd.seg.SegmentAlgorithmTypeValues.MANUAL,
+    )
+
+
+def write_seg(
+    path: Path,
+    sources: list[pydicom.Dataset],
+    pixels: np.ndarray,
+    labels: list[str],
+    kind: str = "BINARY",
+) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    extra = {"max_fractional_value": 200} if kind == "FRACTIONAL" else {}
+    seg = hd.seg.Segmentation(
+        source_images=sources,
+        pixel_array=pixels,
+        segmentation_type=hd.seg.SegmentationTypeValues[kind],
+        segment_descriptions=[_segment(i + 1, name) for i, name in enumerate(labels)],
+        series_instance_uid=pydicom.uid.generate_uid(),
+        series_number=100,
+        sop_instance_uid=pydicom.uid.generate_uid(),
+        instance_number=1,
+        manufacturer="medpipe tests",
+        manufacturer_model_name="test_seg",
+        software_versions="0",
+        device_serial_number="0",
+        **extra,
+    )
+    seg.save_as(path)
+
+
+def two_masks() -> np.ndarray:
+    """Two overlapping segments on 3 slices of 128x128 (slice 0 empty: no frames)."""
+    a = np.zeros((3, 128, 128), dtype=bool)
+    b = np.zeros_like(a)
+    a[1, 40:60, 30:90] = True
+    a[2, 10:20, 10:20] = True
+    b[1:, 50:100, 70:80] = True
+    return np.stack([a, b], axis=-1)
+
+
+def test_binary_seg_matches_its_masks(tmp_path: Path) -> None:
+    sources = ct_series(tmp_path / "ct")
+    masks = two_masks()
+    write_seg(tmp_path / "seg" / "s.dcm", sources, masks, ["Tumour core", "Tumour core"])
+    probe = probe_dicom(tmp_path, "seg/s.dcm")
+    assert (probe.role, probe.group) == ("mask", sources[0].SeriesInstanceUID)
+    image = read_dicom_series(tmp_path, [f"ct/{k}.dcm" for k in range(3)])
+    out = rasterize_seg(tmp_path, "seg/s.dcm", image)
+    assert sorted(out) == ["Tumour_core", "Tumour_core_2"]  # equal labels stay apart
+    for i, name in enumerate(["Tumour_core", "Tumour_core_2"]):
+        assert out[name].dtype == np.uint8 and out[name].shape == image.spatial_shape
+        np.testing.assert_array_equal(out[name], masks[..., i])
+
+
+def test_fractional_seg_is_cut_at_one_half(tmp_path: Path) -> None:
+    sources = ct_series(tmp_path / "ct")
+    rng = np.random.default_rng(0)
+    prob = rng.random((3, 128, 128)).astype(np.float32)
+    write_seg(tmp_path / "seg.dcm", sources, prob, ["p"], kind="FRACTIONAL")
+    image = read_dicom_series(tmp_path, [f"ct/{k}.dcm" for k in range(3)])
+    (mask,) = rasterize_seg(tmp_path, "seg.dcm", image).values()
+    # highdicom stores round(p * 200); the mask is stored >= 100.
+    np.testing.assert_array_equal(mask, np.round(prob * 200) >= 100)
+
+
+def test_seg_on_another_grid_is_a_geometry_error(tmp_path: Path) -> None:
+    sources = ct_series(tmp_path / "ct")
+    shifted = ct_series(tmp_path / "other", z0=-75.7 + 2.5)  # half a slice off
+    for ds in shifted:
+        ds.FrameOfReferenceUID = sources[0].FrameOfReferenceUID
+        ds.SeriesInstanceUID = sources[0].SeriesInstanceUID
+    write_seg(tmp_path / "seg.dcm", shifted, two_masks()[..., :1], ["a"])
+    image = read_dicom_series(tmp_path, [f"ct/{k}.dcm" for k in range(3)])
+    with pytest.raises(SeriesGeometryError, match="slice plane"):
+        rasterize_seg(tmp_path, "seg.dcm", image)
+
+    other, for_uid = ct_series(tmp_path / "third"), pydicom.uid.generate_uid()
+    for ds in other:
+        ds.FrameOfReferenceUID = for_uid
+    write_seg(tmp_path / "seg2.dcm", other, two_masks()[..., :1], ["a"])
+    with pytest.raises(SeriesGeometryError, match="frame of reference"):
+        rasterize_seg(tmp_path, "seg2.dcm", image)
+
+
+def test_ingested_seg_segments_are_ngff_labels(tmp_path: Path) -> None:
+    archive, out = tmp_path / "archive", str(tmp_path / "store.zarr")
+    sources = ct_series(archive / "ct")
+    masks = two_masks()
+    write_seg(archive / "seg" / "s.dcm", sources, masks, ["GTV", "Node 1"])
+    summary = ingest.ingest_archive(str(archive), out, secret=SECRET)
+    assert (summary.series_ingested, summary.quarantined) == (1, 0)
+    cur = catalog.current(out)
+    assert cur.loc["seg/s.dcm", "status"] == "ingested"
+    key = cur.loc["seg/s.dcm", "series"]
+    assert cur.loc["ct/0.dcm", "series"] == key
+    labels = store.open_labels(out, f"images/{key}")
+    assert sorted(labels) == ["GTV", "Node_1"]
+    for i, name in enumerate(["GTV", "Node_1"]):
+        np.testing.assert_array_equal(labels[name].values > 0, masks[..., i])
+
+
+def _is_seg_mask(folder: Path, name: str) -> bool:
+    probe = probe_dicom(folder, name)
+    return probe.role == "mask" and probe.detail.get("modality") == "SEG"
+
+
+@pytest.mark.parametrize("source", ["pydicom", "shared"])
+def test_real_seg_files_without_their_series_are_set_aside(
+    source: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    if source == "pydicom":
+        files = [Path(get_testdata_file(n)) for n in ("liver_1frame.dcm", "liver_expb_1frame.dcm")]
+    else:
+        files = [request.getfixturevalue("shared_data") / "dicom/pydicom_data_subset/liver.dcm"]
+    archive, out = tmp_path / "archive", str(tmp_path / "store.zarr")
+    archive.mkdir()
+    for f in files:
+        shutil.copy(f, archive / f.name)
+    assert all(_is_seg_mask(archive, f.name) for f in files)
+    summary = ingest.ingest_archive(str(archive), out, secret=SECRET)
+    assert summary.series_ingested == 0
+    cur = catalog.current(out)
+    for f in files:
+        assert cur.loc[f.name, "reason"] == NO_IMAGE
+
+
+def test_ibsi_rtstruct_as_seg_ingests_to_the_same_label(shared_data: Path, tmp_path: Path) -> None:
+    src = shared_data / "dicom" / "ibsi_sts" / "STS_002" / "CT"
+    archive = tmp_path / "archive"
+    shutil.copytree(src / "image", archive / "image")
+    rels = sorted(p.relative_to(archive).as_posix() for p in (archive / "image").glob("*.dcm"))
+    image = read_dicom_series(archive, rels)
+    shutil.copy(src / "mask" / "RS.dcm", tmp_path / "RS.dcm")
+    (name,) = [k for k in rasterize_rtstruct(tmp_path, "RS.dcm", image) if k.startswith("GTV")]
+    reference = rasterize_rtstruct(tmp_path, "RS.dcm", image)[name]
+    normal = np.asarray(image.direction[0])  # array axis 0 in LPS: the slice order
+    datasets = [pydicom.dcmread(archive / r) for r in rels]
+    ordered = sorted(datasets, key=lambda ds: float(np.dot(ds.ImagePositionPatient, normal)))
+    write_seg(archive / "seg" / "gtv.dcm", ordered, reference.astype(bool), ["GTV Mass"])
+
+    out = str(tmp_path / "store.zarr")
+    summary = ingest.ingest_archive(str(archive), out, secret=SECRET)
+    assert (summary.series_ingested, summary.quarantined) == (1, 0)
+    key = catalog.current(out).loc["seg/gtv.dcm", "series"]
+    labels = store.open_labels(out, f"images/{key}")
+    assert reference.sum() > 0
+    np.testing.assert_array_equal(labels["GTV_Mass"].values > 0, reference > 0)
