@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import date
@@ -298,3 +299,34 @@ def test_credentials_come_from_the_environment(
         done = ingest_archive(url, store, secret=SECRET)
         assert (done.new, done.files_ingested) == (1, 1)
         assert sent[-1].startswith("Basic ")
+
+
+def test_nightly_from_the_cli_on_a_dicomweb_archive(tmp_path: Path) -> None:
+    """``medpipe nightly dicomweb+http://… STORE``: a CT series and its DICOM SEG, via PACS.
+
+    The SEG object travels through Orthanc as any instance does and its segments become
+    the series' labels, equal to the masks the SEG was written from.
+    """
+    from tests.io.test_seg import ct_series, two_masks, write_seg
+
+    local = tmp_path / "local"
+    sources, masks = ct_series(local / "ct"), two_masks()
+    write_seg(local / "seg.dcm", sources, masks, ["GTV", "Node"])
+    store = str(tmp_path / "store.zarr")
+    env = {**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    env.pop("PREFECT_API_URL", None)
+    env.pop("MEDPIPE_SECRET", None)
+    with running_orthanc(tmp_path / "orthanc") as args:
+        upload(rest_root(args), sorted(local.rglob("*.dcm")))
+        url = f"dicomweb+{rest_root(args)}/dicom-web"
+        cmd = [str(Path(sys.executable).parent / "medpipe"), "nightly", url, store,
+               "--cluster", "local:1", "--demo-secret"]  # fmt: skip
+        run = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, (run.stdout + run.stderr)[-3000:]
+    cur = catalog.current(store)
+    assert len(cur) == 4 and set(cur["status"]) == {"ingested"}, cur["reason"].tolist()
+    (key,) = st.list_groups(store, "images")
+    labels = st.open_labels(store, key)
+    assert sorted(labels) == ["GTV", "Node"]
+    for i, name in enumerate(["GTV", "Node"]):
+        np.testing.assert_array_equal(labels[name].values > 0, masks[..., i])
