@@ -115,6 +115,17 @@ def test_fractional_seg_is_cut_at_one_half(tmp_path: Path) -> None:
     np.testing.assert_array_equal(mask, np.round(prob * 200) >= 100)
 
 
+def test_labelmap_seg_gives_one_mask_per_segment(tmp_path: Path) -> None:
+    sources = ct_series(tmp_path / "ct")
+    masks = two_masks()
+    labelmap = np.where(masks[..., 1], 2, np.where(masks[..., 0], 1, 0)).astype(np.uint8)
+    write_seg(tmp_path / "seg.dcm", sources, labelmap, ["a", "b"], kind="LABELMAP")
+    image = read_dicom_series(tmp_path, [f"ct/{k}.dcm" for k in range(3)])
+    out = rasterize_seg(tmp_path, "seg.dcm", image)
+    np.testing.assert_array_equal(out["a"], labelmap == 1)
+    np.testing.assert_array_equal(out["b"], labelmap == 2)
+
+
 def test_seg_on_another_grid_is_a_geometry_error(tmp_path: Path) -> None:
     sources = ct_series(tmp_path / "ct")
     shifted = ct_series(tmp_path / "other", z0=-75.7 + 2.5)  # half a slice off
