@@ -162,6 +162,25 @@ def test_ingested_seg_segments_are_ngff_labels(tmp_path: Path) -> None:
         np.testing.assert_array_equal(labels[name].values > 0, masks[..., i])
 
 
+def test_a_seg_that_arrives_before_its_image_is_attached_when_the_image_comes(
+    tmp_path: Path,
+) -> None:
+    """Set aside with the reason first; the night its series arrives, it becomes labels."""
+    archive, out = tmp_path / "archive", str(tmp_path / "store.zarr")
+    sources = ct_series(tmp_path / "later")
+    write_seg(archive / "seg.dcm", sources, two_masks(), ["GTV", "Node"])
+    first = ingest.ingest_archive(str(archive), out, secret=SECRET)
+    assert first.series_ingested == 0
+    assert catalog.current(out).loc["seg.dcm", "reason"] == NO_IMAGE
+    shutil.copytree(tmp_path / "later", archive / "ct")
+    second = ingest.ingest_archive(str(archive), out, secret=SECRET)
+    assert (second.new, second.unchanged, second.series_ingested) == (3, 1, 1)
+    cur = catalog.current(out)
+    assert cur.loc["seg.dcm", "status"] == "ingested"
+    labels = store.open_labels(out, f"images/{cur.loc['seg.dcm', 'series']}")
+    assert sorted(labels) == ["GTV", "Node"]
+
+
 def _is_seg_mask(folder: Path, name: str) -> bool:
     probe = probe_dicom(folder, name)
     return probe.role == "mask" and probe.detail.get("modality") == "SEG"
