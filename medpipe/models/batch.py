@@ -26,10 +26,13 @@ import concurrent.futures as cf
 import contextvars
 import logging
 import os
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import dask
+import dask_glm.algorithms
 import numpy as np
 from dask_ml.wrappers import ParallelPostFit
 from sklearn.base import clone
@@ -122,12 +125,37 @@ class Outcome:
     nested: NestedResult | None
 
 
+#: Threads running a fold fit, in which dask-glm's solvers see no distributed client.
+_IN_PROCESS = threading.local()
+_client_of_dask_glm = dask_glm.algorithms.get_distributed_client
+
+
+def _dask_glm_client() -> Any:
+    """dask-glm's client lookup, ``None`` inside a fold fit (see :func:`fit_predict`)."""
+    return None if getattr(_IN_PROCESS, "on", False) else _client_of_dask_glm()
+
+
+# dask-glm's L-BFGS scatters every iterate to the current client with hash=True, so two
+# fold fits running at once (on two workers) scatter the same key (the zero start) and
+# the release of one cancels the other's graph: "lost dependencies" (seen in make demo).
+dask_glm.algorithms.get_distributed_client = _dask_glm_client
+
+
 def fit_predict(pipe: Any, x: np.ndarray, y: np.ndarray, train: np.ndarray,
                 test: np.ndarray | None) -> Any:
     """One task: a clone of ``pipe`` fitted on rows ``train``; the probabilities of rows
-    ``test`` (the fitted pipeline itself when ``test`` is ``None``)."""
-    fitted = fit_pipeline(clone(pipe), x[train], y[train])
-    return fitted if test is None else proba_block(fitted, x[test])
+    ``test`` (the fitted pipeline itself when ``test`` is ``None``).
+
+    The fit runs in this thread on the synchronous scheduler: the rows are a NumPy
+    matrix already here, and each task is one of many run in parallel.
+    """
+    _IN_PROCESS.on = True
+    try:
+        with dask.config.set(scheduler="synchronous"):
+            fitted = fit_pipeline(clone(pipe), x[train], y[train])
+            return fitted if test is None else proba_block(fitted, x[test])
+    finally:
+        _IN_PROCESS.on = False
 
 
 def _run(calls: list[tuple], x: np.ndarray, y: np.ndarray,
