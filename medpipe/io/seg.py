@@ -65,14 +65,17 @@ def _functional(ds: Dataset, frame: Dataset | None, sequence: str) -> Dataset | 
     return None
 
 
-def _check_plane(ds: Dataset, frame: Dataset | None, image: Series, rel: str) -> None:
-    """Refuse a frame whose orientation, spacing or raster size differs from the image."""
-    shape = image.spatial_shape
-    ny, nx = shape[-2:]
+def _check_raster(ds: Dataset, image: Series, rel: str) -> None:
+    """Refuse a SEG whose frames have another raster size than the image's planes."""
+    ny, nx = image.spatial_shape[-2:]
     if (int(ds.Rows), int(ds.Columns)) != (ny, nx):
         raise SeriesGeometryError(
             f"SEG frames are {ds.Rows}x{ds.Columns} pixels, the image {ny}x{nx}", path=rel
         )
+
+
+def _check_plane(ds: Dataset, frame: Dataset | None, image: Series, rel: str) -> None:
+    """Refuse a frame whose orientation or pixel spacing differs from the image."""
     direction = np.asarray(image.direction, dtype=np.float64)
     orientation = _functional(ds, frame, "PlaneOrientationSequence")
     if orientation is not None and "ImageOrientationPatient" in orientation:
@@ -93,14 +96,24 @@ def _check_plane(ds: Dataset, frame: Dataset | None, image: Series, rel: str) ->
             )
 
 
-def _slice_index(ds: Dataset, frame: Dataset | None, image: Series, nz: int, rel: str) -> int:
-    """Slice of the image a frame lies on (its position must be a voxel centre)."""
+def _slice_index(
+    ds: Dataset,
+    frame: Dataset | None,
+    to_index: tuple[np.ndarray, np.ndarray],
+    nz: int,
+    rel: str,
+) -> int:
+    """Slice of the image a frame lies on (its position must be a voxel centre).
+
+    ``to_index`` is the image's ``(inverse direction·spacing, origin)`` from
+    :func:`~medpipe.io.rtstruct._world_to_index`, computed once per SEG.
+    """
     position = _functional(ds, frame, "PlanePositionSequence")
     if position is None or "ImagePositionPatient" not in position:
         if nz == 1:
             return 0  # a single-plane image: frames without positions lie on it
         raise InvalidSourceError("a SEG frame has no Image Position (Patient)", path=rel)
-    inv, origin = _world_to_index(image)
+    inv, origin = to_index
     idx = (np.asarray([float(v) for v in position.ImagePositionPatient]) - origin) @ inv.T
     k = int(np.round(idx[0]))
     if np.any(np.abs(idx - [k, 0.0, 0.0]) > _POSITION_TOLERANCE):
@@ -179,10 +192,12 @@ def rasterize_seg(root: Path, rel: str, image: Series) -> dict[str, np.ndarray]:
         raise InvalidSourceError(
             f"SEG declares {len(frames)} per-frame groups for {n_frames} frames", path=rel
         )
+    _check_raster(seg, image, rel)
+    to_index = _world_to_index(image)
     for i in range(n_frames):
         frame = frames[i] if frames else None
         _check_plane(seg, frame, image, rel)
-        k = _slice_index(seg, frame, image, nz, rel)
+        k = _slice_index(seg, frame, to_index, nz, rel)
         try:
             stored = np.asarray(seg.get_stored_frame(i, as_index=True))
         except (ValueError, RuntimeError, NotImplementedError) as exc:
