@@ -307,7 +307,7 @@ def test_nightly_from_the_cli_on_a_dicomweb_archive(tmp_path: Path) -> None:
     The SEG object travels through Orthanc as any instance does and its segments become
     the series' labels, equal to the masks the SEG was written from.
     """
-    from tests.io.test_seg import ct_series, two_masks, write_seg
+    from tests.io._seg import ct_series, two_masks, write_seg
 
     local = tmp_path / "local"
     sources, masks = ct_series(local / "ct"), two_masks()
