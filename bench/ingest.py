@@ -7,8 +7,16 @@ Prints, for the IBSI sarcoma archive (../shared/data/dicom/ibsi_sts):
 * medpipe (library on a LocalCluster of N single-threaded worker processes): the same
   probe -> plan -> batch -> read -> write steps the flow runs, without Prefect;
 * medpipe (the Prefect flow, embedded server), for the orchestration overhead;
+* the decode limit: one process that only reads, decodes and rescales each file and
+  writes each series in one zarr call (no sort, hash, probe or metadata), its decode and
+  write halves timed apart, in files/s per core times the cluster's worker count - what
+  ingest could reach if it did nothing else;
 
-each as files/s and MB/s, medians over ``--repeat`` runs, and the speed-up ratios.
+each as files/s and MB/s, medians over ``--repeat`` runs after one untimed warm-up run of
+each (the flow excepted: its start-up is what it measures), and the speed-up ratios; the
+library's share of the limit is printed on its own line (issue target >= 0.7x). The same
+rows are printed for the archive's CT series alone (512x512 slices, where per-file cost
+matters least), a copy made in the scratch folder.
 With ``--dicomweb`` (root or sudo, for ``make orthanc``), the same archive uploaded to a
 local Orthanc: ingest over DICOMweb (QIDO-RS listing, WADO-RS per series) against the
 folder ingest of the same files, both in one process, and the no-change relisting.
@@ -61,6 +69,36 @@ def baseline(archive: Path, out: Path) -> None:
             str(k), shape=vol.shape, dtype=vol.dtype, chunks=(1, *vol.shape[1:])
         )
         arr[...] = vol
+
+
+def decode_limit(archive: Path, out: Path) -> tuple[float, float]:
+    """One process: decode every file, then write each series in one call; (decode s, write s).
+
+    Each half in its fastest form - pydicom read, decode and rescale per file; one
+    ``arr[...] = volume`` per series (zarr writes its one-slice chunks concurrently) - with
+    none of ingest's sorting, hashing, probing or metadata.
+    """
+    import pydicom
+    import zarr
+
+    root = zarr.open_group(str(out), mode="w")
+    decode = write = 0.0
+    for k, folder in enumerate(sorted(archive.glob("*/*/image"))):
+        t0 = time.perf_counter()
+        planes = []
+        for path in sorted(folder.iterdir()):
+            ds = pydicom.dcmread(path)
+            planes.append(
+                ds.pixel_array * float(getattr(ds, "RescaleSlope", 1))
+                + float(getattr(ds, "RescaleIntercept", 0))
+            )
+        vol = np.stack(planes)
+        t1 = time.perf_counter()
+        chunks = (1, *vol.shape[1:])
+        arr = root.create_array(str(k), shape=vol.shape, dtype=vol.dtype, chunks=chunks)
+        arr[...] = vol
+        decode, write = decode + t1 - t0, write + time.perf_counter() - t1
+    return decode, write
 
 
 def medpipe_cluster(archive: Path, out: Path, client) -> None:
@@ -166,6 +204,59 @@ def rescan(n_files: int, tmp: Path) -> tuple[float, int]:
     return elapsed, n_files
 
 
+def compare(archive: Path, tmp: Path, args: argparse.Namespace, *, flow: bool) -> None:
+    """Print the baseline, library, flow and decode-limit rows for one archive."""
+    from distributed import Client, LocalCluster
+
+    from medpipe.cluster import local_cluster_kwargs
+
+    dcm = list(archive.rglob("*.dcm"))
+    n, mb = len(dcm), sum(p.stat().st_size for p in dcm) / 1e6
+    print(
+        f"\narchive: {archive} ({n} files, {mb:.1f} MB); {args.repeat} repeats, "
+        f"{args.workers} workers, {os.cpu_count()} cores"
+    )
+    runs = ("baseline", "decode", "write", "limit", "medpipe", "flow")
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    with LocalCluster(**local_cluster_kwargs(args.workers)) as cluster, Client(cluster) as client:
+        print(f"dask dashboard: {client.dashboard_link}")
+        # one untimed run of each side first: the workers import medpipe, pydicom and
+        # zarr on their first task, which is start-up, not ingest
+        baseline(archive, tmp / "warm-b")
+        decode_limit(archive, tmp / "warm-d")
+        medpipe_cluster(archive, tmp / "warm-m", client)
+        for r in range(args.repeat):
+            times["baseline"].append(timed(baseline, archive, tmp / f"b{r}"))
+            decode, write = decode_limit(archive, tmp / f"d{r}")
+            times["decode"].append(decode)
+            times["write"].append(write)
+            times["limit"].append(decode + write)
+            times["medpipe"].append(timed(medpipe_cluster, archive, tmp / f"m{r}", client))
+    if flow:
+        for r in range(args.repeat):
+            times["flow"].append(timed(medpipe_flow, archive, tmp / f"f{r}", args.workers))
+    med = {name: statistics.median(t) for name, t in times.items() if t}
+    rows = [
+        ("baseline (1 process)", med["baseline"]),
+        ("  pydicom decode (1 process)", med["decode"]),
+        ("  zarr write (1 process)", med["write"]),
+        ("decode + write (1 process)", med["limit"]),
+        (f"decode limit (x {args.workers} workers)", med["limit"] / args.workers),
+        (f"medpipe library ({args.workers} workers)", med["medpipe"]),
+    ]
+    if "flow" in med:
+        rows.append((f"medpipe flow ({args.workers} workers)", med["flow"]))
+    print(f"{'run':<34}{'median s':>10}{'files/s':>10}{'MB/s':>8}{'speed-up':>10}")
+    for label, t in rows:
+        print(f"{label:<34}{t:>10.2f}{n / t:>10.0f}{mb / t:>8.1f}{med['baseline'] / t:>9.2f}x")
+    limit = statistics.median(times["limit"]) / args.workers
+    share = [limit / t for t in times["medpipe"]]
+    print(
+        f"medpipe library / decode limit: {statistics.median(share):.2f}x "
+        f"(runs {', '.join(f'{x:.2f}' for x in share)}; target >= 0.7x)"
+    )
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeat", type=int, default=3)
@@ -197,39 +288,11 @@ def main() -> int:
         if not archive.is_dir():
             print(f"IBSI archive not found at {archive}: skipping the ingest comparison")
         else:
-            dcm = [p for p in archive.rglob("*.dcm")]
-            n, mb = len(dcm), sum(p.stat().st_size for p in dcm) / 1e6
-            print(
-                f"archive: {archive} ({n} files, {mb:.1f} MB); {args.repeat} repeats, "
-                f"{args.workers} workers, {os.cpu_count()} cores"
-            )
-            from distributed import Client, LocalCluster
-
-            from medpipe.cluster import local_cluster_kwargs
-
-            times: dict[str, list[float]] = {"baseline": [], "medpipe": [], "flow": []}
-            with (
-                LocalCluster(**local_cluster_kwargs(args.workers)) as cluster,
-                Client(cluster) as client,
-            ):
-                print(f"dask dashboard: {client.dashboard_link}")
-                for r in range(args.repeat):
-                    times["baseline"].append(timed(baseline, archive, tmp / f"b{r}"))
-                    times["medpipe"].append(timed(medpipe_cluster, archive, tmp / f"m{r}", client))
-            if not args.no_flow:
-                for r in range(args.repeat):
-                    times["flow"].append(timed(medpipe_flow, archive, tmp / f"f{r}", args.workers))
-            base = statistics.median(times["baseline"])
-            print(f"{'run':<34}{'median s':>10}{'files/s':>10}{'MB/s':>8}{'speed-up':>10}")
-            for name, label in (
-                ("baseline", "baseline (1 process)"),
-                ("medpipe", f"medpipe library ({args.workers} workers)"),
-                ("flow", f"medpipe flow ({args.workers} workers)"),
-            ):
-                if not times[name]:
-                    continue
-                t = statistics.median(times[name])
-                print(f"{label:<34}{t:>10.2f}{n / t:>10.0f}{mb / t:>8.1f}{base / t:>9.2f}x")
+            ct = tmp / "ct-archive"
+            for folder in sorted(archive.glob("*/CT")):
+                shutil.copytree(folder, ct / folder.parent.name / "CT")
+            compare(archive, tmp / "all", args, flow=not args.no_flow)
+            compare(ct, tmp / "ct", args, flow=False)
             if args.dicomweb:
                 dicomweb_rows(archive, tmp, args.repeat)
         secs, count = rescan(args.files, tmp)
