@@ -12,7 +12,12 @@ The chain is gaussian (sigma 1 mm) -> median (radius 1 mm) -> closing (radius 1.
   (:func:`medpipe.preprocess.run` fuses the three filters into one ``map_overlap``) and
   ``da.store`` into another
   Zarr array whose chunks equal the dask chunks (no rechunk-merge before the write).
-  Read and write are timed.
+  Read and write are timed; both arrays use the store's codec
+  (:data:`medpipe.store.pyramid.COMPRESSOR`), as ``medpipe preprocess`` writes.
+
+After the runs it prints where medpipe's extra CPU goes: scipy on the whole array, the
+same dask graph in memory (halo recompute, per-chunk cost), zarr to zarr (codec and
+I/O), and on the cluster (scheduling, transfer), each on one thread.
 
 Each repetition runs both, interleaved, so that load from other processes hits both alike;
 the script prints MB/s of input for each run and the median speed-up.  The volume is tiled
@@ -35,6 +40,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from medpipe.store.pyramid import COMPRESSOR
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("MEDPIPE_SHARED_DATA", REPO.parent / "shared" / "data"))
@@ -80,25 +87,62 @@ def scipy_chain(x: np.ndarray) -> np.ndarray:
 def medpipe_chain(src: str, dst: str, chunks: tuple[int, ...]) -> None:
     """Read ``src`` on the workers, filter lazily, store into ``dst`` (same chunks)."""
     import dask.array as da
-    import xarray as xr
     import zarr
+
+    out = _chain(da.from_zarr(src))  # what `medpipe preprocess --config` runs
+    target = zarr.create_array(
+        store=dst, shape=out.shape, chunks=chunks, dtype=out.dtype, zarr_format=3,
+        compressors=COMPRESSOR, overwrite=True,
+    )
+    # da.store, not da.to_zarr: to_zarr rechunks to ~128 MiB write chunks first.
+    da.store(out, target, lock=False, compute=True)
+
+
+def _chain(data: object) -> object:
+    """The medpipe chain on a dask array (the graph ``medpipe_chain`` computes)."""
+    import xarray as xr
 
     import medpipe.preprocess as pp
 
-    data = da.from_zarr(src)
     image = xr.DataArray(data, dims=("z", "y", "x"), attrs={"spacing": list(SPACING)})
-    cfg = pp.PreprocessConfig(steps=(  # what `medpipe preprocess --config` runs
+    cfg = pp.PreprocessConfig(steps=(
         pp.GaussianStep(sigma_mm=SIGMA_MM),
         pp.MedianStep(radius_mm=MEDIAN_MM),
         pp.ClosingStep(radius_mm=CLOSING_MM),
     ))
-    out = pp.run(image, cfg).data
-    target = zarr.create_array(
-        store=dst, shape=out.shape, chunks=chunks, dtype=out.dtype, zarr_format=3,
-        overwrite=True,
-    )
-    # da.store, not da.to_zarr: to_zarr rechunks to ~128 MiB write chunks first.
-    da.store(out, target, lock=False, compute=True)
+    return pp.run(image, cfg).data
+
+
+def breakdown(vol: np.ndarray, src: str, dst: str, chunks: tuple[int, ...]) -> dict[str, float]:
+    """CPU seconds of the chain in this process on 1 thread, whole array vs chunked.
+
+    ``whole``: scipy on the whole array; ``chunks``: the same dask graph with the volume
+    in memory, stored into memory (halo recompute, per-chunk edges and task overhead
+    on the synchronous scheduler); ``zarr``: the graph read from and stored to zarr, so
+    ``zarr - chunks`` is the codec and file I/O. What the cluster spends beyond ``zarr``
+    is distributed scheduling, serialisation and worker start of tasks.
+    """
+    import dask
+    import dask.array as da
+    import zarr
+    from threadpoolctl import threadpool_limits
+
+    out: dict[str, float] = {}
+    with threadpool_limits(limits=1), dask.config.set(scheduler="synchronous"):
+        c0 = time.process_time()
+        scipy_chain(vol)
+        out["whole"] = time.process_time() - c0
+        c0 = time.process_time()
+        da.store(_chain(da.from_array(vol, chunks=chunks)), np.empty_like(vol), lock=False)
+        out["chunks"] = time.process_time() - c0
+        target = zarr.create_array(
+            store=dst, shape=vol.shape, chunks=chunks, dtype=vol.dtype, zarr_format=3,
+            compressors=COMPRESSOR, overwrite=True,
+        )
+        c0 = time.process_time()
+        da.store(_chain(da.from_zarr(src)), target, lock=False)
+        out["zarr"] = time.process_time() - c0
+    return out
 
 
 def _worker_cpu(client: object) -> float:
@@ -133,7 +177,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         src = str(tmp / "src.zarr")
         zarr.create_array(
-            store=src, shape=vol.shape, chunks=chunks, dtype=vol.dtype, zarr_format=3
+            store=src, shape=vol.shape, chunks=chunks, dtype=vol.dtype, zarr_format=3,
+            compressors=COMPRESSOR,
         )[...] = vol
         base_t: list[float] = []
         dask_t: list[float] = []
@@ -184,6 +229,20 @@ def main(argv: list[str] | None = None) -> int:
             f"CPU: medpipe spends {1 / eff:.2f}x the CPU of scipy (halo, I/O, scheduling); "
             f"ideal speed-up on {args.workers} free cores ~{args.workers * eff:.2f}x"
         )
+        parts = breakdown(vol, src, str(tmp / "breakdown.zarr"), chunks)
+        parts["cluster"] = statistics.median(dask_cpu)
+        steps = (
+            ("whole", "scipy, whole array", ""),
+            ("chunks", "dask graph, in memory", "halo + per-chunk"),
+            ("zarr", "dask graph, zarr to zarr", "codec + I/O"),
+            ("cluster", f"on {args.workers} workers", "scheduling + transfer"),
+        )
+        print("where the CPU goes (CPU s; the first three on 1 thread, one run each):")
+        previous = None
+        for key, label, cause in steps:
+            extra = f"  +{parts[key] - parts[previous]:5.1f} {cause}" if previous else ""
+            print(f"  {label:<28}{parts[key]:6.1f}{extra}")
+            previous = key
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return 0
