@@ -40,12 +40,22 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import pydicom
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("MEDPIPE_SHARED_DATA", REPO.parent / "shared" / "data"))
 SECRET = b"bench-secret"
+
+
+def _rescaled(ds: pydicom.Dataset) -> np.ndarray:
+    """A slice's decoded pixels in modality units (slope and intercept applied)."""
+    slope = float(getattr(ds, "RescaleSlope", 1))
+    return ds.pixel_array * slope + float(getattr(ds, "RescaleIntercept", 0))
 
 
 def baseline(archive: Path, out: Path) -> None:
@@ -58,13 +68,7 @@ def baseline(archive: Path, out: Path) -> None:
         slices = [pydicom.dcmread(p) for p in sorted(folder.iterdir())]
         normal = np.cross(*np.reshape(slices[0].ImageOrientationPatient, (2, 3)))
         slices.sort(key=lambda ds: float(np.dot(normal, ds.ImagePositionPatient)))
-        vol = np.stack(
-            [
-                ds.pixel_array * float(getattr(ds, "RescaleSlope", 1))
-                + float(getattr(ds, "RescaleIntercept", 0))
-                for ds in slices
-            ]
-        )
+        vol = np.stack([_rescaled(ds) for ds in slices])
         arr = root.create_array(
             str(k), shape=vol.shape, dtype=vol.dtype, chunks=(1, *vol.shape[1:])
         )
@@ -85,14 +89,7 @@ def decode_limit(archive: Path, out: Path) -> tuple[float, float]:
     decode = write = 0.0
     for k, folder in enumerate(sorted(archive.glob("*/*/image"))):
         t0 = time.perf_counter()
-        planes = []
-        for path in sorted(folder.iterdir()):
-            ds = pydicom.dcmread(path)
-            planes.append(
-                ds.pixel_array * float(getattr(ds, "RescaleSlope", 1))
-                + float(getattr(ds, "RescaleIntercept", 0))
-            )
-        vol = np.stack(planes)
+        vol = np.stack([_rescaled(pydicom.dcmread(p)) for p in sorted(folder.iterdir())])
         t1 = time.perf_counter()
         chunks = (1, *vol.shape[1:])
         arr = root.create_array(str(k), shape=vol.shape, dtype=vol.dtype, chunks=chunks)

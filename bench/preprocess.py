@@ -17,7 +17,8 @@ The chain is gaussian (sigma 1 mm) -> median (radius 1 mm) -> closing (radius 1.
 
 After the runs it prints where medpipe's extra CPU goes: scipy on the whole array, the
 same dask graph in memory (halo recompute, per-chunk cost), zarr to zarr (codec and
-I/O), and on the cluster (scheduling, transfer), each on one thread.
+I/O), and on the cluster (scheduling, transfer), medians over the repetitions, the
+graph rows on one thread.
 
 Each repetition runs both, interleaved, so that load from other processes hits both alike;
 the script prints MB/s of input for each run and the median speed-up.  The volume is tiled
@@ -114,9 +115,9 @@ def _chain(data: object) -> object:
 
 
 def breakdown(vol: np.ndarray, src: str, dst: str, chunks: tuple[int, ...]) -> dict[str, float]:
-    """CPU seconds of the chain in this process on 1 thread, whole array vs chunked.
+    """CPU seconds of the chain's dask graph in this process on 1 thread.
 
-    ``whole``: scipy on the whole array; ``chunks``: the same dask graph with the volume
+    ``chunks``: the dask graph with the volume
     in memory, stored into memory (halo recompute, per-chunk edges and task overhead
     on the synchronous scheduler); ``zarr``: the graph read from and stored to zarr, so
     ``zarr - chunks`` is the codec and file I/O. What the cluster spends beyond ``zarr``
@@ -129,9 +130,6 @@ def breakdown(vol: np.ndarray, src: str, dst: str, chunks: tuple[int, ...]) -> d
 
     out: dict[str, float] = {}
     with threadpool_limits(limits=1), dask.config.set(scheduler="synchronous"):
-        c0 = time.process_time()
-        scipy_chain(vol)
-        out["whole"] = time.process_time() - c0
         c0 = time.process_time()
         da.store(_chain(da.from_array(vol, chunks=chunks)), np.empty_like(vol), lock=False)
         out["chunks"] = time.process_time() - c0
@@ -229,18 +227,19 @@ def main(argv: list[str] | None = None) -> int:
             f"CPU: medpipe spends {1 / eff:.2f}x the CPU of scipy (halo, I/O, scheduling); "
             f"ideal speed-up on {args.workers} free cores ~{args.workers * eff:.2f}x"
         )
-        parts = breakdown(vol, src, str(tmp / "breakdown.zarr"), chunks)
-        parts["cluster"] = statistics.median(dask_cpu)
+        runs = [breakdown(vol, src, str(tmp / "breakdown.zarr"), chunks) for _ in base_t]
+        parts = {key: statistics.median(r[key] for r in runs) for key in runs[0]}
+        parts["whole"], parts["cluster"] = statistics.median(base_cpu), statistics.median(dask_cpu)
         steps = (
             ("whole", "scipy, whole array", ""),
             ("chunks", "dask graph, in memory", "halo + per-chunk"),
             ("zarr", "dask graph, zarr to zarr", "codec + I/O"),
             ("cluster", f"on {args.workers} workers", "scheduling + transfer"),
         )
-        print("where the CPU goes (CPU s; the first three on 1 thread, one run each):")
+        print("where the CPU goes (CPU s, medians of --repeat runs; the graph rows on 1 thread):")
         previous = None
         for key, label, cause in steps:
-            extra = f"  +{parts[key] - parts[previous]:5.1f} {cause}" if previous else ""
+            extra = f"  {parts[key] - parts[previous]:+5.1f} {cause}" if previous else ""
             print(f"  {label:<28}{parts[key]:6.1f}{extra}")
             previous = key
     finally:
