@@ -27,21 +27,14 @@ from flows.score import ScoreParams, score_flow
 from flows.train import TrainParams, train_flow
 from medpipe import catalog, nightly, report
 from medpipe.features import FeatureConfig
-from medpipe.features.dataset import features_group, stale_series
 from medpipe.models import lifecycle
+from medpipe.nightly import NIGHTLY_FEATURES, NIGHTLY_MODEL
 from medpipe.preprocess import PreprocessConfig
-from medpipe.preprocess.apply import pending_series, preprocessed_group
 from medpipe.progress import progress_bar
 from medpipe.results import ModelStageResult, NightlyResult
 from medpipe.store import outputs, store_lock
 
 __all__ = ["NightlyParams", "nightly_flow", "NIGHTLY_FEATURES"]
-
-#: Feature families of the nightly run: intensity, texture, and the appearance families
-#: (resampled pixels, HOG) that carry most of the signal on small 2D images.
-NIGHTLY_FEATURES = FeatureConfig(
-    families=("firstorder", "histogram", "glcm", "texture", "pixels", "hog")
-)
 
 
 class NightlyParams(BaseModel):
@@ -65,7 +58,7 @@ class NightlyParams(BaseModel):
     retrain: bool = Field(False, description="Retrain even when the labels did not change")
     cluster: str = Field("local", description="local | local:N | tcp://host:port | slurm")
     demo_secret: bool = Field(False, description="Allow the public demo secret")
-    model: str = Field("nightly", description="Registered model name to train and score with")
+    model: str = Field(NIGHTLY_MODEL, description="Registered model name to train and score with")
     preprocess: PreprocessConfig | None = Field(
         None, description="Preprocessing steps; default PreprocessConfig.default()"
     )
@@ -108,16 +101,9 @@ def nightly_flow(params: NightlyParams) -> NightlyResult:
     with store_lock(store, WRITE_LOCK, owner=run_id), ExitStack() as stack:
         cluster = _lazy_cluster(stack, params.cluster)
         # decided from metadata alone: a night without changes starts no cluster
-        files = catalog.scan(archive)  # listed once: ingest gets this listing
-        delta = catalog.diff(files, catalog.current(store))
-        pgroup = preprocessed_group(pcfg)
-        plan = nightly.plan_nightly(
-            delta=delta,
-            pending_preprocess=pending_series(store, config=pcfg),
-            stale_features=stale_series(store, config=fcfg, source=pgroup),
-            preprocess_group=pgroup,
-            features_group=features_group(fcfg, source=pgroup),
-        )
+        # (the archive is listed once: ingest gets this listing)
+        files, delta, plan = nightly.survey(store, archive, preprocess=pcfg, features=fcfg)
+        pgroup = plan.preprocess_group
         ingested, preprocessed, featured = nightly.skipped_results(
             plan, run_id=run_id, files=files, delta=delta
         )
@@ -202,9 +188,7 @@ def nightly_flow(params: NightlyParams) -> NightlyResult:
     )
 
 
-def _model_stage(
-    params: NightlyParams, group: str, cluster: Callable[[], str]
-) -> ModelStageResult:
+def _model_stage(params: NightlyParams, group: str, cluster: Callable[[], str]) -> ModelStageResult:
     """Retrain if the lifecycle says so (labels pseudonymised once), then score what is new."""
     store, name = params.store, params.model
     labels_path = lifecycle.prepare_labels(

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -20,6 +21,9 @@ from medpipe.cli.common import (
 )
 from medpipe.cli.ingest import ArchiveArg, ConcurrencyOpt
 
+if TYPE_CHECKING:
+    from medpipe.results import NightlyResult
+
 __all__ = ["nightly", "serve", "demo"]
 
 
@@ -33,9 +37,19 @@ def nightly(
     concurrency: ConcurrencyOpt = 4,
 ) -> None:
     """Run the nightly flow once: ingest new/changed → preprocess → features → score."""
-    from flows.nightly import NightlyParams, nightly_flow
+    from medpipe.nightly import NIGHTLY_MODEL
 
     check_secret(demo_secret)
+    out = (
+        None
+        if retrain
+        else _idle(archive, store, model=NIGHTLY_MODEL, labels=labels, demo_secret=demo_secret)
+    )
+    if out is not None:
+        print_nightly(out)
+        return
+    from flows.nightly import NightlyParams, nightly_flow
+
     params = NightlyParams(
         archive=archive,
         store=store,
@@ -96,7 +110,6 @@ def demo(
     ),
 ) -> None:
     """Build the real sample archive and run the nightly job on it (incremental on reruns)."""
-    from flows.nightly import NightlyParams, nightly_flow
     from medpipe.sample import build_bundled_archive
 
     archive = out.resolve() / "archive"  # absolute: the workers may run elsewhere
@@ -104,15 +117,19 @@ def demo(
     labels = _demo_medmnist(archive / "medmnist", name)
     store = str(archive.parent / "store.zarr")
     console.print(f"sample archive: {archive}")
-    params = NightlyParams(
-        archive=str(archive),
-        store=store,
-        labels=str(labels) if labels else None,
-        cluster=cluster,
-        demo_secret=True,
-        model=name,
-    )
-    result = run_flow(nightly_flow, params)
+    result = _idle(str(archive), store, model=name, labels=labels, demo_secret=True)
+    if result is None:
+        from flows.nightly import NightlyParams, nightly_flow
+
+        params = NightlyParams(
+            archive=str(archive),
+            store=store,
+            labels=str(labels) if labels else None,
+            cluster=cluster,
+            demo_secret=True,
+            model=name,
+        )
+        result = run_flow(nightly_flow, params)
     print_nightly(result)
     model = result.model
     if model.metrics:
@@ -157,3 +174,39 @@ def _demo_medmnist(folder: Path, name: str) -> Path | None:
     if source is not None:
         console.print(f"labelled sample: {source}")
     return labels
+
+
+def _idle(
+    archive: str, store: str, *, model: str, labels: str | Path | None, demo_secret: bool
+) -> NightlyResult | None:
+    """The run's result when it has nothing to do, found before Prefect starts.
+
+    Only for a local archive and Prefect's embedded server: a run against a Prefect
+    server always starts the flow (each run shows in the UI), and a remote archive's
+    credentials may be Prefect Secret blocks.  Any error leaves the run to the flow,
+    which reports it.
+    """
+    from medpipe.config import env_defaults, resolve_secret
+    from medpipe.errors import MedpipeError
+
+    if env_defaults().prefect_api or "://" in archive:
+        return None
+    from medpipe.nightly import idle_result
+
+    start = time.perf_counter()
+    try:
+        result = idle_result(
+            absolute_local(store),
+            archive,
+            model=model,
+            labels=labels,
+            secret=lambda: resolve_secret(allow_demo=demo_secret),
+        )
+    except (MedpipeError, OSError):
+        return None
+    if result is not None:
+        console.print(
+            f"nothing changed since the last run (checked in "
+            f"{time.perf_counter() - start:.1f} s): no flow started, no QA report"
+        )
+    return result

@@ -33,6 +33,7 @@ __all__ = [
     "read_labels",
     "label_classes",
     "labels_hash",
+    "stored_labels_path",
     "write_labels",
     "read_stored_labels",
     "join_labels",
@@ -237,6 +238,11 @@ def _columns(labels: pd.DataFrame) -> list[str]:
     return ["kind", "key", "label", "split", *(["class"] if "class" in labels.columns else [])]
 
 
+def stored_labels_path(labels: pd.DataFrame) -> str:
+    """The store path :func:`write_labels` records a pseudonymised table under."""
+    return layout.label_table(labels_hash(labels))
+
+
 def write_labels(store: str, labels: pd.DataFrame) -> str:
     """Record a pseudonymised label table in the store (idempotent).
 
@@ -245,7 +251,7 @@ def write_labels(store: str, labels: pd.DataFrame) -> str:
     str
         Its path, ``labels/<hash>.parquet``.
     """
-    path = layout.label_table(labels_hash(labels))
+    path = stored_labels_path(labels)
     fs, root = _store.store_root(store)
     if not fs.exists(f"{root}/{path}"):
         buf = io.BytesIO()

@@ -41,6 +41,7 @@ __all__ = [
     "current_version",
     "label_source_name",
     "labels_changed",
+    "labels_path",
     "model_stage_result",
     "needs_training",
     "plan_scoring",
@@ -107,8 +108,24 @@ def prepare_labels(
         return stored
     if labels is None:
         return None
-    key = secret() if callable(secret) else secret
-    return lab.write_labels(store, lab.read_labels(labels, secret=key))
+    return lab.write_labels(store, _read_labels(labels, secret))
+
+
+def labels_path(labels: str | Path | None, *, secret: bytes | Callable[[], bytes]) -> str | None:
+    """The store path :func:`prepare_labels` records ``labels`` under, writing nothing.
+
+    Returns
+    -------
+    str or None
+        ``labels/<hash>.parquet``, or ``None`` without labels.
+    """
+    if labels is None:
+        return None
+    return lab.stored_labels_path(_read_labels(labels, secret))
+
+
+def _read_labels(labels: str | Path, secret: bytes | Callable[[], bytes]) -> Any:
+    return lab.read_labels(labels, secret=secret() if callable(secret) else secret)
 
 
 def labels_changed(store: str, name: str, version: str | None, labels_path: str) -> bool:

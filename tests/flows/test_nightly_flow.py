@@ -13,7 +13,8 @@ import pytest
 from pydicom.data import get_testdata_file
 
 from flows.nightly import NightlyParams, nightly_flow
-from medpipe.errors import StoreLockedError
+from medpipe.errors import ConfigError, StoreLockedError
+from medpipe.nightly import NIGHTLY_MODEL, idle_result
 
 BIN = Path(sys.executable).parent
 
@@ -61,6 +62,20 @@ def test_nightly_runs_twice_incrementally(tmp_path: Path, flow_cluster: str) -> 
     assert second.report is None  # a night with nothing to do writes no report
     assert [p.name for p in (Path(out) / "reports").iterdir() if p.is_dir()] == [first.run_id]
 
+    # the same decision before Prefect starts: the result the idle flow run returned
+    check = {"model": NIGHTLY_MODEL, "labels": None, "secret": _no_secret}
+    idle = idle_result(out, str(archive), **check)
+    assert idle is not None and idle.report is None
+    assert (idle.ingest.scanned, idle.ingest.unchanged, idle.ingest.new) == (5, 5, 0)
+    assert idle.preprocess == second.preprocess and idle.features == second.features
+    assert idle.model == second.model
+    (archive / "copy.nii").write_bytes((archive / "anatomical.nii").read_bytes())
+    assert idle_result(out, str(archive), **check) is None  # a new file: the flow runs
+
+
+def _no_secret() -> bytes:
+    raise ConfigError("a run without labels needs no secret")
+
 
 @pytest.mark.slow
 def test_two_nightly_runs_never_write_at_once(tmp_path: Path) -> None:
@@ -85,3 +100,13 @@ def test_two_nightly_runs_never_write_at_once(tmp_path: Path) -> None:
     assert not lock.exists()
     again = nightly_flow(NightlyParams(archive=str(archive), store=out, cluster="local:1"))
     assert again.ingest.series_ingested == 0  # the first run did all the work, once
+    # with nothing to do and no Prefect server, the command starts no flow
+    idle = subprocess.run(
+        [BIN / "medpipe", "nightly", str(archive), out],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert idle.returncode == 0, idle.stdout + idle.stderr
+    assert "no flow started" in idle.stdout and "Starting temporary server" not in idle.stderr

@@ -40,6 +40,18 @@ def test_prepare_labels_records_the_pseudonymised_table_once(
     assert lifecycle.prepare_labels(store, None, secret=lambda: pytest.fail("asked")) is None
 
 
+def test_labels_path_is_the_recorded_path_and_writes_nothing(
+    label_file: Path, tmp_path: Path
+) -> None:
+    store = tmp_path / "s.zarr"
+    path = lifecycle.labels_path(label_file, secret=lambda: SECRET)
+    assert path is not None and not store.exists()
+    assert path == lifecycle.prepare_labels(str(store), label_file, secret=SECRET)
+    other = lifecycle.labels_path(label_file, secret=b"another secret")
+    assert other != path  # the pseudonymised keys take part in the table's hash
+    assert lifecycle.labels_path(None, secret=lambda: pytest.fail("asked")) is None
+
+
 def _auc(value: float, low: float) -> dict:
     return {"value": value, "ci_low": low, "ci_high": min(1.0, 2 * value - low)}
 
