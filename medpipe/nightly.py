@@ -170,7 +170,7 @@ def survey(
         preprocess_group=pgroup,
         features_group=features_group(features, source=pgroup),
     )
-    return list(files), delta, plan
+    return files, delta, plan
 
 
 def idle_result(

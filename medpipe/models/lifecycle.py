@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from medpipe.errors import ModelError
 from medpipe.models import labels as lab
@@ -34,6 +34,9 @@ from medpipe.models.scoring import count_unscored
 from medpipe.models.train import scores_group
 from medpipe.results import ModelStageResult, TrainResult
 from medpipe.store import store_root
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = [
     "NO_MODEL_NOTE",
@@ -124,7 +127,7 @@ def labels_path(labels: str | Path | None, *, secret: bytes | Callable[[], bytes
     return lab.stored_labels_path(_read_labels(labels, secret))
 
 
-def _read_labels(labels: str | Path, secret: bytes | Callable[[], bytes]) -> Any:
+def _read_labels(labels: str | Path, secret: bytes | Callable[[], bytes]) -> pd.DataFrame:
     return lab.read_labels(labels, secret=secret() if callable(secret) else secret)
 
 
