@@ -22,8 +22,12 @@ lint: $(STAMP)
 # the browser test drives Debian's chromium (Playwright's own download does not work here)
 CHROMIUM ?= /usr/bin/chromium
 
+# the suite on PYTEST_WORKERS processes (CI has 2 cores); each test module stays on one
+# worker and the integration modules share one (tests/conftest.py)
+PYTEST_WORKERS ?= 2
+
 test: lint browser pyradiomics-venv
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadgroup
 
 browser:
 	@test -x $(CHROMIUM) || { \

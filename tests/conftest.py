@@ -16,6 +16,18 @@ REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the marks
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under ``make test`` (pytest-xdist, ``--dist loadgroup``) a test module runs on one
+    worker, so its module fixtures (a cluster, a served deployment) start once; the
+    integration modules share one group, so their servers (the session's Prefect server,
+    Orthanc, moto, SLURM, Chromium) run on one worker, not twice at once."""
+    for item in items:
+        rel = item.path.relative_to(REPO).as_posix()
+        group = "integration" if rel.startswith("tests/integration/") else rel
+        item.add_marker(pytest.mark.xdist_group(group))
+
+
 def shared_data_dir() -> Path:
     """``../shared/data`` beside the checkout, or ``$MEDPIPE_SHARED_DATA``."""
     return Path(os.environ.get("MEDPIPE_SHARED_DATA", REPO.parent / "shared" / "data"))

@@ -190,6 +190,8 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prefect
         PREFECT_SERVER_UI_SHOW_PROMOTIONAL_CONTENT="false",
         # schedule the cron runs soon after the deployment registers (default: every 60 s)
         PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS="5",
+        # a 503 (retryable) answer names its cause in server.log, which failures quote
+        PREFECT_SERVER_LOG_RETRYABLE_ERRORS="true",
     )
     cmd = [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)]
     service = Service.start("prefect server", cmd, env=env, log=home / "server.log")
