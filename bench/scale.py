@@ -79,16 +79,18 @@ def source_files(data: Path = DATA, *, ibsi_slices: int = 4) -> list[Path]:
 
 
 def _fake_phi(i: int) -> dict[str, str]:
+    # no word of these occurs in what medpipe writes ("scale" does: NGFF's transformation
+    # type), so the nightly PHI audit finds none of them
     return {
-        "PatientName": f"SCALE^PATIENT^{i:06d}",
+        "PatientName": f"QUOKKA^PATIENT^{i:06d}",
         "PatientID": f"SC{i:08d}",
         "PatientBirthDate": f"19{(i % 80) + 10:02d}0101",
         "AccessionNumber": f"ACC{i:09d}",
-        "InstitutionName": "SCALE BENCH HOSPITAL",
+        "InstitutionName": "QUOKKA BENCH HOSPITAL",
         "ReferringPhysicianName": "BENCH^REFERRER",
         "StudyID": f"ST{i:06d}",
-        "StudyDescription": "SCALE BENCH STUDY",
-        "SeriesDescription": f"SCALE BENCH SERIES {i}",
+        "StudyDescription": "QUOKKA BENCH STUDY",
+        "SeriesDescription": f"QUOKKA BENCH SERIES {i}",
     }
 
 

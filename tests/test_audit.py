@@ -124,6 +124,32 @@ def test_values_in_their_spellings(ingested: tuple[Path, str, object]) -> None:
     assert not found("the smithsonian")
 
 
+def test_find_matches_a_brute_force_search_over_many_shared_first_words() -> None:
+    """Thousands of spellings sharing a first word (a bench's ``SMITH^…`` names, an
+    institution's ``ST …`` wards): ``find`` returns exactly the spellings a word-by-word
+    comparison of every spelling at every position finds, and again after a value is added."""
+    vals = Values()
+    for i in range(3000):
+        vals.add(f"SMITH^PAT^{i:05d}".replace("^", " "), "PatientName", split=True)
+    vals.add("ST MARY WARD 7", "InstitutionName", split=True)
+    text = ("ngff scale smith pat 00017 smith pat 02999 smith pat 99999 smith "
+            "st mary ward 7 pat 00042") * 3
+    tokens = words(text)
+
+    def brute() -> set[tuple[tuple[str, ...], str]]:
+        return {(v.words, v.source)
+                for vs in vals.spellings.values() for v in vs
+                for i in range(len(tokens)) if tuple(tokens[i : i + len(v.words)]) == v.words}
+
+    got = {(v.words, v.source) for v in vals.find(tokens)}
+    assert got == brute()
+    assert (("smith", "pat", "00017"), "PatientName") in got
+    assert not any(w == ("smith", "pat", "99999") for w, _ in got)
+    vals.add("SMITH PAT 99999", "PatientName")  # the lookup follows an added value
+    got = {(v.words, v.source) for v in vals.find(tokens)}
+    assert got == brute() and (("smith", "pat", "99999"), "PatientName") in got
+
+
 def test_audit_is_clean(ingested: tuple[Path, str, object]) -> None:
     archive, store, _ = ingested
     result = audit_store(store, archive)

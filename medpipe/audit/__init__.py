@@ -137,6 +137,10 @@ class Values:
     paths: int = 0
     kept: set[str] = field(default_factory=set)
     _seen: set[tuple[tuple[str, ...], str]] = field(default_factory=set, repr=False)
+    #: first word → spelling length → words → values (built by ``find``, dropped on a change)
+    _lookup: dict[str, dict[int, dict[tuple[str, ...], list[Value]]]] | None = field(
+        default=None, repr=False
+    )
 
     @property
     def count(self) -> int:
@@ -158,6 +162,7 @@ class Values:
                 self._seen.add((c, source))
                 shown = text if c is ws else f"{c[0]} (in {text})"
                 self.spellings.setdefault(c[0], []).append(Value(c, shown, source))
+                self._lookup = None
 
     def keep_technical(self, header: dict[str, Any]) -> None:
         """Note the words of a header's kept technical values (see ``kept``)."""
@@ -168,6 +173,7 @@ class Values:
 
     def drop_technical(self) -> None:
         """Drop the spellings whose significant words are all kept technical words."""
+        self._lookup = None
         for first in list(self.spellings):
             left = []
             for v in self.spellings[first]:
@@ -204,13 +210,17 @@ class Values:
 
     def find(self, tokens: Sequence[str]) -> list[Value]:
         """The spellings that occur in a word sequence."""
+        if self._lookup is None:  # one dict probe per spelling length, not per spelling
+            self._lookup = {}
+            for first, vs in self.spellings.items():
+                for v in vs:
+                    by_len = self._lookup.setdefault(first, {})
+                    by_len.setdefault(len(v.words), {}).setdefault(v.words, []).append(v)
         found: dict[tuple[tuple[str, ...], str], Value] = {}
-        index = self.spellings
         for i, w in enumerate(tokens):
-            for v in index.get(w, ()):
-                n = len(v.words)
-                if (v.words, v.source) not in found and tuple(tokens[i : i + n]) == v.words:
-                    found[v.words, v.source] = v
+            for n, by_words in self._lookup.get(w, {}).items():
+                for v in by_words.get(tuple(tokens[i : i + n]), ()):
+                    found.setdefault((v.words, v.source), v)
         return list(found.values())
 
 

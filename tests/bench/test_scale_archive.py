@@ -44,7 +44,7 @@ def test_generator_gives_fresh_uids_and_drops_the_original_phi(tmp_path: Path) -
         for value in {v for v in strong if any(c.isalpha() for c in v)} | original_uids:
             assert value.encode() not in raw, (path.name, value)
         assert str(ds.PatientID) == f"SC{i:08d}"
-        assert str(ds.PatientName).startswith("SCALE^")
+        assert str(ds.PatientName).startswith("QUOKKA^")
         # the image itself is the source's
         src = pydicom.dcmread(sources[i % len(sources)])
         assert (ds.pixel_array == src.pixel_array).all()
@@ -54,3 +54,17 @@ def test_generator_gives_fresh_uids_and_drops_the_original_phi(tmp_path: Path) -
     after = pydicom.dcmread(arch.files[3])
     assert arch.files[3].read_bytes() != before
     assert str(after.SeriesInstanceUID) in seen["SeriesInstanceUID"]
+
+
+def test_the_audit_finds_no_fake_phi_in_the_store_of_a_generated_archive(tmp_path: Path) -> None:
+    """The fake values share no word with what medpipe writes (a first version's
+    ``SCALE^…`` names matched NGFF's ``"scale"`` in every image's ``zarr.json``)."""
+    from medpipe.audit import audit_store
+    from medpipe.ingest import ingest_archive
+
+    arch = scale.generate_archive(tmp_path / "archive", 6)
+    store = str(tmp_path / "store.zarr")
+    assert ingest_archive(str(arch.root), store, secret=b"bench-test").quarantined == 0
+    result = audit_store(store, arch.root)
+    assert result.files > 0 and result.values > 0
+    assert result.clean, [(h.location, h.source) for h in result.hits]
