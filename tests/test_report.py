@@ -228,8 +228,7 @@ def test_report_of_the_first_run_from_the_cli(two_runs: dict, tmp_path: Path) ->
     from medpipe.cli import app
 
     bad = CliRunner().invoke(app, ["report", store, "--run", "nope"])
-    said = " ".join(bad.stdout.split())  # the console wraps a long store path
-    assert bad.exit_code == 2 and "no run 'nope'" in said, bad.output
+    assert bad.exit_code == 2 and f"store {store!r} has no run 'nope'" in bad.stdout, bad.output
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="no chromium (make browser installs it)")

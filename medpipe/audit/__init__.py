@@ -213,8 +213,8 @@ class Values:
         if self._lookup is None:  # one dict probe per spelling length, not per spelling
             self._lookup = {}
             for first, vs in self.spellings.items():
+                by_len = self._lookup.setdefault(first, {})
                 for v in vs:
-                    by_len = self._lookup.setdefault(first, {})
                     by_len.setdefault(len(v.words), {}).setdefault(v.words, []).append(v)
         found: dict[tuple[tuple[str, ...], str], Value] = {}
         for i, w in enumerate(tokens):

@@ -14,6 +14,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 __all__ = [
@@ -103,8 +104,12 @@ def prefect_defaults() -> None:
 
 
 def fail(err: Exception) -> typer.Exit:
-    """Print ``err`` and return the exit (code 2) to raise."""
-    console.print(f"[bold red]error:[/] {err}")
+    """Print ``err`` and return the exit (code 2) to raise.
+
+    The message is printed as it is (a ``[`` in a path is not markup) and on one line: the
+    terminal folds it, so a long store path in it stays one path to copy.
+    """
+    console.print(f"[bold red]error:[/] {escape(str(err))}", soft_wrap=True)
     return typer.Exit(code=2)
 
 
