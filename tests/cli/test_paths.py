@@ -45,3 +45,14 @@ def test_preprocess_sends_the_flow_an_absolute_store(
     assert isinstance(result.exception, Stop), result.output
     (params,) = seen
     assert params.store == os.path.join(str(tmp_path), "S")  # type: ignore[attr-defined]
+
+
+def test_an_error_naming_a_long_path_prints_it_whole(capsys: pytest.CaptureFixture[str]) -> None:
+    """Past the console's width (80 columns here) the message stays on one line, and a
+    ``[`` in a path is printed, not read as markup: the path can be copied as printed."""
+    from medpipe.cli.common import fail
+
+    path = "/data/" + "x" * 120 + "/[scan 2]/store.zarr"
+    exit_ = fail(ValueError(f"store {path!r} has no run 'nope'"))
+    assert exit_.exit_code == 2
+    assert f"error: store {path!r} has no run 'nope'\n" in capsys.readouterr().out
